@@ -1,0 +1,541 @@
+"""BertIntentClassifier: a Hugging Face BERT fine-tuned on the bot's NLU data inside ``rasa train``.
+
+Base usage (config.yml)::
+
+    pipeline:
+      - name: JiebaTokenizer
+      - name: nlu_bert.BertIntentClassifier
+        model: hfl/chinese-bert-wwm-ext   # or a local folder, or `scratch`
+
+torch and transformers are imported inside methods only, so importing this module is cheap.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Text, Tuple
+
+import numpy as np
+import rasa.shared.utils.io
+from rasa.engine.graph import ExecutionContext, GraphComponent
+from rasa.engine.recipes.default_recipe import DefaultV1Recipe
+from rasa.engine.storage.resource import Resource
+from rasa.engine.storage.storage import ModelStorage
+from rasa.nlu.classifiers.classifier import IntentClassifier
+from rasa.shared.exceptions import RasaException
+from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+from nlu_bert import backbones
+from nlu_bert.config_checks import ConfigChecker
+from nlu_bert.version import ARCHIVE_FORMAT, __version__
+
+logger = logging.getLogger(__name__)
+
+COMPONENT = "BertIntentClassifier"
+WEIGHTS_FILE = "model.safetensors"
+ENCODER_CONFIG_FILE = "encoder_config.json"
+TOKENIZER_DIR = "tokenizer"
+META_FILE = "meta.json"
+REPORT_FILE = "training_report.json"
+
+# learning rates chosen by `auto`: (backbone, head + n-gram table)
+AUTO_LR = {"pretrained": (3e-5, 1e-3), "scratch": (5e-4, 5e-3)}
+MLM_LEARNING_RATE = 1e-3
+
+
+class ModelArchiveError(RasaException):
+    """The component's files in the Rasa model archive are missing, damaged or of another version."""
+
+
+@DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=True)
+class BertIntentClassifier(GraphComponent, IntentClassifier):
+    """Fine-tunes a BERT (hub id, local folder or `scratch`) to classify intents."""
+
+    @staticmethod
+    def get_default_config() -> Dict[Text, Any]:
+        return {
+            # Backbone: a hub id (honours HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE), a local folder with
+            # config.json + weights + tokenizer, or `scratch` (small BERT, random weights, char vocabulary).
+            "model": "hfl/chinese-bert-wwm-ext",
+            # Hub revision (branch, tag or commit) of `model`; null = the default branch.
+            "revision": None,
+            # Where hub downloads are cached; null = HF_HOME / the huggingface_hub default.
+            "cache_dir": None,
+            # Longest input in tokens; longer texts are truncated (and counted in the data summary).
+            "max_length": 64,
+            # Most training epochs; early stopping usually ends sooner.
+            "epochs": 30,
+            # Examples per training step; also the inference batch size.
+            "batch_size": 32,
+            # Backbone learning rate; `auto` = 3e-5 for pre-trained backbones, 5e-4 for `scratch`.
+            "learning_rate": "auto",
+            # Learning rate of the classification head and n-gram table; `auto` = 1e-3 / 5e-3 (scratch).
+            "head_learning_rate": "auto",
+            # AdamW weight decay (not applied to biases, LayerNorm and the n-gram table).
+            "weight_decay": 0.01,
+            # Fraction of the training steps with a linear learning-rate warm-up.
+            "warmup_ratio": 0.1,
+            # Label smoothing of the cross-entropy loss (0 = off).
+            "label_smoothing": 0.0,
+            # Fraction of each intent held out for early stopping (stratified; intents with < 3 examples
+            # are never held out). 0 = no validation: all `epochs` run.
+            "validation_split": 0.1,
+            # Stop after this many epochs without a better validation macro-F1 (0 = never stop early).
+            "early_stopping_patience": 4,
+            # Class imbalance: `balanced` weights the loss by 1/sqrt(examples per intent); `none`.
+            "class_weight": "balanced",
+            # Seed of weights init, data order and split: same data + seed gives the same model on CPU.
+            "seed": 42,
+            # Where to train and predict: auto (cuda, then mps, then cpu), cpu, cuda, mps.
+            "device": "auto",
+            # Intents in `intent_ranking` (0 = all).
+            "ranking_length": 10,
+            # dtype of the weights in the model archive: float32, or float16 (half the size).
+            "save_dtype": "float32",
+            # `scratch` backbone size: hidden width, layers, attention heads.
+            "scratch_hidden_size": 256,
+            "scratch_num_layers": 4,
+            "scratch_num_heads": 4,
+            # `scratch`: epochs of masked-language-model pre-training on the bot's own texts (0 = off).
+            "scratch_mlm_epochs": 10,
+            # Hashed character 1..3-gram features beside the encoder: `auto` (on for `scratch` only), true, false.
+            "ngram_features": "auto",
+            # Hash buckets and width of the n-gram table.
+            "ngram_buckets": 50000,
+            "ngram_dim": 128,
+            # Threads for torch on CPU (0 = torch's default, all cores).
+            "num_threads": 0,
+        }
+
+    @staticmethod
+    def required_packages() -> List[Text]:
+        return ["torch", "transformers", "safetensors"]
+
+    def __init__(
+        self,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> None:
+        self.config = {**self.get_default_config(), **config}
+        self.validate_config(self.config)
+        self._model_storage = model_storage
+        self._resource = resource
+        self._execution_context = execution_context
+        self.labels: List[str] = []
+        self.model: Any = None  # nlu_bert.modeling.IntentModel once trained or loaded
+        self.tokenizer: Any = None
+        self.meta: Dict[str, Any] = {}
+        self._device: Any = None
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def validate_config(cls, config: Dict[Text, Any]) -> None:
+        check = ConfigChecker(COMPONENT, config)
+        check.known_keys(cls.get_default_config())
+        check.text("model")
+        check.text("revision", optional=True)
+        check.text("cache_dir", optional=True)
+        check.integer("max_length", 4, 512)
+        check.integer("epochs", 1)
+        check.integer("batch_size", 1)
+        check.positive_or_auto("learning_rate")
+        check.positive_or_auto("head_learning_rate")
+        check.number("weight_decay", 0, 1)
+        check.number("warmup_ratio", 0, 1, high_open=True)
+        check.number("label_smoothing", 0, 1, high_open=True)
+        check.number("validation_split", 0, 0.5)
+        check.integer("early_stopping_patience", 0)
+        check.choice("class_weight", ["balanced", "none"])
+        check.integer("seed", 0)
+        check.choice("device", list(backbones.DEVICES))
+        check.integer("ranking_length", 0)
+        check.choice("save_dtype", ["float32", "float16"])
+        check.integer("scratch_hidden_size", 8)
+        check.integer("scratch_num_layers", 1, 24)
+        check.integer("scratch_num_heads", 1)
+        if config["scratch_hidden_size"] % config["scratch_num_heads"]:
+            check.fail("scratch_hidden_size", f"must be a multiple of `scratch_num_heads` ({config['scratch_num_heads']})")
+        check.integer("scratch_mlm_epochs", 0)
+        check.choice("ngram_features", ["auto", True, False])
+        check.integer("ngram_buckets", 2)
+        check.integer("ngram_dim", 1)
+        check.integer("num_threads", 0)
+
+    @classmethod
+    def create(
+        cls,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> "BertIntentClassifier":
+        return cls(config, model_storage, resource, execution_context)
+
+    @property
+    def is_scratch(self) -> bool:
+        return backbones.is_scratch(self.config["model"])
+
+    def _use_ngrams(self) -> bool:
+        setting = self.config["ngram_features"]
+        return self.is_scratch if setting == "auto" else bool(setting)
+
+    def _learning_rates(self) -> Tuple[float, float]:
+        auto_lr, auto_head = AUTO_LR["scratch" if self.is_scratch else "pretrained"]
+        lr = auto_lr if self.config["learning_rate"] == "auto" else float(self.config["learning_rate"])
+        head = auto_head if self.config["head_learning_rate"] == "auto" else float(self.config["head_learning_rate"])
+        return lr, head
+
+    # ------------------------------------------------------------------ training
+    def train(self, training_data: TrainingData) -> Resource:
+        examples = [m for m in training_data.intent_examples if (m.get(TEXT) or "").strip() and m.get(INTENT)]
+        texts = [m.get(TEXT).strip() for m in examples]
+        intents = [m.get(INTENT) for m in examples]
+        if not texts:
+            rasa.shared.utils.io.raise_warning(
+                f"{COMPONENT}: the training data has no intent examples, so the classifier was not trained "
+                "and will predict no intent. Add examples under `nlu:` in your data files."
+            )
+            return self._resource
+        if len(set(intents)) < 2:
+            raise RasaException(
+                f"{COMPONENT}: the training data has only one intent ('{intents[0]}'); an intent classifier "
+                "needs at least two. Add examples of other intents, or remove the classifier from the pipeline."
+            )
+
+        import torch
+
+        from nlu_bert import modeling, training
+
+        started = time.perf_counter()
+        backbones.seed_everything(self.config["seed"])
+        if self.config["num_threads"]:
+            torch.set_num_threads(self.config["num_threads"])
+        self._device = backbones.resolve_device(self.config["device"])
+        logger.info(f"{COMPONENT}: backbone {backbones.describe_source(self.config['model'])}, device {self._device}")
+
+        self.tokenizer, encoder, mlm_model = self._build_backbone(texts)
+        token_lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        summary, keep = training.summarize(texts, intents, token_lengths, self.config["max_length"])
+        self._warn_about_data(summary)
+        texts = [texts[i] for i in keep]
+        self.labels = sorted(set(intents))
+        label_ids = [self.labels.index(intents[i]) for i in keep]
+
+        use_ngrams = self._use_ngrams()
+        self.meta = self._meta(use_ngrams)
+        max_length = self.config["max_length"]
+
+        def encode(batch_texts: List[str]) -> Dict[str, torch.Tensor]:
+            enc = self.tokenizer(
+                batch_texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+            )
+            return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+        if mlm_model is not None:
+            training.pretrain_mlm(
+                mlm_model,
+                encode,
+                texts,
+                epochs=self.config["scratch_mlm_epochs"],
+                batch_size=self.config["batch_size"],
+                learning_rate=MLM_LEARNING_RATE,
+                mask_token_id=self.tokenizer.mask_token_id,
+                special_ids=self.tokenizer.all_special_ids,
+                vocab_size=len(self.tokenizer),
+                seed=self.config["seed"],
+                device=self._device,
+                log=lambda line: logger.info(f"{COMPONENT}: {line}"),
+            )
+
+        self.model = modeling.IntentModel(
+            encoder,
+            num_labels=len(self.labels),
+            ngram_buckets=self.config["ngram_buckets"] if use_ngrams else 0,
+            ngram_dim=self.config["ngram_dim"],
+        )
+
+        def make_batch(idx: List[int]) -> Dict[str, torch.Tensor]:
+            batch = encode([texts[i] for i in idx])
+            if use_ngrams:
+                batch["ngram_ids"] = torch.from_numpy(self._ngram_ids([texts[i] for i in idx]))
+            return batch
+
+        train_idx, val_idx = training.stratified_split(label_ids, self.config["validation_split"], self.config["seed"])
+        lr, head_lr = self._learning_rates()
+        logger.info(
+            f"{COMPONENT}: fine-tuning on {len(train_idx)} examples, validating on {len(val_idx)}, "
+            f"{len(self.labels)} intents, up to {self.config['epochs']} epochs"
+        )
+        result = training.fit(
+            self.model,
+            make_batch,
+            train_idx,
+            torch.tensor(label_ids),
+            val_idx,
+            [label_ids[i] for i in val_idx],
+            epochs=self.config["epochs"],
+            batch_size=self.config["batch_size"],
+            learning_rate=lr,
+            head_learning_rate=head_lr,
+            weight_decay=self.config["weight_decay"],
+            warmup_ratio=self.config["warmup_ratio"],
+            weights=training.class_weights([label_ids[i] for i in train_idx], len(self.labels), self.config["class_weight"]),
+            label_smoothing=self.config["label_smoothing"],
+            patience=self.config["early_stopping_patience"],
+            seed=self.config["seed"],
+            device=self._device,
+            log=lambda line: logger.info(f"{COMPONENT}: {line}"),
+        )
+        self.model.to("cpu").eval()
+        self._device = backbones.resolve_device(self.config["device"])
+        self.model.to(self._device)
+        report = {
+            "nlu_bert_version": __version__,
+            "backbone": backbones.describe_source(self.config["model"]),
+            "data": summary.to_dict(),
+            "train_examples": len(train_idx),
+            "validation_examples": len(val_idx),
+            "best_epoch": result.best_epoch,
+            "best_val_accuracy": result.best_val_accuracy,
+            "best_val_macro_f1": result.best_val_macro_f1,
+            "history": result.history,
+            "fit_seconds": round(result.seconds, 2),
+            "total_seconds": round(time.perf_counter() - started, 2),
+            "config": {k: v for k, v in self.config.items()},
+        }
+        self.persist(report)
+        return self._resource
+
+    def _build_backbone(self, texts: List[str]) -> Tuple[Any, Any, Any]:
+        """(tokenizer, encoder, mlm_model or None). Hub and folder failures raise ModelUnavailableError."""
+        from transformers import AutoModel, AutoTokenizer, BertForMaskedLM
+
+        from nlu_bert import modeling, vocab
+
+        if self.is_scratch:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="nlu_bert_vocab_") as folder:
+                tokenizer = vocab.make_tokenizer(vocab.build_char_vocab(texts), Path(folder))
+            bert_config = modeling.scratch_bert_config(
+                vocab_size=len(tokenizer),
+                hidden_size=self.config["scratch_hidden_size"],
+                num_layers=self.config["scratch_num_layers"],
+                num_heads=self.config["scratch_num_heads"],
+                max_length=self.config["max_length"],
+            )
+            mlm = BertForMaskedLM(bert_config) if self.config["scratch_mlm_epochs"] > 0 else None
+            encoder = mlm.bert if mlm is not None else AutoModel.from_config(bert_config, add_pooling_layer=False)
+            return tokenizer, encoder, mlm
+        hub = {"revision": self.config["revision"], "cache_dir": self.config["cache_dir"]}
+        tokenizer = backbones.load_pretrained(COMPONENT, self.config["model"], AutoTokenizer.from_pretrained, **hub)
+        encoder = backbones.load_pretrained(COMPONENT, self.config["model"], AutoModel.from_pretrained, **hub)
+        _drop_pooler(encoder)
+        return tokenizer, encoder, None
+
+    def _warn_about_data(self, summary: Any) -> None:
+        for line in summary.lines():
+            logger.info(f"{COMPONENT}: data: {line}")
+        if summary.conflicting_texts:
+            shown = "; ".join(f"'{t}' → {', '.join(ys)}" for t, ys in list(summary.conflicting_texts.items())[:5])
+            rasa.shared.utils.io.raise_warning(
+                f"{COMPONENT}: {len(summary.conflicting_texts)} texts appear under more than one intent "
+                f"(e.g. {shown}). The model cannot tell these apart; keep each text under one intent."
+            )
+        if summary.truncated:
+            rasa.shared.utils.io.raise_warning(
+                f"{COMPONENT}: {summary.truncated} training texts are longer than `max_length` "
+                f"({summary.max_length} tokens; longest {summary.longest_tokens}) and were truncated. "
+                "Raise `max_length` if the end of long texts matters."
+            )
+        if summary.singleton_intents:
+            rasa.shared.utils.io.raise_warning(
+                f"{COMPONENT}: {len(summary.singleton_intents)} intents have a single example "
+                f"({', '.join(summary.singleton_intents[:5])}); they cannot be validated and will be "
+                "recognised poorly. Add a few more examples to each."
+            )
+
+    def _meta(self, use_ngrams: bool) -> Dict[str, Any]:
+        return {
+            "archive_format": ARCHIVE_FORMAT,
+            "nlu_bert_version": __version__,
+            "labels": self.labels,
+            "max_length": self.config["max_length"],
+            "ngram_buckets": self.config["ngram_buckets"] if use_ngrams else 0,
+            "ngram_dim": self.config["ngram_dim"],
+            "ngram_range": [1, 3],
+            "max_ngrams": self.config["max_length"] * 3,
+        }
+
+    def _ngram_ids(self, texts: List[str]) -> np.ndarray:
+        from nlu_bert import modeling
+
+        return modeling.batch_ngram_ids(
+            texts, self.meta["ngram_buckets"], tuple(self.meta["ngram_range"]), self.meta["max_ngrams"]
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def persist(self, report: Optional[Dict[str, Any]] = None) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        dtype = torch.float16 if self.config["save_dtype"] == "float16" else torch.float32
+        with self._model_storage.write_to(self._resource) as folder:
+            state = {
+                k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+                for k, v in self.model.state_dict().items()
+            }
+            save_file(state, str(folder / WEIGHTS_FILE), metadata={"nlu_bert_version": __version__})
+            self.model.encoder.config.to_json_file(str(folder / ENCODER_CONFIG_FILE))
+            self.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+            (folder / META_FILE).write_text(json.dumps(self.meta, ensure_ascii=False, indent=2), encoding="utf-8")
+            if report is not None:
+                (folder / REPORT_FILE).write_text(
+                    json.dumps(report, ensure_ascii=False, indent=2, default=str), encoding="utf-8"
+                )
+
+    @classmethod
+    def load(
+        cls,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+        **kwargs: Any,
+    ) -> "BertIntentClassifier":
+        component = cls(config, model_storage, resource, execution_context)
+        try:
+            with model_storage.read_from(resource) as folder:
+                component._load_from(Path(folder))
+        except ValueError:
+            # Rasa raises ValueError when the resource does not exist: the component was not trained
+            # (no intent examples), so it predicts no intent.
+            logger.debug(f"{COMPONENT}: no trained model in the archive for resource '{resource.name}'.")
+        return component
+
+    def _load_from(self, folder: Path) -> None:
+        import torch
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        from nlu_bert import modeling
+
+        meta_path = folder / META_FILE
+        if not meta_path.is_file():
+            raise ModelArchiveError(_archive_message(folder, f"{META_FILE} is missing"))
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelArchiveError(_archive_message(folder, f"{META_FILE} is unreadable ({e})")) from None
+        if meta.get("archive_format") != ARCHIVE_FORMAT:
+            raise ModelArchiveError(
+                f"{COMPONENT}: this model was trained by nlu-bert {meta.get('nlu_bert_version', '?')} with archive "
+                f"format {meta.get('archive_format')!r}; this nlu-bert ({__version__}) reads format {ARCHIVE_FORMAT}. "
+                "Train the model again with `rasa train`, or install the nlu-bert version that trained it."
+            )
+        for name in (WEIGHTS_FILE, ENCODER_CONFIG_FILE, TOKENIZER_DIR):
+            if not (folder / name).exists():
+                raise ModelArchiveError(_archive_message(folder, f"{name} is missing"))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR), local_files_only=True)
+            encoder_config = AutoConfig.from_pretrained(str(folder / ENCODER_CONFIG_FILE), local_files_only=True)
+            state = load_file(str(folder / WEIGHTS_FILE))
+        except Exception as e:  # noqa: BLE001 - any damage to these files gets the same message
+            raise ModelArchiveError(_archive_message(folder, f"{type(e).__name__}: {e}")) from None
+        encoder = AutoModel.from_config(encoder_config)
+        _drop_pooler(encoder)
+        labels = list(meta["labels"])
+        model = modeling.IntentModel(
+            encoder, num_labels=len(labels), ngram_buckets=meta["ngram_buckets"], ngram_dim=meta["ngram_dim"]
+        )
+        head = state.get("classifier.weight")
+        if head is None or head.shape[0] != len(labels):
+            raise ModelArchiveError(
+                _archive_message(
+                    folder,
+                    f"the weights have {None if head is None else head.shape[0]} outputs but {META_FILE} "
+                    f"lists {len(labels)} intents",
+                )
+            )
+        try:
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        except RuntimeError as e:
+            raise ModelArchiveError(_archive_message(folder, f"the weights do not fit the model: {e}")) from None
+        if self.config["num_threads"]:
+            torch.set_num_threads(self.config["num_threads"])
+        self._device = backbones.resolve_device(self.config["device"])
+        self.model = model.to(self._device).eval()
+        self.tokenizer, self.labels, self.meta = tokenizer, labels, meta
+
+    # ------------------------------------------------------------------ inference
+    def process(self, messages: List[Message]) -> List[Message]:
+        texts = [_clean(m.get(TEXT)) for m in messages]
+        todo = [i for i, t in enumerate(texts) if t]
+        for i, message in enumerate(messages):
+            if i not in todo or self.model is None:
+                message.set(INTENT, {"name": None, "confidence": 0.0}, add_to_output=True)
+                message.set(INTENT_RANKING_KEY, [], add_to_output=True)
+        if self.model is None or not todo:
+            if self.model is None and todo:
+                logger.debug(f"{COMPONENT}: not trained; no intent predicted.")
+            return messages
+        probabilities = self.predict_proba([texts[i] for i in todo])
+        ranking_length = self.config["ranking_length"] or len(self.labels)
+        for row, i in zip(probabilities, todo):
+            order = np.argsort(-row, kind="stable")[:ranking_length]
+            ranking = [{"name": self.labels[j], "confidence": float(row[j])} for j in order]
+            messages[i].set(INTENT, dict(ranking[0]), add_to_output=True)
+            messages[i].set(INTENT_RANKING_KEY, ranking, add_to_output=True)
+        return messages
+
+    def predict_proba(self, texts: List[str]) -> np.ndarray:
+        """Softmax over all intents (columns in the order of ``self.labels``), for non-empty texts."""
+        import torch
+
+        max_length = self.meta["max_length"]
+        # cheap guard against huge inputs: the tokenizer never needs more than this many characters
+        texts = [t[: max_length * 8] for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
+        batch_size = self.config["batch_size"]
+        with torch.inference_mode():
+            for b in range(0, len(order), batch_size):
+                idx = order[b : b + batch_size]
+                chunk = [texts[i] for i in idx]
+                enc = self.tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+                inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+                if self.meta["ngram_buckets"]:
+                    inputs["ngram_ids"] = torch.from_numpy(self._ngram_ids(chunk))
+                logits = self.model(**{k: v.to(self._device) for k, v in inputs.items()}).float().cpu().numpy()
+                out[idx] = _softmax(logits.astype(np.float64))
+        return out
+
+
+def _clean(text: Any) -> str:
+    return text.strip() if isinstance(text, str) else ""
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _drop_pooler(encoder: Any) -> None:
+    """The intent model mean-pools the last hidden states; BERT's pooler would be dead weight."""
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+
+
+def _archive_message(folder: Path, problem: str) -> str:
+    return (
+        f"{COMPONENT}: the model archive is damaged or incomplete: {problem} (in {folder}). "
+        "Train the model again with `rasa train`."
+    )
