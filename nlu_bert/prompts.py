@@ -197,15 +197,18 @@ class PromptEncoder:
         longest_query = len(self._query_head) + self.max_text_tokens + len(self._query_tail)
         return self.max_prompt_tokens - longest_query - longest_answer
 
-    def fit_prefix(self, shots_per_label: Sequence[Tuple[str, List[str]]]) -> Tuple[List[int], List[Shot]]:
-        """The prefix for ``[(label, [example, ...]), ...]`` cut to the budget.
+    def fit_prefix(
+        self, shots_per_label: Sequence[Tuple[str, List[str]]], priority: Optional[Sequence[str]] = None
+    ) -> Tuple[List[int], List[Shot]]:
+        """The prefix for ``[(label, [example, ...]), ...]`` (in prompt order) cut to the budget.
 
         Examples are interleaved (first example of every label, then the second, ...). While
         the prefix is too long, the label with the most examples loses its last one; at one
-        example each, the last labels (lowest priority) are dropped; as a last resort the
-        token ids are cut.
+        example each, labels are dropped, lowest ``priority`` first (default: the last ones);
+        as a last resort the token ids are cut.
         """
         groups = [(label, list(texts)) for label, texts in shots_per_label]
+        drop_order = list(reversed(priority if priority is not None else [label for label, _ in groups]))
         budget = self.prefix_budget([label for label, _ in groups])
         while True:
             shots = interleave(groups)
@@ -217,7 +220,9 @@ class PromptEncoder:
                 idx = max(i for i, (_, texts) in enumerate(groups) if len(texts) == most)
                 groups[idx][1].pop()
             elif len(groups) > 1:
-                groups.pop()
+                present = [label for label, _ in groups]
+                victim = next((label for label in drop_order if label in present), present[-1])
+                groups = [g for g in groups if g[0] != victim]
             else:
                 return ids[: max(budget, 1)], shots
 
@@ -368,3 +373,32 @@ def sample_episode(
     rng.shuffle(shown_with_shots)
     answer = intent if intent in shown_with_shots else None
     return Episode(shots=shots, text=text, answer=answer, intents=shown_with_shots)
+
+
+@dataclass
+class ScoringItem:
+    """A prompt split for scoring, with its answer options and the index of the right one."""
+
+    prefix: List[int]
+    query: List[int]
+    options: List[List[int]]
+    correct: int
+
+
+def encode_episode(encoder: PromptEncoder, episode: Episode, label_of: Dict[str, str]) -> ScoringItem:
+    """Token ids of an episode; options are the shown intents' labels, then the not-applicable answer.
+
+    Shots are dropped from the end while the prompt is longer than ``max_prompt_tokens`` allows.
+    """
+    shots = [(text, label_of[intent]) for text, intent in episode.shots]
+    budget = encoder.prefix_budget([label_of[i] for i in episode.intents])
+    prefix = encoder.prefix_ids(shots)
+    while len(prefix) > budget and len(shots) > 1:
+        shots.pop()
+        prefix = encoder.prefix_ids(shots)
+    prefix = prefix[: max(budget, 1)]
+    shown_labels = {label for _, label in shots}
+    intents = [i for i in episode.intents if label_of[i] in shown_labels]
+    options = [encoder.answer_ids(label_of[i]) for i in intents] + [encoder.answer_ids(encoder.not_applicable)]
+    correct = intents.index(episode.answer) if episode.answer in intents else len(intents)
+    return ScoringItem(prefix=prefix, query=encoder.query_ids(episode.text), options=options, correct=correct)

@@ -227,3 +227,76 @@ def normalise_name(label: str) -> str:
     separator) are kept: ``肯定(好的)`` → ``肯定_好的``, ``audio/volume up`` → ``audio_volume_up``.
     """
     return _NAME_UNSAFE.sub("_", label.strip()).strip("_")
+
+
+# ---------------------------------------------------------------- records with named fields (csv, json, …)
+
+TEXT_FIELDS: Tuple[str, ...] = ("text", "sentence", "query", "utterance", "utt", "review", "content", "question")
+LABEL_FIELDS: Tuple[str, ...] = ("label", "intent", "category", "class", "label_text")
+SPLIT_FIELDS: Tuple[str, ...] = ("split", "partition")
+
+
+class Fields(NamedTuple):
+    text: str
+    label: str
+    split: Optional[str]
+
+
+def resolve_fields(keys: Sequence[str], options: ReadOptions, where: str,
+                   text_candidates: Sequence[str] = TEXT_FIELDS,
+                   label_candidates: Sequence[str] = LABEL_FIELDS) -> Fields:
+    """Which keys hold text, label and split: as requested, else the first known name (any case)."""
+    by_lower = {str(key).strip().lower(): key for key in keys}
+    shown = ", ".join(repr(k) for k in keys)
+
+    def pick(requested: Optional[str], candidates: Sequence[str], what: str, flag: str) -> Optional[str]:
+        if requested:
+            if requested in keys:
+                return requested
+            if requested.strip().lower() in by_lower:
+                return by_lower[requested.strip().lower()]
+            raise ConversionError(f"{where}: there is no {what} field {requested!r}; the fields are {shown}. Check {flag}.")
+        return next((by_lower[c] for c in candidates if c in by_lower), None)
+
+    text = pick(options.text_field, text_candidates, "text", "--text-field")
+    label = pick(options.label_field, label_candidates, "label", "--label-field")
+    for found, what, flag, candidates in ((text, "text", "--text-field", text_candidates),
+                                          (label, "label", "--label-field", label_candidates)):
+        if found is None:
+            raise ConversionError(
+                f"{where}: cannot tell which field holds the {what} (looked for {', '.join(candidates)}); "
+                f"the fields are {shown}. Pass {flag} NAME."
+            )
+    split = None if (options.split_field or "").lower() == "none" else pick(
+        options.split_field, SPLIT_FIELDS, "split", "--split-field")
+    assert text is not None and label is not None
+    return Fields(text, label, split)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value if isinstance(value, str) else str(value)
+
+
+def record_example(record: Dict[str, object], fields: Fields, where: str, bad: BadRows,
+                   split: str = "train") -> Optional[Example]:
+    """An example from a record (dict); a missing text/label or an unknown split is a malformed row."""
+    text, label = _cell(record.get(fields.text)), _cell(record.get(fields.label)).strip()
+    if isinstance(record.get(fields.text), (dict, list)) or not text.strip():
+        bad(where, f"the text field {fields.text!r} is missing or empty", "no text")
+        return None
+    if isinstance(record.get(fields.label), (dict, list)) or not label:
+        bad(where, f"the label field {fields.label!r} is missing or empty", "no label")
+        return None
+    if fields.split is not None:
+        raw_split = _cell(record.get(fields.split))
+        found = canonical_split(raw_split)
+        if found is None:
+            bad(where, f"unknown split {raw_split!r} in field {fields.split!r}; expected train, dev/validation or test",
+                "unknown split")
+            return None
+        split = found
+    return Example(text=text, intent=label, split=split, source=where)

@@ -214,8 +214,9 @@ def build_dataset(source: SourceData, options: BuildOptions = BuildOptions()) ->
             if not label:
                 report.dropped["label mapped to nothing by --label-map"] += 1
                 continue
-        new, lost = clean_example(replace(example, intent=label))
-        cleaned += new is not example
+        relabelled = example if label == example.intent else replace(example, intent=label)
+        new, lost = clean_example(relabelled)
+        cleaned += new is not relabelled
         report.dropped_entities["entity empty after whitespace clean-up"] += lost
         if not new.text:
             report.dropped["empty text"] += 1

@@ -1,0 +1,371 @@
+"""Scoring candidate intents with a causal LM, and fine-tuning it on generated few-shot prompts.
+
+A candidate's score is the mean log-probability of its answer tokens (``label [SEP]``)
+after the prompt: the logits at position ``i`` predict token ``i + 1``, so answer token
+``j`` is read from the logits of the token before it (the prompt's final ``[SEP]`` for
+``j = 0``).
+
+Four ways to compute the same numbers (tests hold them equal to 1e-4):
+
+``naive``      one full forward pass per candidate (the definition; the benchmark's baseline)
+``shared_kv``  the prompt once, its key/value cache copied to K rows, the answers as a batch
+``packed``     prompt and all answers in one pass: answers are packed after the prompt with
+               a tree attention mask (each answer sees the prompt and itself) and their own
+               position ids
+``cached``     like ``packed``, but the few-shot prefix's key/value cache comes from an LRU
+               keyed by the exact prefix token ids, so a message costs only its own line
+               and the answers (the component's mode)
+
+torch is imported lazily (this module is imported by the component at process time only).
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+
+from nlu_bert.prompts import ScoringItem
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+logger = logging.getLogger(__name__)
+
+MODES = ("cached", "packed", "shared_kv", "naive")
+PRECISIONS = ("fp32", "bf16")
+
+
+class PrefixCache:
+    """A bounded LRU of key/value caches (legacy tuples of tensors), keyed by prefix token ids."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._items: "OrderedDict[Hashable, Any]" = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> Any:
+        value = self._items.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._items.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        if self.max_entries <= 0:
+            return
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class Scores:
+    """Mean log-likelihood per answer, and whether the prefix came from the cache."""
+
+    log_likelihoods: List[float]
+    cache_hit: bool = False
+    seconds: float = 0.0
+
+
+def precision_dtype(precision: str) -> "torch.dtype":
+    import torch
+
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+class CandidateScorer:
+    """Scores answers after a prompt with a causal LM (``model`` must be in eval mode)."""
+
+    def __init__(self, model: Any, cache_size: int = 16) -> None:
+        self.model = model
+        self.cache = PrefixCache(cache_size)
+        self._lock = threading.Lock()
+        params = inspect.signature(model.forward).parameters
+        self._can_keep_logits = "logits_to_keep" in params
+
+    @property
+    def device(self) -> "torch.device":
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> "torch.dtype":
+        return next(self.model.parameters()).dtype
+
+    def score(
+        self,
+        prefix: Sequence[int],
+        query: Sequence[int],
+        answers: Sequence[Sequence[int]],
+        mode: str = "cached",
+    ) -> Scores:
+        """Mean log-likelihood of every answer after ``prefix + query`` (answers end with [SEP])."""
+        import torch
+
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if not answers or any(len(a) == 0 for a in answers):
+            raise ValueError("every answer needs at least one token")
+        start = time.perf_counter()
+        with self._lock, torch.inference_mode():
+            hit = False
+            if mode == "naive":
+                values = [self._naive_one(list(prefix) + list(query), a) for a in answers]
+            elif mode == "shared_kv":
+                values = self._shared_kv(list(prefix) + list(query), answers)
+            elif mode == "packed":
+                values = self._packed(None, 0, list(prefix) + list(query), answers)
+            else:
+                past, hit = self._prefix_cache(prefix)
+                values = self._packed(past, len(prefix), list(query), answers)
+        return Scores(values, cache_hit=hit, seconds=time.perf_counter() - start)
+
+    # -- the four ways ------------------------------------------------------------------------
+    def _naive_one(self, prompt: List[int], answer: Sequence[int]) -> float:
+        import torch
+
+        ids = torch.tensor([prompt + list(answer)], device=self.device)
+        logits = self.model(input_ids=ids, use_cache=False).logits[0].float()
+        # logits[i] predicts ids[i + 1]: the answer's tokens are read from the positions before them
+        rows = logits[len(prompt) - 1 : len(prompt) - 1 + len(answer)]
+        logp = torch.log_softmax(rows, dim=-1)
+        target = torch.tensor(list(answer), device=self.device)
+        return float(logp.gather(1, target[:, None]).mean())
+
+    def _shared_kv(self, prompt: List[int], answers: Sequence[Sequence[int]]) -> List[float]:
+        import torch
+
+        out = self.model(input_ids=torch.tensor([prompt], device=self.device), use_cache=True, **self._keep(1))
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        bodies = [list(a[:-1]) for a in answers]
+        longest = max(len(b) for b in bodies)
+        if longest == 0:
+            return [float(first[a[0]]) for a in answers]
+        k = len(answers)
+        legacy = _to_legacy(out.past_key_values)
+        expanded = tuple((key.expand(k, -1, -1, -1), value.expand(k, -1, -1, -1)) for key, value in legacy)
+        ids = torch.tensor([b + [0] * (longest - len(b)) for b in bodies], device=self.device)
+        mask = torch.tensor(
+            [[1] * len(prompt) + [1] * len(b) + [0] * (longest - len(b)) for b in bodies], device=self.device
+        )
+        logits = self.model(
+            input_ids=ids, past_key_values=_from_legacy(expanded), attention_mask=mask, use_cache=True
+        ).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        values = []
+        for row, answer in enumerate(answers):
+            total = float(first[answer[0]]) + sum(float(logp[row, j, answer[j + 1]]) for j in range(len(answer) - 1))
+            values.append(total / len(answer))
+        return values
+
+    def _prefix_cache(self, prefix: Sequence[int]) -> Tuple[Any, bool]:
+        import torch
+
+        key = tuple(prefix)
+        legacy = self.cache.get(key)
+        hit = legacy is not None
+        if not hit:
+            out = self.model(input_ids=torch.tensor([list(prefix)], device=self.device), use_cache=True, **self._keep(1))
+            legacy = _to_legacy(out.past_key_values)
+            self.cache.put(key, legacy)
+        return _from_legacy(legacy), hit
+
+    def _packed(self, past: Any, past_len: int, shared: List[int], answers: Sequence[Sequence[int]]) -> List[float]:
+        """``shared`` then every answer's tokens but the last, in one pass with a tree mask."""
+        import torch
+
+        seq = list(shared)
+        positions = list(range(past_len, past_len + len(shared)))
+        owner = [-1] * len(shared)
+        starts = []
+        for k, answer in enumerate(answers):
+            body = list(answer[:-1])
+            starts.append(len(seq))
+            seq += body
+            positions += range(past_len + len(shared), past_len + len(shared) + len(body))
+            owner += [k] * len(body)
+        n = len(seq)
+        own = torch.tensor(owner, device=self.device)
+        idx = torch.arange(n, device=self.device)
+        allowed = (idx[None, :] <= idx[:, None]) & ((own[None, :] == -1) | (own[None, :] == own[:, None]))
+        allowed = torch.cat([torch.ones(n, past_len, dtype=torch.bool, device=self.device), allowed], dim=1)
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+        mask = mask.masked_fill(~allowed, torch.finfo(self.dtype).min)[None, None]
+        # the rows whose logits are read: the last shared token, then each answer's body tokens
+        rows = [len(shared) - 1] + list(range(len(shared), n))
+        keep = self._keep(torch.tensor(rows, device=self.device)) if self._can_keep_logits else {}
+        logits = self.model(
+            input_ids=torch.tensor([seq], device=self.device),
+            position_ids=torch.tensor([positions], device=self.device),
+            attention_mask=mask,
+            past_key_values=past,
+            use_cache=past is not None,
+            **keep,
+        ).logits[0]
+        if not keep:
+            logits = logits[rows]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        row_of = {pos: i for i, pos in enumerate(rows)}
+        values = []
+        for k, answer in enumerate(answers):
+            predictors = [len(shared) - 1] + [starts[k] + j for j in range(len(answer) - 1)]
+            total = sum(float(logp[row_of[p], tok]) for p, tok in zip(predictors, answer))
+            values.append(total / len(answer))
+        return values
+
+    def _keep(self, value: Any) -> Dict[str, Any]:
+        return {"logits_to_keep": value} if self._can_keep_logits else {}
+
+
+def _to_legacy(past: Any) -> Tuple[Tuple["torch.Tensor", "torch.Tensor"], ...]:
+    return past.to_legacy_cache() if hasattr(past, "to_legacy_cache") else tuple(past)
+
+
+def _from_legacy(legacy: Tuple[Tuple["torch.Tensor", "torch.Tensor"], ...]) -> Any:
+    from transformers import DynamicCache
+
+    # DynamicCache copies on update, so the tensors kept in the LRU are never changed
+    return DynamicCache.from_legacy_cache(legacy)
+
+
+def softmax(values: Sequence[float]) -> List[float]:
+    import math
+
+    top = max(values)
+    exps = [math.exp(v - top) for v in values]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+# -- fine-tuning -------------------------------------------------------------------------------
+@dataclass
+class FineTuneSettings:
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    patience: int
+    seed: int
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class FineTuneReport:
+    epochs_run: int = 0
+    best_epoch: int = 0
+    best_val_accuracy: float = 0.0
+    history: List[Dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def accuracy(scorer: CandidateScorer, items: Sequence[ScoringItem], mode: str = "packed") -> float:
+    """The share of items where the best-scored option is the right one."""
+    if not items:
+        return 0.0
+    right = 0
+    for item in items:
+        values = scorer.score(item.prefix, item.query, item.options, mode=mode).log_likelihoods
+        right += int(max(range(len(values)), key=values.__getitem__) == item.correct)
+    return right / len(items)
+
+
+def fine_tune(
+    model: Any,
+    make_epoch: Callable[[int], List[ScoringItem]],
+    val_items: Sequence[ScoringItem],
+    settings: FineTuneSettings,
+    pad_id: int,
+    progress: Optional[Callable[[str], None]] = None,
+) -> FineTuneReport:
+    """Train on the answer tokens only; keep the weights of the epoch with the best validation accuracy.
+
+    ``make_epoch(epoch)`` returns that epoch's freshly sampled prompts. Early stopping: after
+    ``patience`` epochs without a better validation accuracy of the scored decision (0: off).
+    """
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    started = time.perf_counter()
+    device = next(model.parameters()).device
+    torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    first = make_epoch(0)
+    steps_per_epoch = max(1, -(-len(first) // settings.batch_size))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    total = steps_per_epoch * settings.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(total * settings.warmup_fraction), total)
+    scorer = CandidateScorer(model, cache_size=0)
+    report = FineTuneReport()
+    best_state: Optional[Dict[str, "torch.Tensor"]] = None
+    stale = 0
+    for epoch in range(settings.epochs):
+        items = first if epoch == 0 else make_epoch(epoch)
+        rng.shuffle(items)
+        model.train()
+        losses = []
+        for b in range(0, len(items), settings.batch_size):
+            ids, mask, labels = _batch(items[b : b + settings.batch_size], pad_id, device)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss))
+        model.eval()
+        val_acc = accuracy(scorer, val_items)
+        row = {"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)), "val_accuracy": val_acc}
+        report.history.append(row)
+        report.epochs_run = epoch + 1
+        if progress:
+            progress(f"epoch {epoch + 1}/{settings.epochs}: loss {row['loss']:.4f}, val accuracy {val_acc:.3f}")
+        if best_state is None or val_acc > report.best_val_accuracy:
+            report.best_val_accuracy, report.best_epoch, stale = val_acc, epoch + 1, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if settings.patience and stale >= settings.patience:
+                if progress:
+                    progress(f"early stop: no better validation accuracy for {stale} epochs")
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _batch(items: Sequence[ScoringItem], pad_id: int, device: Any) -> Tuple[Any, Any, Any]:
+    """Right-padded ``prompt + answer`` with labels on the answer tokens only (-100 elsewhere)."""
+    import torch
+
+    rows, labels = [], []
+    for item in items:
+        prompt = item.prefix + item.query
+        answer = item.options[item.correct]
+        rows.append(prompt + answer)
+        labels.append([-100] * len(prompt) + list(answer))
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    lab = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, lbl) in enumerate(zip(rows, labels)):
+        ids[i, : len(r)] = torch.tensor(r)
+        lab[i, : len(r)] = torch.tensor(lbl)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device), lab.to(device)

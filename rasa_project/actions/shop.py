@@ -1,0 +1,100 @@
+"""Products and coupons."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import List, Optional, Text
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from rasa_project import db
+from rasa_project.actions.common import yuan
+
+
+def _latest_product(tracker: Tracker) -> Optional[Text]:
+    """The product named in the latest message, else the one the conversation is about."""
+    entity = next(tracker.get_latest_entity_values("product"), None)
+    return entity or tracker.get_slot("product")
+
+
+class ActionProductInfo(Action):
+    def name(self) -> Text:
+        return "action_product_info"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        name = _latest_product(tracker)
+        with db.session_scope() as session:
+            product = session.query(db.Product).filter(db.Product.name == name).first() if name else None
+            if product is None:
+                names = "、".join(p.name for p in session.query(db.Product).order_by(db.Product.id))
+                prefix = f"暂时没有“{name}”这件商品。" if name else ""
+                dispatcher.utter_message(text=f"{prefix}我们在售的商品有：{names}。您想了解哪一款？")
+                return []
+            if product.stock > 0:
+                stock = f"现货 {product.stock} 件，16:00 前付款当天发货"
+            else:
+                stock = "暂时缺货，预计 3–5 天补货"
+            dispatcher.utter_message(text=f"{product.name}：{yuan(product.price)}，{stock}。{product.description}。")
+        return []
+
+
+def _available_coupons(session, now: dt.datetime) -> List[db.Coupon]:
+    return session.query(db.Coupon).filter(db.Coupon.expires_at > now).order_by(db.Coupon.discount).all()
+
+
+def _claimed_codes(session, sender_id: Text) -> set:
+    rows = session.query(db.CouponClaim.coupon_code).filter(db.CouponClaim.sender_id == sender_id)
+    return {code for (code,) in rows}
+
+
+def _describe(coupon: db.Coupon) -> Text:
+    spend = f"满 {coupon.min_spend:g} 减 {coupon.discount:g}" if coupon.min_spend else f"立减 {coupon.discount:g}"
+    return f"· {coupon.title}（{coupon.code}）：{spend}，{coupon.expires_at:%m-%d} 前有效"
+
+
+class ActionListCoupons(Action):
+    def name(self) -> Text:
+        return "action_list_coupons"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        with db.session_scope() as session:
+            coupons = _available_coupons(session, dt.datetime.now())
+            claimed = _claimed_codes(session, tracker.sender_id)
+            if not coupons:
+                dispatcher.utter_message(text="现在没有可领的优惠券，关注店铺首页，新活动上线会第一时间通知您。")
+                return []
+            lines = ["现在可以领取的优惠券："]
+            lines += [_describe(c) + ("（已领取）" if c.code in claimed else "") for c in coupons]
+            if all(c.code in claimed for c in coupons):
+                lines.append("这些券您都已经领过了，下单时会自动抵扣。")
+            else:
+                lines.append("需要我帮您一键领取吗？")
+        dispatcher.utter_message(text="\n".join(lines))
+        return []
+
+
+class ActionClaimCoupons(Action):
+    def name(self) -> Text:
+        return "action_claim_coupons"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        now = dt.datetime.now()
+        with db.session_scope() as session:
+            claimed = _claimed_codes(session, tracker.sender_id)
+            new = [c for c in _available_coupons(session, now) if c.code not in claimed]
+            for coupon in new:
+                session.add(db.CouponClaim(sender_id=tracker.sender_id, coupon_code=coupon.code, claimed_at=now))
+            titles = "、".join(c.title for c in new)
+        if new:
+            dispatcher.utter_message(text=f"已为您领取 {len(new)} 张优惠券：{titles}。下单时会自动使用最优的一张。")
+        else:
+            dispatcher.utter_message(text="可领的优惠券您都已经领过了，下单时会自动抵扣。")
+        return []

@@ -1,0 +1,348 @@
+"""BertIntentClassifier: config validation, scratch and local-folder backbones, persistence, contract."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import pytest
+from rasa.engine.graph import ExecutionContext, GraphSchema
+from rasa.engine.storage.local_model_storage import LocalModelStorage
+from rasa.engine.storage.resource import Resource
+from rasa.shared.exceptions import InvalidConfigException, RasaException
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+from conftest import TINY_BOT, messages, tiny_training_data
+from contract import assert_intent_contract
+from nlu_bert.backbones import ModelUnavailableError
+from nlu_bert.classifiers.bert_intent_classifier import BertIntentClassifier, ModelArchiveError
+
+TINY = {
+    "model": "scratch",
+    "scratch_hidden_size": 32,
+    "scratch_num_layers": 2,
+    "scratch_num_heads": 2,
+    "scratch_mlm_epochs": 0,
+    "epochs": 25,
+    "validation_split": 0.0,
+    "ngram_buckets": 2048,
+    "ngram_dim": 16,
+}
+HELD_OUT = {"greet": "你好啊朋友", "goodbye": "那就再见了", "check_order": "帮我看看订单物流", "refund": "这个我要退款"}
+ODD_TEXTS = ["😀😀😀", "我的訂單到哪裡了", "order 12345 查一下", "ＡＢＣ１２３", "退款" * 500, "a\x00b\u200f", "/greet"]
+
+
+def _context() -> ExecutionContext:
+    return ExecutionContext(GraphSchema({}), model_id="test")
+
+
+def _storage(path: Path) -> LocalModelStorage:
+    path.mkdir(parents=True, exist_ok=True)
+    return LocalModelStorage(path)
+
+
+def train_component(storage_dir: Path, config: Dict[str, Any], data: TrainingData) -> Tuple[BertIntentClassifier, LocalModelStorage, Resource]:
+    storage = _storage(storage_dir)
+    resource = Resource("bert_intent")
+    component = BertIntentClassifier.create(config, storage, resource, _context())
+    component.train(data)
+    return component, storage, resource
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Tuple[BertIntentClassifier, LocalModelStorage, Resource]:
+    return train_component(tmp_path_factory.mktemp("bert"), {**TINY, "ngram_features": True}, tiny_training_data())
+
+
+# ---------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"epochs": 0}, "BertIntentClassifier: `epochs` must be an integer ≥ 1, got 0. Set `epochs` in config.yml."),
+        ({"device": "tpu"}, "BertIntentClassifier: `device` must be one of auto, cpu, cuda, mps, got 'tpu'. Set `device` in config.yml."),
+        (
+            {"validation_split": 0.7},
+            "BertIntentClassifier: `validation_split` must be a number in [0, 0.5], got 0.7. Set `validation_split` in config.yml.",
+        ),
+        ({"max_length": 1000}, "BertIntentClassifier: `max_length` must be an integer between 4 and 512, got 1000. Set `max_length` in config.yml."),
+        ({"learning_rate": -1}, "BertIntentClassifier: `learning_rate` must be `auto` or a number > 0, got -1. Set `learning_rate` in config.yml."),
+        ({"save_dtype": "int8"}, "BertIntentClassifier: `save_dtype` must be one of float32, float16, got 'int8'. Set `save_dtype` in config.yml."),
+        ({"model": ""}, "BertIntentClassifier: `model` must be a non-empty string, got ''. Set `model` in config.yml."),
+        ({"epochs": True}, "BertIntentClassifier: `epochs` must be an integer ≥ 1, got True. Set `epochs` in config.yml."),
+        (
+            {"scratch_hidden_size": 30, "scratch_num_heads": 4},
+            "BertIntentClassifier: `scratch_hidden_size` must be a multiple of `scratch_num_heads` (4), got 30. "
+            "Set `scratch_hidden_size` in config.yml.",
+        ),
+        ({"epoch": 3}, "BertIntentClassifier: unknown config key `epoch`. Did you mean `epochs`?"),
+    ],
+)
+def test_config_errors_name_key_value_and_fix(override: Dict[str, Any], message: str, model_storage: LocalModelStorage) -> None:
+    with pytest.raises(InvalidConfigException, match=re.escape(message)):
+        BertIntentClassifier.create({**TINY, **override}, model_storage, Resource("x"), _context())
+
+
+def test_rasa_finetune_key_is_accepted(model_storage: LocalModelStorage) -> None:
+    BertIntentClassifier.create({**TINY, "finetuning_epoch_fraction": 0.5}, model_storage, Resource("x"), _context())
+
+
+def test_defaults_name_the_hub_model_and_every_key_is_commented() -> None:
+    defaults = BertIntentClassifier.get_default_config()
+    assert defaults["model"] == "hfl/chinese-bert-wwm-ext"
+    source = Path(__import__("nlu_bert.classifiers.bert_intent_classifier", fromlist=["x"]).__file__).read_text()
+    block = source.split("def get_default_config")[1].split("def required_packages")[0]
+    for key in defaults:
+        line_index = block.index(f'"{key}":')
+        preceding = block[:line_index].rstrip().splitlines()
+        assert preceding[-1].strip().startswith(("#", '"')), f"`{key}` has no comment"
+
+
+# ---------------------------------------------------------------- scratch training and contract
+def test_scratch_model_learns_the_bot(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    component, _, _ = trained
+    data = tiny_training_data()
+    msgs = messages([m.get("text") for m in data.intent_examples])
+    component.process(msgs)
+    accuracy = np.mean([m.get("intent")["name"] == e.get("intent") for m, e in zip(msgs, data.intent_examples)])
+    assert accuracy >= 0.9
+    held = messages(list(HELD_OUT.values()))
+    component.process(held)
+    assert sum(m.get("intent")["name"] == k for m, k in zip(held, HELD_OUT)) >= 3
+
+
+def test_contract_on_normal_and_odd_texts(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    component, _, _ = trained
+    msgs = messages(list(HELD_OUT.values()) + ODD_TEXTS)
+    component.process(msgs)
+    for m in msgs:
+        assert_intent_contract(m, ranking_length=10, allowed=TINY_BOT)
+
+
+def test_ranking_length_limits_the_ranking(tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    _, storage, resource = trained
+    component = BertIntentClassifier.load({**TINY, "ngram_features": True, "ranking_length": 2}, storage, resource, _context())
+    msgs = messages(["你好"])
+    component.process(msgs)
+    assert_intent_contract(msgs[0], ranking_length=2)
+    assert len(msgs[0].get("intent_ranking")) == 2
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t", None])
+def test_empty_text_gives_no_intent_and_no_error(text: Any, trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    component, _, _ = trained
+    message = Message(data={"text": text} if text is not None else {})
+    component.process([message])
+    assert message.get("intent") == {"name": None, "confidence": 0.0}
+    assert message.get("intent_ranking") == []
+
+
+def test_batch_equals_one_by_one(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    component, _, _ = trained
+    texts = list(HELD_OUT.values()) + ODD_TEXTS
+    together = component.predict_proba(texts)
+    alone = np.vstack([component.predict_proba([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_long_text_is_truncated_to_max_length(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    component, _, _ = trained
+    head = "我要退款" * 20
+    # everything past max_length tokens is ignored by the encoder; only the n-gram bag sees more
+    a = component.predict_proba([head + "再见" * 5000])
+    assert np.isfinite(a).all() and a.shape == (1, 4)
+
+
+# ---------------------------------------------------------------- persistence
+def test_round_trip_gives_identical_predictions(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    component, storage, resource = trained
+    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, storage, resource, _context())
+    texts = list(HELD_OUT.values()) + ODD_TEXTS
+    before, after = messages(texts), messages(texts)
+    component.process(before)
+    loaded.process(after)
+    for a, b in zip(before, after):
+        assert a.get("intent")["name"] == b.get("intent")["name"]
+        assert [r["name"] for r in a.get("intent_ranking")] == [r["name"] for r in b.get("intent_ranking")]
+        np.testing.assert_allclose(
+            [r["confidence"] for r in a.get("intent_ranking")], [r["confidence"] for r in b.get("intent_ranking")], atol=1e-6
+        )
+
+
+def test_archive_holds_safetensors_tokenizer_labels_and_report(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    _, storage, resource = trained
+    with storage.read_from(resource) as folder:
+        names = {p.name for p in Path(folder).iterdir()}
+        assert {"model.safetensors", "encoder_config.json", "tokenizer", "meta.json", "training_report.json"} <= names
+        assert not any(n.endswith((".pkl", ".bin", ".pt")) for n in names)
+        meta = json.loads((Path(folder) / "meta.json").read_text())
+        assert meta["labels"] == sorted(TINY_BOT)
+        report = json.loads((Path(folder) / "training_report.json").read_text())
+        assert report["data"]["examples"] == sum(len(v) for v in TINY_BOT.values())
+        assert report["history"] and "loss" in report["history"][0]
+
+
+def test_float16_archive_is_smaller_and_predicts_the_same(tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    component, storage, resource = trained
+    half_storage = _storage(tmp_path / "half")
+    half = BertIntentClassifier.create({**TINY, "ngram_features": True, "save_dtype": "float16"}, half_storage, resource, _context())
+    half.model, half.tokenizer, half.labels, half.meta = component.model, component.tokenizer, component.labels, component.meta
+    half.persist()
+    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, half_storage, resource, _context())
+    with storage.read_from(resource) as full_dir, half_storage.read_from(resource) as half_dir:
+        full_size = (Path(full_dir) / "model.safetensors").stat().st_size
+        half_size = (Path(half_dir) / "model.safetensors").stat().st_size
+    assert half_size < 0.6 * full_size
+    texts = list(HELD_OUT.values())
+    np.testing.assert_allclose(component.predict_proba(texts), loaded.predict_proba(texts), atol=5e-3)
+
+
+def test_same_seed_gives_the_same_model(tmp_path: Path) -> None:
+    config = {**TINY, "epochs": 3}
+    a, _, _ = train_component(tmp_path / "a", config, tiny_training_data())
+    b, _, _ = train_component(tmp_path / "b", config, tiny_training_data())
+    texts = list(HELD_OUT.values())
+    np.testing.assert_array_equal(a.predict_proba(texts), b.predict_proba(texts))
+
+
+def _damage(storage: LocalModelStorage, resource: Resource, fn: Any) -> None:
+    with storage.read_from(resource) as folder:
+        fn(Path(folder))
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda f: (f / "model.safetensors").unlink(), "model.safetensors is missing"),
+        (lambda f: __import__("shutil").rmtree(f / "tokenizer"), "tokenizer is missing"),
+        (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 100), "the model archive is damaged or incomplete"),
+        (
+            lambda f: (f / "meta.json").write_text(
+                json.dumps({**json.loads((f / "meta.json").read_text()), "labels": ["a", "b", "c"]})
+            ),
+            "the weights have 4 outputs but meta.json lists 3 intents",
+        ),
+        (
+            lambda f: (f / "meta.json").write_text(
+                json.dumps({**json.loads((f / "meta.json").read_text()), "archive_format": 99, "nlu_bert_version": "9.0"})
+            ),
+            "this model was trained by nlu-bert 9.0 with archive format 99",
+        ),
+    ],
+)
+def test_damaged_archive_gives_a_clear_error(tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any], damage: Any, expected: str) -> None:
+    component, _, resource = trained
+    storage = _storage(tmp_path / "copy")
+    copy = BertIntentClassifier.create({**TINY, "ngram_features": True}, storage, resource, _context())
+    copy.model, copy.tokenizer, copy.labels, copy.meta = component.model, component.tokenizer, component.labels, component.meta
+    copy.persist()
+    _damage(storage, resource, damage)
+    with pytest.raises(ModelArchiveError, match=re.escape(expected)) as info:
+        BertIntentClassifier.load({**TINY}, storage, resource, _context())
+    assert "rasa train" in str(info.value)
+
+
+def test_untrained_component_predicts_no_intent(model_storage: LocalModelStorage) -> None:
+    component = BertIntentClassifier.load(TINY, model_storage, Resource("never_trained"), _context())
+    msgs = messages(["你好"])
+    component.process(msgs)
+    assert msgs[0].get("intent") == {"name": None, "confidence": 0.0}
+
+
+# ---------------------------------------------------------------- data problems
+def test_data_summary_warns_about_conflicts_and_truncation(tmp_path: Path) -> None:
+    bot = {k: list(v) for k, v in TINY_BOT.items()}
+    bot["greet"] += ["查一下订单"]  # also under check_order (Rasa's TrainingData itself drops exact duplicates)
+    bot["refund"].append("我要退款，" + "因为质量问题" * 30)
+    with pytest.warns(UserWarning) as record:
+        component, _, _ = train_component(tmp_path, {**TINY, "epochs": 1, "max_length": 24}, tiny_training_data(bot))
+    text = "\n".join(str(w.message) for w in record)
+    assert "1 texts appear under more than one intent (e.g. '查一下订单' → check_order, greet)" in text
+    assert "1 training texts are longer than `max_length` (24 tokens" in text
+    with component._model_storage.read_from(component._resource) as folder:
+        report = json.loads((Path(folder) / "training_report.json").read_text())
+    assert report["data"]["truncated"] == 1
+    assert report["data"]["conflicting_texts"] == {"查一下订单": ["check_order", "greet"]}
+
+
+def test_one_intent_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RasaException, match=re.escape("the training data has only one intent ('greet')")):
+        train_component(tmp_path, TINY, tiny_training_data({"greet": TINY_BOT["greet"]}))
+
+
+def test_no_intent_examples_warns_and_predicts_nothing(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="the training data has no intent examples"):
+        component, storage, resource = train_component(tmp_path, TINY, TrainingData())
+    loaded = BertIntentClassifier.load(TINY, storage, resource, _context())
+    msgs = messages(["你好"])
+    loaded.process(msgs)
+    assert msgs[0].get("intent")["name"] is None
+
+
+def test_intent_with_one_example_trains_with_a_warning(tmp_path: Path) -> None:
+    bot = {**TINY_BOT, "human_handoff": ["转人工"]}
+    with pytest.warns(UserWarning, match=re.escape("1 intents have a single example (human_handoff)")):
+        component, _, _ = train_component(tmp_path, {**TINY, "epochs": 2, "validation_split": 0.2}, tiny_training_data(bot))
+    assert "human_handoff" in component.labels
+
+
+# ---------------------------------------------------------------- backbones: local folder and hub
+@pytest.fixture(scope="module")
+def tiny_bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT with random weights and a character vocabulary, saved like a hub download."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from nlu_bert.vocab import build_char_vocab, make_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    texts = [t for ts in TINY_BOT.values() for t in ts]
+    tokenizer = make_tokenizer(build_char_vocab(texts), folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    BertModel(config).save_pretrained(str(folder))
+    return folder
+
+
+def test_local_folder_backbone_trains_and_keeps_its_tokenizer(tmp_path: Path, tiny_bert_folder: Path) -> None:
+    config = {**TINY, "model": str(tiny_bert_folder), "epochs": 20, "learning_rate": 1e-3}
+    component, storage, resource = train_component(tmp_path, config, tiny_training_data())
+    with storage.read_from(resource) as folder:
+        saved_vocab = (Path(folder) / "tokenizer" / "vocab.txt").read_text(encoding="utf-8")
+    assert saved_vocab == (tiny_bert_folder / "vocab.txt").read_text(encoding="utf-8")
+    assert component.meta["ngram_buckets"] == 0  # `auto`: n-grams only for scratch
+    msgs = messages(list(HELD_OUT.values()))
+    component.process(msgs)
+    for m in msgs:
+        assert_intent_contract(m, 10, TINY_BOT)
+
+
+def test_unreachable_hub_model_names_the_three_ways_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError) as info:
+        train_component(tmp_path, {**TINY, "model": "hfl/chinese-bert-wwm-ext"}, tiny_training_data())
+    text = str(info.value)
+    assert text.startswith("BertIntentClassifier: could not load the model 'hfl/chinese-bert-wwm-ext'")
+    for way in ("HF_ENDPOINT", "set `model: ./models/chinese-bert-wwm-ext`", "set `model: scratch`"):
+        assert way in text
+    assert "\n" not in text
+
+
+def test_folder_without_a_model_is_a_clear_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    with pytest.raises(ModelUnavailableError, match=re.escape(f"the local folder '{empty.resolve()}' does not hold a usable model")):
+        train_component(tmp_path / "s", {**TINY, "model": str(empty)}, tiny_training_data())
+
+
+def test_importing_the_package_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, nlu_bert; nlu_bert.BertIntentClassifier; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
