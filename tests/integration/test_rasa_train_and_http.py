@@ -1,0 +1,89 @@
+"""The real thing: `rasa train nlu` with nlu_bert components, then `rasa run --enable-api` over HTTP."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import yaml
+
+from conftest import TINY_BOT
+from rasa_process import http, rasa_server, run_rasa
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+recipe: default.v1
+language: zh
+assistant_id: nlu-bert-integration-test
+pipeline:
+  - name: JiebaTokenizer
+  - name: nlu_bert.BertIntentClassifier
+    model: scratch
+    scratch_hidden_size: 32
+    scratch_num_layers: 2
+    scratch_num_heads: 2
+    scratch_mlm_epochs: 1
+    epochs: 25
+    ngram_buckets: 4096
+    ngram_dim: 32
+    ranking_length: 3
+policies: []
+"""
+
+
+def nlu_yaml(bot: Dict[str, List[str]]) -> str:
+    return yaml.safe_dump(
+        {"version": "3.1", "nlu": [{"intent": k, "examples": "".join(f"- {t}\n" for t in v)} for k, v in bot.items()]},
+        allow_unicode=True,
+        sort_keys=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = tmp_path_factory.mktemp("project")
+    (project / "config.yml").write_text(CONFIG, encoding="utf-8")
+    (project / "nlu.yml").write_text(nlu_yaml(TINY_BOT), encoding="utf-8")
+    result = run_rasa(
+        ["train", "nlu", "--config", "config.yml", "--nlu", "nlu.yml", "--out", "models", "--fixed-model-name", "bert"],
+        cwd=project,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "BertIntentClassifier: data: 4 intents, 48 examples" in output
+    assert "val macro-F1" in output  # the per-epoch progress line
+    return project / "models" / "bert.tar.gz"
+
+
+def test_rasa_run_serves_bert_intents_over_http(trained_model: Path, tmp_path: Path) -> None:
+    with rasa_server(trained_model, tmp_path, tmp_path / "server.log") as url:
+        status, body = http("POST", f"{url}/model/parse", {"text": "我想申请退款"})
+        assert status == 200, body
+        assert body["intent"]["name"] in TINY_BOT
+        ranking = body["intent_ranking"]
+        assert 1 <= len(ranking) <= 3
+        confidences = [r["confidence"] for r in ranking]
+        assert confidences == sorted(confidences, reverse=True) and all(0 <= c <= 1 for c in confidences)
+        assert body["intent"] == ranking[0]
+        # the bot's own training sentences come back with their intents
+        hits = 0
+        for intent, texts in TINY_BOT.items():
+            for text in texts[:3]:
+                status, body = http("POST", f"{url}/model/parse", {"text": text})
+                hits += body["intent"]["name"] == intent
+        assert hits >= 10  # of 12
+        status, body = http("POST", f"{url}/model/parse", {"text": "   "})
+        assert status == 200 and body["intent"]["name"] is None
+
+
+def test_hub_model_without_hub_fails_with_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "config.yml").write_text(
+        CONFIG.replace("model: scratch", "model: hfl/chinese-bert-wwm-ext"), encoding="utf-8"
+    )
+    (tmp_path / "nlu.yml").write_text(nlu_yaml(TINY_BOT), encoding="utf-8")
+    result = run_rasa(["train", "nlu", "--config", "config.yml", "--nlu", "nlu.yml", "--out", "models"], cwd=tmp_path)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "ModelUnavailableError: BertIntentClassifier: could not load the model 'hfl/chinese-bert-wwm-ext'" in output
+    assert "Traceback" not in output
