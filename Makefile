@@ -8,8 +8,18 @@ install:
 test: install
 	scripts/test.sh
 
+# The sample assistant (scripts/quickstart.sh): web chat at http://localhost:5005/webhooks/webchat/
 run: install
-	scripts/quickstart.sh
+	scripts/quickstart.sh run
 
+# The same assistant in the terminal (rasa shell), action server included.
 shell: install
-	scripts/quickstart.sh --shell
+	scripts/quickstart.sh shell
+
+# Train the profile chosen by scripts/choose_profile.py (hub or offline) and stop.
+train: install
+	scripts/quickstart.sh train
+
+# Create and seed the shop database (SHOP_DB_URL, default rasa_project/shop.db).
+db: install
+	.venv/bin/python -m rasa_project.db init

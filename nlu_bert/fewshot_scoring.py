@@ -326,7 +326,7 @@ def fine_tune(
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         model.eval()
         val_acc = accuracy(scorer, val_items)
         row = {"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)), "val_accuracy": val_acc}

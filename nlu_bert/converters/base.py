@@ -138,8 +138,12 @@ def read_text(path: Path, encoding: Optional[str] = None) -> str:
         raise ConversionError(f"{path}: no such file. Check the input path.")
     text = decode_bytes(path.read_bytes(), str(path), encoding)
     if not text.strip():
-        raise ConversionError(f"{path} is empty: there is nothing to convert. Check the path or drop it from the inputs.")
+        raise empty_input(path)
     return text
+
+
+def empty_input(path: Path) -> ConversionError:
+    return ConversionError(f"{path} is empty: there is nothing to convert. Check the path or drop it from the inputs.")
 
 
 def numbered_lines(text: str) -> Iterator[Tuple[int, str]]:
@@ -255,7 +259,8 @@ def resolve_fields(keys: Sequence[str], options: ReadOptions, where: str,
                 return requested
             if requested.strip().lower() in by_lower:
                 return by_lower[requested.strip().lower()]
-            raise ConversionError(f"{where}: there is no {what} field {requested!r}; the fields are {shown}. Check {flag}.")
+            raise ConversionError(
+                f"{where}: there is no {what} field {requested!r}; the fields are {shown}. Check {flag}.")
         return next((by_lower[c] for c in candidates if c in by_lower), None)
 
     text = pick(options.text_field, text_candidates, "text", "--text-field")

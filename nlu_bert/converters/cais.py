@@ -43,8 +43,10 @@ def bioes_entities(tags: Sequence[str]) -> List[Entity]:
             elif tag != "O":
                 raise ValueError(f"tag {tag!r} at character {index + 1} has no entity type")
         elif prefix in ("I", "E") and kind:
+            if not open_type:
+                raise ValueError(f"tag {tag!r} at character {index + 1} has no B-{kind} before it")
             if open_type != kind:
-                raise ValueError(f"tag {tag!r} at character {index + 1} does not continue a B-{kind}")
+                raise ValueError(f"tag {tag!r} at character {index + 1} does not continue B-{open_type}")
             if prefix == "E":
                 spans.append(Entity(open_at, index + 1, kind, ""))
                 open_at, open_type = -1, ""

@@ -112,7 +112,7 @@ def read_crosswoz(inputs: Sequence[Path], options: ReadOptions) -> SourceData:
                 text = str(message.get("content") or "")
                 entities, missed = locate_entities(text, inform_slots(acts))
                 for _, _, reason in missed:
-                    source.dropped_entities[f"Inform value {reason}"] += 1
+                    source.dropped_entities[f"Inform {reason}"] += 1
                 source.examples.append(Example(text=text, intent=intent, entities=tuple(entities), split=split,
                                                source=f"{path}: dialogue {dialogue_id}, turn {turn}"))
     if not has_train and files:

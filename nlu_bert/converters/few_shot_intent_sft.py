@@ -28,7 +28,6 @@ from typing import Any, Dict, Optional, Sequence
 from nlu_bert.converters.base import (
     BadRows,
     ConversionError,
-    Example,
     Fields,
     ReadOptions,
     SourceData,
@@ -39,6 +38,8 @@ from nlu_bert.converters.records import json_rows
 
 _TEXT_LINE = re.compile(r"^\s*text\s*[:：]\s?", re.IGNORECASE)
 _INTENT_LINE = re.compile(r"^\s*intent\s*[:：]\s*$", re.IGNORECASE)
+_ANY_INTENT_LINE = re.compile(r"^\s*intent\s*[:：]", re.IGNORECASE)
+_SEPARATOR = re.compile(r"^\s*-{3,}\s*$")
 
 
 def user_text(prompt: str) -> Optional[str]:
@@ -52,6 +53,8 @@ def user_text(prompt: str) -> Optional[str]:
         match = _TEXT_LINE.match(lines[index])
         if match:
             return " ".join([lines[index][match.end():]] + lines[index + 1:-1]).strip() or None
+        if _ANY_INTENT_LINE.match(lines[index]) or _SEPARATOR.match(lines[index]):
+            return None  # the last example block has no text of its own
     return None
 
 

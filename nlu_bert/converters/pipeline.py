@@ -191,7 +191,7 @@ def _cap_and_floor(examples: List[Example], options: BuildOptions, dropped: Coun
                 by_intent[example.intent].append(index)
         for intent in sorted(by_intent):
             indices = by_intent[intent]
-            keep.update(indices if len(indices) <= options.max_per_intent else rng.sample(indices, options.max_per_intent))
+            keep.update(rng.sample(indices, min(len(indices), options.max_per_intent)))
         over = sum(1 for i, e in enumerate(examples) if e.split == "train" and i not in keep)
         if over:
             dropped[f"over {options.max_per_intent} training examples per intent (--max-per-intent)"] += over
@@ -202,31 +202,36 @@ def _cap_and_floor(examples: List[Example], options: BuildOptions, dropped: Coun
 # ---------------------------------------------------------------- the whole thing
 
 
-def build_dataset(source: SourceData, options: BuildOptions = BuildOptions()) -> Dataset:
-    report = Report(rows_read=source.rows_read, dropped=Counter(source.dropped),
-                    dropped_entities=Counter(source.dropped_entities), notes=list(source.notes))
-    examples: List[Example] = []
+def _relabel_and_clean(examples: Sequence[Example], options: BuildOptions, report: Report) -> List[Example]:
+    """--label-map, then valid entity spans and clean text; empty texts and labels are dropped."""
+    kept: List[Example] = []
     cleaned = 0
-    for example in source.examples:
+    for example in examples:
         label: Optional[str] = example.intent
         if label in options.label_map:
             label = options.label_map[label]
             if not label:
                 report.dropped["label mapped to nothing by --label-map"] += 1
                 continue
-        relabelled = example if label == example.intent else replace(example, intent=label)
+        relabelled = _valid_entities(example if label == example.intent else replace(example, intent=label),
+                                     report.dropped_entities)
         new, lost = clean_example(relabelled)
         cleaned += new is not relabelled
-        report.dropped_entities["entity empty after whitespace clean-up"] += lost
+        if lost:
+            report.dropped_entities["entity empty after whitespace clean-up"] += lost
         if not new.text:
             report.dropped["empty text"] += 1
         elif not new.intent.strip():
             report.dropped["empty label"] += 1
         else:
-            examples.append(_valid_entities(new, report.dropped_entities))
+            kept.append(new)
     if cleaned:
         report.notes.append(f"{cleaned} texts had whitespace or control characters normalised")
+    return kept
 
+
+def _safe_names(examples: Sequence[Example], report: Report) -> List[Example]:
+    """Rasa-safe intent and entity names, and texts whose brackets Rasa reads back."""
     intents = _rename([e.intent for e in examples], "intent")
     entities = _rename([x.entity for e in examples for x in e.entities], "entity")
     report.renamed_intents = {raw: new for raw, new in intents.items() if raw != new}
@@ -240,29 +245,46 @@ def build_dataset(source: SourceData, options: BuildOptions = BuildOptions()) ->
         escaped += safe is not example
         renamed.append(safe)
     if escaped:
-        report.notes.append(f"{escaped} texts had ASCII brackets that Rasa would read as entity markup: written as ［］｛｝")
+        report.notes.append(f"{escaped} texts had ASCII brackets that Rasa would read as entity markup: "
+                            "written as ［］｛｝")
+    return renamed
 
-    if options.test_fraction is not None:
-        renamed = [replace(e, split="train") for e in renamed]
+
+def _dedup(examples: Sequence[Example], report: Report) -> List[Example]:
+    """One example per (split, text, intent): Rasa's loader would drop exact repeats anyway."""
     seen: set = set()
-    examples = []
-    for example in renamed:
+    kept: List[Example] = []
+    for example in examples:
         key = (example.split, example.text, example.intent)
         if key in seen:
             report.dropped["duplicate (same text and intent in one split)"] += 1
         else:
             seen.add(key)
-            examples.append(example)
+            kept.append(example)
+    return kept
 
+
+def _conflicts(examples: List[Example], options: BuildOptions, report: Report) -> List[Example]:
+    """Report texts under several intents (over all splits); drop them with --drop-conflicts."""
     by_text: Dict[str, set] = defaultdict(set)
     for example in examples:
         by_text[example.text].add(example.intent)
     report.conflicts = {text: sorted(found) for text, found in by_text.items() if len(found) > 1}
-    if options.drop_conflicts and report.conflicts:
-        before = len(examples)
-        examples = [e for e in examples if e.text not in report.conflicts]
-        report.dropped["text under more than one intent (--drop-conflicts)"] += before - len(examples)
+    if not (options.drop_conflicts and report.conflicts):
+        return examples
+    kept = [e for e in examples if e.text not in report.conflicts]
+    report.dropped["text under more than one intent (--drop-conflicts)"] += len(examples) - len(kept)
+    return kept
 
+
+def build_dataset(source: SourceData, options: BuildOptions = BuildOptions()) -> Dataset:
+    """The reader's examples → cleaned, renamed, deduplicated, split and capped splits, with a report."""
+    report = Report(rows_read=source.rows_read, dropped=Counter(source.dropped),
+                    dropped_entities=Counter(source.dropped_entities), notes=list(source.notes))
+    examples = _safe_names(_relabel_and_clean(source.examples, options, report), report)
+    if options.test_fraction is not None:
+        examples = [replace(e, split="train") for e in examples]  # official splits are pooled
+    examples = _conflicts(_dedup(examples, report), options, report)
     if options.test_fraction is not None:
         examples = stratified_split(examples, options.test_fraction, options.seed)
     examples = _cap_and_floor(examples, options, report.dropped)

@@ -1,8 +1,9 @@
 """Generic ``json`` and ``jsonl`` inputs: records with a text and a label field.
 
 ``json`` accepts a list of records, an object of records (``{"0": {...}, "1": {...}}``),
-a single record, or several such values written back to back (as in SMP2017's
-``data.json``). ``jsonl`` is one record per line. Field names are auto-detected
+a single record, several such values written back to back, or an object of records with
+a second one nested in it without a key (as in SMP2017's ``data.json``).
+``jsonl`` is one record per line. Field names are auto-detected
 (``text``/``sentence``/``query``…, ``label``/``intent``…, ``split``) or given with
 ``--text-field``, ``--label-field``, ``--split-field``.
 """
@@ -60,31 +61,68 @@ def _items(text: str, pos: int, decoder: json.JSONDecoder) -> Tuple[List[Tuple[i
             raise json.JSONDecodeError(f"Expecting ',' or '{closing}'", text, pos)
 
 
-def iter_json_values(text: str, where: str) -> Iterator[Tuple[int, int, Any]]:
-    """(part, offset, value) for each top-level JSON value; several may be written back to back."""
-    decoder = json.JSONDecoder()
-    pos, part = _skip(text, 0), 0
-    try:
-        while pos < len(text):
+def _keyless_parts(text: str, pos: int, decoder: json.JSONDecoder) -> Tuple[List[List[Tuple[int, Any]]], int]:
+    """Lenient reading of ``{"0": {...}, {"0": {...}}}``: an object of entries with a second object of
+    entries nested in it without a key (SMP2017's data.json: train, then develop). One list of
+    (offset, value) per object, and the end offset; raises JSONDecodeError on anything else."""
+    parts: List[List[Tuple[int, Any]]] = [[]]
+    stack = [0]
+    pos = _skip(text, pos + 1)
+    while stack:
+        char = text[pos:pos + 1]
+        if char == "}":
+            stack.pop()
+            pos += 1
+        elif char == "{":
+            parts.append([])
+            stack.append(len(parts) - 1)
+            pos += 1
+        elif char == '"':
+            _, pos = decoder.raw_decode(text, pos)
+            pos = _skip(text, pos)
+            if text[pos:pos + 1] != ":":
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
+            pos = _skip(text, pos + 1)
             value, end = decoder.raw_decode(text, pos)
-            yield part, pos, value
-            pos, part = _skip(text, end), part + 1
-    except json.JSONDecodeError as error:
-        raise ConversionError(f"{where}:{error.lineno}: not valid JSON ({error.msg}, column {error.colno}).")
+            parts[stack[-1]].append((pos, value))
+            pos = end
+        else:
+            raise json.JSONDecodeError("Expecting '\"', '{' or '}'", text, pos)
+        pos = _skip(text, pos)
+        if stack and text[pos:pos + 1] == ",":
+            pos = _skip(text, pos + 1)
+    return [part for part in parts if part], pos
 
 
 def iter_json_records(text: str, where: str) -> Iterator[Tuple[int, int, Any]]:
-    """(part, line, record): the records of every top-level list or id → record object."""
+    """(part, line, record) for the records of each top-level value: a list, an id → record object
+    or a single record. Several values may be written back to back; each is a part."""
     lines = LineIndex(text)
     decoder = json.JSONDecoder()
-    for part, offset, value in iter_json_values(text, where):
+    pos, part = _skip(text, 0), 0
+    while pos < len(text):
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as error:
+            try:
+                parts, end = _keyless_parts(text, pos, decoder) if text[pos] == "{" else ([], -1)
+            except json.JSONDecodeError:
+                end = -1
+            if end < 0:
+                raise ConversionError(f"{where}:{error.lineno}: not valid JSON ({error.msg}, column {error.colno}).")
+            for items in parts:
+                yield from ((part, lines.line(offset), item) for offset, item in items)
+                part += 1
+            pos = _skip(text, end)
+            continue
         if isinstance(value, list) or (
             isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values())
         ):
-            for item_offset, item in _items(text, offset, decoder)[0]:
+            for item_offset, item in _items(text, pos, decoder)[0]:
                 yield part, lines.line(item_offset), item
         else:
-            yield part, lines.line(offset), value
+            yield part, lines.line(pos), value
+        pos, part = _skip(text, end), part + 1
 
 
 def iter_jsonl_records(text: str, where: str, bad: BadRows) -> Iterator[Tuple[int, Any]]:

@@ -3,8 +3,9 @@
 Inputs: the ``Task1data`` folder (or any ``<split>_<label>.txt`` files): one utterance
 per line, label = file name after the first ``_``, split = the part before it
 (``develop`` → dev). Files may start with a BOM and use CRLF. The original
-``data.json`` (two JSON objects back to back: train, then develop) is read too when
-given explicitly; it holds no test set.
+``data.json`` is read too when given explicitly: it is not valid JSON (the develop
+object sits inside the train object without a key: ``{"0": {...}, …, {"0": {...}, …}}``);
+its first object is train, the second develop; it holds no test set.
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def read_smp2017(inputs: Sequence[Path], options: ReadOptions) -> SourceData:
         for part, number, record in iter_json_records(read_text(path, options.encoding), str(path)):
             source.rows_read += 1
             if part >= len(SPLITS):
-                raise ConversionError(f"{path}:{number}: expected at most {len(SPLITS)} JSON objects (train, develop, test).")
+                raise ConversionError(
+                    f"{path}:{number}: expected at most {len(SPLITS)} JSON objects (train, develop, test).")
             if not isinstance(record, dict):
                 bad(f"{path}:{number}", "expected an object with 'query' and 'label'", "not an object")
                 continue

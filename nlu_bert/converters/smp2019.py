@@ -2,7 +2,8 @@
 
 Inputs: the official ``train.json`` (a list of ``{"text", "domain", "intent", "slots"}``),
 optionally with split files in the CAISandSMP shape (``{"text", "entities", "intent"}``,
-named ``train/dev/test.json``), or a folder holding both. Intent = ``domain.intent``.
+named ``train/dev/test.json``), or a folder holding both. Given split files only, the
+official ``train.json`` one folder up is used (as in the shared copy's ``raw/``). Intent = ``domain.intent``.
 Slot values have no offsets: each is placed at its first occurrence that does not
 overlap a longer value. When split files are given they only decide which split each
 official example goes to (their own spans are off for a few rows); entities always
@@ -11,8 +12,9 @@ become lookup tables (not official: compiled by a participant).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from nlu_bert.converters.base import (
     BadRows,
@@ -54,13 +56,25 @@ def official_example(record: Dict[str, object], where: str, source: SourceData) 
     return Example(text=text, intent=f"{record['domain']}.{record['intent']}", entities=tuple(entities), source=where)
 
 
+def _official_beside(split_files: Sequence[Path]) -> Optional[Path]:
+    """The official train.json one folder up from the CAISandSMP split files (``raw/`` in the shared copy)."""
+    for path in split_files:
+        candidate = path.parent.parent / "train.json"
+        if candidate.is_file() and candidate not in split_files:
+            return candidate
+    return None
+
+
 def read_smp2019(inputs: Sequence[Path], options: ReadOptions) -> SourceData:
     source = SourceData()
     bad = BadRows(options.skip_bad, source.dropped)
     official: List[Example] = []
     split_of: Dict[str, str] = {}
+    split_files: List[Path] = []
     lookup_dirs: List[Path] = []
-    for path in expand_inputs(inputs, "*.json"):
+    pending = expand_inputs(inputs, "*.json")
+    while pending:
+        path = pending.pop(0)
         records = list(iter_json_records(read_text(path, options.encoding), str(path)))
         is_official = bool(records) and isinstance(records[0][2], dict) and "domain" in records[0][2]
         split = canonical_split(path.stem)
@@ -70,17 +84,22 @@ def read_smp2019(inputs: Sequence[Path], options: ReadOptions) -> SourceData:
             where = f"{path}:{number}"
             if not isinstance(record, dict):
                 bad(where, f"expected a JSON object, got {type(record).__name__}", "not an object")
-                continue
-            if not is_official:
+            elif not is_official:
                 split_of[str(record.get("text", ""))] = split or "train"
-                continue
-            source.rows_read += 1
-            try:
-                official.append(official_example(record, where, source))
-            except ValueError as problem:
-                bad(where, str(problem), "bad slots" if "slot" in str(problem) else "missing fields")
+            else:
+                source.rows_read += 1
+                try:
+                    official.append(official_example(record, where, source))
+                except ValueError as problem:
+                    bad(where, str(problem), "bad slots" if "slot" in str(problem) else "missing fields")
         if is_official and (path.parent / "dic").is_dir():
             lookup_dirs.append(path.parent / "dic")
+        if not is_official:
+            split_files.append(path)
+        beside = None if pending or official else _official_beside(split_files)
+        if beside is not None:
+            source.notes.append(f"domains and slots read from {beside} (the split files have neither)")
+            pending.append(beside)
     if not official:
         raise ConversionError(
             "smp2019: no official records (with 'domain') among the inputs; the CAISandSMP split files have no "
@@ -90,7 +109,7 @@ def read_smp2019(inputs: Sequence[Path], options: ReadOptions) -> SourceData:
         missing = [e for e in official if e.text not in split_of]
         if missing:
             source.dropped["not in any of the split files"] += len(missing)
-        official = [Example(e.text, e.intent, e.entities, split_of[e.text], e.source) for e in official if e.text in split_of]
+        official = [replace(e, split=split_of[e.text]) for e in official if e.text in split_of]
         unknown = len(set(split_of) - {e.text for e in official})
         if unknown:
             source.notes.append(f"{unknown} texts of the split files are not in the official data and were ignored")

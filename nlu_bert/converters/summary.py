@@ -47,7 +47,8 @@ def format_summary(dataset: Dataset, show_intents: int = 30) -> str:
                                     list(intents.items())[:show_intents]]
     lines += [f"examples per intent ({len(intents)} intents):"] + _table(rows)
     if len(intents) > show_intents:
-        lines.append(f"  … {len(intents) - show_intents} more intents (all in --report)")
+        more = len(intents) - show_intents
+        lines.append(f"  … {more} more intent{'s' if more > 1 else ''} (all in --report)")
     lines += [""] + _counts("dropped rows", report.dropped) + _counts("dropped entities", report.dropped_entities)
     for kind, renamed in (("intents", report.renamed_intents), ("entities", report.renamed_entities)):
         if renamed:

@@ -19,6 +19,7 @@ from nlu_bert.converters.base import (
     Fields,
     ReadOptions,
     SourceData,
+    empty_input,
     expand_inputs,
     progress,
     read_text,
@@ -40,7 +41,8 @@ def delimited_rows(path: Path, options: ReadOptions, delimiter: str) -> Iterator
             yield f"{path}:{line}", row
             line = reader.line_num + 1
     except csv.Error as error:
-        raise ConversionError(f"{path}:{reader.line_num}: cannot read this csv row ({error}). Fix the quoting of that row.")
+        raise ConversionError(
+            f"{path}:{reader.line_num}: cannot read this csv row ({error}). Fix the quoting of that row.")
 
 
 def xlsx_rows(path: Path, options: ReadOptions) -> Iterator[Row]:
@@ -50,14 +52,15 @@ def xlsx_rows(path: Path, options: ReadOptions) -> Iterator[Row]:
     import openpyxl
 
     if path.stat().st_size == 0:
-        raise ConversionError(f"{path} is empty: there is nothing to convert. Check the path or drop it from the inputs.")
+        raise empty_input(path)
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError) as error:
         raise ConversionError(f"{path}: not an .xlsx workbook ({error}). Save it as .xlsx, or convert it as csv.")
     try:
         if options.sheet is not None and options.sheet not in workbook.sheetnames:
-            raise ConversionError(f"{path}: no sheet {options.sheet!r}; the sheets are {workbook.sheetnames}. Check --sheet.")
+            raise ConversionError(
+                f"{path}: no sheet {options.sheet!r}; the sheets are {workbook.sheetnames}. Check --sheet.")
         sheet = workbook[options.sheet] if options.sheet else workbook.worksheets[0]
         for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):
             yield f"{path} sheet {sheet.title!r} row {number}", list(row)

@@ -15,7 +15,7 @@ from rasa.shared.exceptions import InvalidConfigException, RasaException
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from conftest import TINY_BOT, messages, tiny_training_data
+from nlu_testing import TINY_BOT, messages, tiny_training_data
 from contract import assert_intent_contract
 from nlu_bert.backbones import ModelUnavailableError
 from nlu_bert.classifiers.bert_intent_classifier import BertIntentClassifier, ModelArchiveError

@@ -1,0 +1,234 @@
+"""Accuracy benchmark: nlu-bert pipelines against Rasa's DIET and logistic regression, same data, same machine.
+
+Each pipeline is trained through Rasa's own training API (`rasa.model_training.train_nlu`) on a dataset's train
+split and evaluated by parsing its test split with a loaded `Agent`, as `rasa run` would.
+
+    python benchmarks/accuracy.py --quick                       # < 10 minutes: SMP2017, subsampled
+    python benchmarks/accuracy.py --datasets smp2017 massive     # full splits (long on 2 cores)
+    python benchmarks/accuracy.py --bert-model ./models/chinese-bert-wwm-ext   # a local pre-trained backbone
+
+Datasets are converted from ../shared/datasets with `nlu-bert convert` (see scripts/convert_shared_datasets.sh)
+into benchmarks/work/ (git-ignored). Results: benchmarks/results/accuracy.{json,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import random
+import sys
+import tarfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from benchmarks.datasets import DATASETS, prepare_dataset  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "benchmarks" / "work"
+
+
+def pipelines(bert_model: str, gpt2_model: str, quick: bool) -> Dict[str, List[Dict[str, Any]]]:
+    bert: Dict[str, Any] = {"name": "nlu_bert.BertIntentClassifier", "model": bert_model}
+    gpt2: Dict[str, Any] = {"name": "nlu_bert.GPT2FewShotIntentClassifier", "model": gpt2_model}
+    if quick:
+        bert.update(epochs=12, scratch_mlm_epochs=3)
+        gpt2.update(fine_tune_epochs=2)
+    if gpt2_model == "scratch":
+        gpt2["fine_tune"] = True
+    tokenizer = {"name": "JiebaTokenizer"}
+    char_ngrams = {"name": "CountVectorsFeaturizer", "analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4}
+    return {
+        "bert": [tokenizer, bert],
+        "bert+gpt2": [tokenizer, bert, gpt2],
+        "diet": [tokenizer, char_ngrams, {"name": "DIETClassifier", "epochs": 30 if quick else 100}],
+        "logreg": [tokenizer, char_ngrams, {"name": "LogisticRegressionClassifier"}],
+    }
+
+
+def subsample(path: Path, out: Path, per_intent: Optional[int], total: Optional[int], seed: int) -> Path:
+    """A copy of an NLU YAML file with at most ``per_intent`` examples per intent / ``total`` examples."""
+    from rasa.shared.nlu.training_data.loading import load_data
+
+    data = load_data(str(path))
+    rng = random.Random(seed)
+    by_intent: Dict[str, List[Any]] = defaultdict(list)
+    for m in data.intent_examples:
+        by_intent[m.get("intent")].append(m)
+    chosen = []
+    for intent in sorted(by_intent):
+        items = by_intent[intent][:]
+        rng.shuffle(items)
+        chosen.extend(items[:per_intent] if per_intent else items)
+    if total and len(chosen) > total:
+        rng.shuffle(chosen)
+        chosen = chosen[:total]
+    from rasa.shared.nlu.training_data.training_data import TrainingData
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    TrainingData(training_examples=chosen).persist_nlu(str(out))
+    return out
+
+
+def train(pipeline: List[Dict[str, Any]], train_file: Path, out_dir: Path, name: str) -> Tuple[Path, float]:
+    from rasa.model_training import train_nlu
+
+    config = out_dir / f"{name}.config.yml"
+    config.write_text(
+        yaml.safe_dump({"recipe": "default.v1", "language": "zh", "pipeline": pipeline, "policies": []}, allow_unicode=True),
+        encoding="utf-8",
+    )
+    start = time.perf_counter()
+    model = train_nlu(str(config), str(train_file), str(out_dir), fixed_model_name=name)
+    seconds = time.perf_counter() - start
+    if not model:
+        raise RuntimeError(f"training {name} produced no model")
+    return Path(model), seconds
+
+
+def evaluate(model: Path, test_file: Path) -> List[Dict[str, Any]]:
+    from rasa.core.agent import Agent
+    from rasa.shared.nlu.training_data.loading import load_data
+
+    agent = Agent.load(str(model))
+    examples = load_data(str(test_file)).intent_examples
+
+    async def run() -> List[Dict[str, Any]]:
+        rows = []
+        for m in examples:
+            start = time.perf_counter()
+            parsed = await agent.parse_message(m.get("text"))
+            rows.append(
+                {
+                    "text": m.get("text"),
+                    "gold": m.get("intent"),
+                    "pred": (parsed.get("intent") or {}).get("name"),
+                    "ms": (time.perf_counter() - start) * 1000,
+                    "few_shot": parsed.get("few_shot"),
+                }
+            )
+        return rows
+
+    return asyncio.run(run())
+
+
+def metrics(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    from sklearn.metrics import f1_score
+
+    gold = [r["gold"] for r in rows]
+    pred = [r["pred"] or "<none>" for r in rows]
+    out: Dict[str, Any] = {
+        "accuracy": sum(g == p for g, p in zip(gold, pred)) / len(rows),
+        "macro_f1": f1_score(gold, pred, average="macro", labels=sorted(set(gold)), zero_division=0),
+        "parse_ms_p50": sorted(r["ms"] for r in rows)[len(rows) // 2],
+    }
+    acted = [r for r in rows if isinstance(r.get("few_shot"), dict) and r["few_shot"].get("acted")]
+    if any(isinstance(r.get("few_shot"), dict) for r in rows):
+        def bert_answer(r: Dict[str, Any]) -> Optional[str]:
+            fs = r["few_shot"]
+            b = fs.get("bert_intent") or fs.get("bert") or {}
+            return b.get("name") if isinstance(b, dict) else b
+
+        out["fallback_acted"] = len(acted)
+        out["fallback_fixed"] = sum(1 for r in acted if bert_answer(r) != r["gold"] and r["pred"] == r["gold"])
+        out["fallback_broke"] = sum(1 for r in acted if bert_answer(r) == r["gold"] and r["pred"] != r["gold"])
+    return out
+
+
+def archive_mb(model: Path) -> float:
+    return round(model.stat().st_size / 1e6, 2)
+
+
+def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "quick": args.quick,
+        "results": results,
+    }
+    stem = "accuracy-quick" if args.quick else "accuracy"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
+    lines = [
+        "| dataset | pipeline | accuracy | macro-F1 | train s | archive MB | parse p50 ms | fallback acted / fixed / broke |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        fb = f"{r['fallback_acted']} / {r['fallback_fixed']} / {r['fallback_broke']}" if "fallback_acted" in r else ""
+        lines.append(
+            f"| {r['dataset']} | {r['pipeline']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['train_s']:.0f} | "
+            f"{r['archive_mb']:.1f} | {r['parse_ms_p50']:.1f} | {fb} |"
+        )
+    table = "\n".join(lines)
+    (RESULTS / f"{stem}.md").write_text(f"`{payload['command']}`\n\n{table}\n", encoding="utf-8")
+    print(table)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        datasets = sorted({r["dataset"] for r in results})
+        names = list(dict.fromkeys(r["pipeline"] for r in results))
+        fig, ax = plt.subplots(figsize=(max(6, 2 * len(datasets) + 2), 4))
+        width = 0.8 / max(1, len(names))
+        for i, name in enumerate(names):
+            values = [next((r["accuracy"] for r in results if r["dataset"] == d and r["pipeline"] == name), 0) for d in datasets]
+            ax.bar([x + i * width for x in range(len(datasets))], values, width, label=name)
+        ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(datasets))], datasets)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("test accuracy")
+        ax.legend(loc="lower right")
+        ax.set_title("Intent accuracy by pipeline" + (" (--quick)" if args.quick else ""))
+        fig.tight_layout()
+        fig.savefig(RESULTS / f"{stem}.png", dpi=110)
+    except Exception as e:  # noqa: BLE001 - the chart is a nicety
+        print(f"(no chart: {e})")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=None, choices=sorted(DATASETS))
+    parser.add_argument("--pipelines", nargs="+", default=["bert", "bert+gpt2", "diet", "logreg"])
+    parser.add_argument("--bert-model", default="scratch")
+    parser.add_argument("--gpt2-model", default="scratch")
+    parser.add_argument("--quick", action="store_true", help="SMP2017 only, ≤20 train examples per intent, 300 test messages")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    datasets = args.datasets or (["smp2017"] if args.quick else ["smp2017", "massive", "smp2019", "cais", "telemarketing"])
+    logging.basicConfig(level=logging.WARNING)
+
+    from tqdm import tqdm
+
+    results = []
+    jobs = [(d, p) for d in datasets for p in args.pipelines]
+    bar = tqdm(jobs, desc="benchmark", unit="run")
+    for dataset, name in bar:
+        bar.set_postfix_str(f"{dataset}/{name}")
+        train_file, test_file = prepare_dataset(dataset, WORK / "data")
+        if args.quick:
+            train_file = subsample(train_file, WORK / "quick" / dataset / "train.yml", 20, None, args.seed)
+            test_file = subsample(test_file, WORK / "quick" / dataset / "test.yml", None, 300, args.seed)
+        out_dir = WORK / "models" / dataset
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model, seconds = train(pipelines(args.bert_model, args.gpt2_model, args.quick)[name], train_file, out_dir, name.replace("+", "_"))
+        rows = evaluate(model, test_file)
+        result = {"dataset": dataset, "pipeline": name, "train_s": seconds, "archive_mb": archive_mb(model), **metrics(rows)}
+        tqdm.write(json.dumps(result))
+        results.append(result)
+    write_outputs(results, args)
+
+
+if __name__ == "__main__":
+    main()

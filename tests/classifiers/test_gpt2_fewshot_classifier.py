@@ -1,0 +1,323 @@
+"""GPT2FewShotIntentClassifier: config validation, when it acts, what it may answer, persistence, Rasa graph."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+from rasa.engine.graph import ExecutionContext
+from rasa.engine.storage.local_model_storage import LocalModelStorage
+from rasa.engine.storage.resource import Resource
+from rasa.nlu.classifiers.fallback_classifier import FallbackClassifier
+from rasa.shared.exceptions import InvalidConfigException, RasaException
+from rasa.shared.nlu.training_data.message import Message
+
+from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier as Component
+from tests.conftest import TINY_BOT, tiny_training_data
+from tests.gpt2_fixtures import TINY_SIZES
+
+BOT_INTENTS = set(TINY_BOT)
+ALLOWED = BOT_INTENTS | {"nlu_fallback"}
+TINY = {"model": "scratch", "fine_tune": True, "fine_tune_epochs": 1, "max_prompt_tokens": 384, **TINY_SIZES}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> LocalModelStorage:
+    return LocalModelStorage(tmp_path_factory.mktemp("storage"))
+
+
+@pytest.fixture(scope="module")
+def context() -> ExecutionContext:
+    from rasa.engine.graph import GraphSchema
+
+    return ExecutionContext(GraphSchema({}), model_id="fewshot-test")
+
+
+@pytest.fixture(scope="module")
+def trained(storage: LocalModelStorage, context: ExecutionContext) -> Component:
+    component = Component.create(TINY, storage, Resource("fewshot"), context)
+    component.train(tiny_training_data())
+    return component
+
+
+def unsure(text: str, ranking: List[Dict[str, Any]]) -> Message:
+    """A message as the previous classifier leaves it."""
+    message = Message(data={"text": text})
+    if ranking:
+        message.set("intent", dict(ranking[0]), add_to_output=True)
+        message.set("intent_ranking", [dict(r) for r in ranking], add_to_output=True)
+    return message
+
+
+def ranking(*pairs: Any) -> List[Dict[str, Any]]:
+    return [{"name": n, "confidence": c} for n, c in pairs]
+
+
+# -- configuration ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("threshold", 1.5, "GPT2FewShotIntentClassifier: `threshold` must be between 0 and 1, got 1.5. Set `threshold` in config.yml."),
+        ("ambiguity_threshold", -0.1, "GPT2FewShotIntentClassifier: `ambiguity_threshold` must be between 0 and 1, got -0.1. Set `ambiguity_threshold` in config.yml."),
+        ("max_candidates", 0, "GPT2FewShotIntentClassifier: `max_candidates` must be an integer from 1 to 50, got 0. Set `max_candidates` in config.yml."),
+        ("n_shot", True, "GPT2FewShotIntentClassifier: `n_shot` must be an integer from 1 to 10, got True. Set `n_shot` in config.yml."),
+        ("example_selection", "closest", "GPT2FewShotIntentClassifier: `example_selection` must be one of nearest, nearest_to_message, random, got 'closest'. Set `example_selection` in config.yml."),
+        ("template", "nope", "GPT2FewShotIntentClassifier: `template` must be a template name (few_shot_zh, few_shot_zh_backticks, intent_zh, few_shot_en), got 'nope'. Set `template` in config.yml."),
+        ("not_applicable", "", "GPT2FewShotIntentClassifier: `not_applicable` must be a non-empty string such as 不知道, got ''. Set `not_applicable` in config.yml."),
+        ("max_prompt_tokens", 10, "GPT2FewShotIntentClassifier: `max_prompt_tokens` must be an integer from 64 to 8192, got 10. Set `max_prompt_tokens` in config.yml."),
+        ("max_text_tokens", 400, "GPT2FewShotIntentClassifier: `max_text_tokens` must be at most half of `max_prompt_tokens` (256), got 400. Set `max_text_tokens` in config.yml."),
+        ("fine_tune_learning_rate", 0, "GPT2FewShotIntentClassifier: `fine_tune_learning_rate` must be a number between 0 and 1 (exclusive) or null, got 0. Set `fine_tune_learning_rate` in config.yml."),
+        ("device", "tpu", "GPT2FewShotIntentClassifier: `device` must be one of auto, cpu, cuda, mps, got 'tpu'. Set `device` in config.yml."),
+        ("inference_precision", "fp16", "GPT2FewShotIntentClassifier: `inference_precision` must be one of fp32, bf16, got 'fp16'. Set `inference_precision` in config.yml."),
+        ("intent_labels", {"greet": ""}, "GPT2FewShotIntentClassifier: `intent_labels` must be a mapping from intent names to non-empty label texts, got {'greet': ''}. Set `intent_labels` in config.yml."),
+    ],
+)
+def test_invalid_values_name_key_value_and_fix(key: str, value: Any, message: str, model_storage, execution_context) -> None:
+    with pytest.raises(InvalidConfigException, match=re.escape(message)):
+        Component.create({key: value}, model_storage, Resource("x"), execution_context)
+
+
+def test_unknown_keys_are_an_error(model_storage, execution_context) -> None:
+    allowed = ", ".join(sorted(Component.get_default_config()))
+    message = f"GPT2FewShotIntentClassifier: unknown key(s) `treshold`. Allowed keys: {allowed}. Fix the keys in config.yml."
+    with pytest.raises(InvalidConfigException, match=re.escape(message)):
+        Component.create({"treshold": 0.5}, model_storage, Resource("x"), execution_context)
+
+
+def test_scratch_needs_fine_tuning(model_storage, execution_context) -> None:
+    message = (
+        "GPT2FewShotIntentClassifier: `model: scratch` starts from random weights, so `fine_tune` must be true, "
+        "got False. Set `fine_tune: true` in config.yml."
+    )
+    with pytest.raises(InvalidConfigException, match=re.escape(message)):
+        Component.create({"model": "scratch"}, model_storage, Resource("x"), execution_context)
+
+
+def test_defaults_are_valid_and_documented() -> None:
+    source = Path(__file__).resolve().parents[2] / "nlu_bert" / "classifiers" / "gpt2_fewshot_classifier.py"
+    text = source.read_text(encoding="utf-8")
+    block = text[text.index("def get_default_config") : text.index("def __init__")]
+    for key in Component.get_default_config():
+        line = next(i for i, ln in enumerate(block.splitlines()) if ln.strip().startswith(f'"{key}"'))
+        above = block.splitlines()[line - 1].strip()
+        assert above.startswith("#") or above.startswith('"scratch_'), key
+
+
+# -- no-ops ----------------------------------------------------------------------------------
+def test_untrained_component_is_a_logged_no_op(model_storage, execution_context) -> None:
+    component = Component.create(TINY, model_storage, Resource("untrained"), execution_context)
+    message = unsure("你好", ranking(("greet", 0.2), ("goodbye", 0.1)))
+    component.process([message])
+    assert message.get("few_shot") == {"acted": False, "reason": "untrained"}
+    assert message.get("intent") == {"name": "greet", "confidence": 0.2}
+    loaded = Component.load(TINY, model_storage, Resource("never-trained"), execution_context)
+    assert not loaded.is_trained
+
+
+def test_empty_text_and_missing_intent_are_no_ops(trained: Component) -> None:
+    empty, no_intent = unsure("   ", ranking(("greet", 0.1))), unsure("你好", [])
+    trained.process([empty, no_intent])
+    assert empty.get("few_shot") == {"acted": False, "reason": "empty_text"}
+    assert no_intent.get("few_shot") == {"acted": False, "reason": "no_intent"} and no_intent.get("intent") is None
+
+
+def test_confident_messages_cost_nothing(trained: Component, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trained._scorer, "score", lambda *a, **k: pytest.fail("scored a confident message"))
+    message = unsure("你好", ranking(("greet", 0.9), ("goodbye", 0.05)))
+    trained.process([message])
+    few_shot = message.get("few_shot")
+    assert few_shot["acted"] is False and few_shot["reason"] == "confident"
+    assert few_shot["previous"] == {"name": "greet", "confidence": 0.9}
+    assert message.get("intent") == {"name": "greet", "confidence": 0.9}
+
+
+# -- when it acts ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "top, second, acted, reason",
+    [
+        (0.5, 0.25, False, "confident"),  # exactly at both thresholds: not below
+        (0.4999, 0.0, True, "low_confidence"),
+        (0.75, 0.5, False, "confident"),  # margin exactly 0.25
+        (0.75, 0.5001, True, "small_margin"),
+        (0.5, 0.2501, True, "small_margin"),
+    ],
+)
+def test_acts_exactly_below_the_thresholds(trained: Component, top: float, second: float, acted: bool, reason: str) -> None:
+    trained.config = {**trained.config, "threshold": 0.5, "ambiguity_threshold": 0.25}
+    message = unsure("我想退货", ranking(("refund", top), ("check_order", second)))
+    trained.process([message])
+    assert (message.get("few_shot")["acted"], message.get("few_shot")["reason"]) == (acted, reason)
+
+
+def test_answers_only_with_bot_intents_or_nlu_fallback(trained: Component) -> None:
+    import random
+
+    rng = random.Random(0)
+    strangers = ["nlu_fallback", "out_of_scope", "chitchat"]
+    texts = ["天气怎么样", "hello", "我要退款!!", "订单", "😀😀", "x" * 300, "再见了朋友"]
+    for text in texts:
+        names = rng.sample(sorted(BOT_INTENTS) + strangers, 5)
+        message = unsure(text, ranking(*[(n, 0.2 - 0.01 * i) for i, n in enumerate(names)]))
+        trained.process([message])
+        out = message.as_dict(only_output_properties=True)
+        assert out["few_shot"]["acted"] is True
+        assert out["intent"]["name"] in ALLOWED
+        ranked = out["intent_ranking"]
+        assert {r["name"] for r in ranked} <= ALLOWED and ranked[0] == out["intent"]
+        assert [r["confidence"] for r in ranked] == sorted((r["confidence"] for r in ranked), reverse=True)
+        assert all(0.0 <= r["confidence"] <= 1.0 and isinstance(r["confidence"], float) for r in ranked)
+        scored = out["few_shot"]["candidates"]
+        assert sum(c["confidence"] for c in scored) == pytest.approx(1.0)
+        assert {c["name"] for c in scored} <= ALLOWED and scored[-1]["confidence"] <= scored[0]["confidence"]
+        assert json.dumps(out, ensure_ascii=False)  # JSON-serialisable for /model/parse
+
+
+def test_not_applicable_maps_to_nlu_fallback(trained: Component, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nlu_bert.fewshot_scoring import Scores
+
+    monkeypatch.setattr(
+        trained._scorer, "score", lambda prefix, query, options, mode: Scores([-3.0] * (len(options) - 1) + [-0.1])
+    )
+    message = unsure("今天天气", ranking(("greet", 0.3), ("refund", 0.2)))
+    trained.process([message])
+    assert message.get("intent")["name"] == "nlu_fallback"
+    assert message.get("intent_ranking")[0]["name"] == "nlu_fallback"
+    assert message.get("intent_ranking")[1]["name"] in BOT_INTENTS  # what undoing the fallback gives
+    answer = message.get("few_shot")["answer"]
+    assert answer["name"] == "nlu_fallback" and answer["confidence"] > 0.5
+
+
+def test_candidate_set_not_order_hits_the_cache(trained: Component) -> None:
+    trained.config = {**trained.config, "similarity_candidates": 0, "max_candidates": 3}
+    trained._scorer.cache.clear()
+    a = unsure("我的快递呢", ranking(("check_order", 0.3), ("refund", 0.2), ("greet", 0.1)))
+    b = unsure("查一下", ranking(("greet", 0.3), ("check_order", 0.25), ("refund", 0.2)))
+    trained.process([a, b])
+    assert a.get("few_shot")["cache_hit"] is False and b.get("few_shot")["cache_hit"] is True
+    assert {c["name"] for c in b.get("few_shot")["candidates"]} == {"check_order", "refund", "greet", "nlu_fallback"}
+
+
+def test_fallback_classifier_after_it_keeps_working(trained: Component) -> None:
+    fallback = FallbackClassifier({"threshold": 0.99, "ambiguity_threshold": 0.1})
+    message = unsure("先走了", ranking(("goodbye", 0.3), ("greet", 0.29)))
+    trained.process([message])
+    ours = message.get("intent")["name"]
+    fallback.process([message])
+    assert message.get("intent")["name"] == "nlu_fallback"
+    assert message.get("intent_ranking")[1]["name"] == ours
+
+
+def test_colliding_labels_are_refused(model_storage, execution_context) -> None:
+    config = {**TINY, "intent_labels": {"greet": "Goodbye"}}
+    component = Component.create(config, model_storage, Resource("collide"), execution_context)
+    with pytest.raises(RasaException, match="tokenizes like intent 'goodbye'"):
+        component.train(tiny_training_data())
+
+
+# -- persistence -----------------------------------------------------------------------------
+def _answers(component: Component, texts: List[str]) -> List[Optional[Dict[str, Any]]]:
+    out = []
+    for text in texts:
+        message = unsure(text, ranking(("refund", 0.3), ("check_order", 0.25), ("greet", 0.1)))
+        component.process([message])
+        few_shot = {k: v for k, v in message.get("few_shot").items() if k not in ("time_ms", "cache_hit")}
+        out.append({"intent": message.get("intent"), "ranking": message.get("intent_ranking"), "few_shot": few_shot})
+    return out
+
+
+def test_round_trip_through_model_storage(trained: Component, storage, context) -> None:
+    texts = ["我要退款", "订单到哪了", "你好呀"]
+    trained.config = {**trained.config, **Component.get_default_config(), **TINY}
+    loaded = Component.load(TINY, storage, Resource("fewshot"), context)
+    assert loaded.is_trained
+    assert _answers(loaded, texts) == pytest.approx(_answers(trained, texts))
+    with storage.read_from(Resource("fewshot")) as folder:
+        files = {p.name for p in (folder / "model").iterdir()}
+        assert "model.safetensors" in files and "vocab.txt" in files and not any(f.endswith((".bin", ".pkl")) for f in files)
+        meta = json.loads((folder / "fewshot.json").read_text(encoding="utf-8"))
+    assert meta["archive_format"] == 1 and set(meta["labels"]) == BOT_INTENTS
+
+
+def test_other_archive_formats_are_refused(trained: Component, storage, context) -> None:
+    resource = Resource("fewshot")
+    with storage.read_from(resource) as folder:
+        meta_path = folder / "fewshot.json"
+        original = meta_path.read_text(encoding="utf-8")
+    try:
+        meta_path.write_text(json.dumps({**json.loads(original), "archive_format": 99}), encoding="utf-8")
+        with pytest.raises(RasaException, match=re.escape("holds archive format 99") + ".*" + re.escape("Train the model again with `rasa train`.")):
+            Component.load(TINY, storage, resource, context)
+    finally:
+        meta_path.write_text(original, encoding="utf-8")
+
+
+def test_bf16_inference_gives_the_same_decisions(trained: Component, storage, context) -> None:
+    texts = ["我要退款", "订单到哪了", "你好呀", "拜拜"]
+    fp32 = _answers(Component.load(TINY, storage, Resource("fewshot"), context), texts)
+    bf16 = _answers(Component.load({**TINY, "inference_precision": "bf16"}, storage, Resource("fewshot"), context), texts)
+    for a, b in zip(fp32, bf16):
+        assert a["intent"]["name"] == b["intent"]["name"]
+        assert a["intent"]["confidence"] == pytest.approx(b["intent"]["confidence"], abs=0.02)
+
+
+# -- a real Rasa graph: train_nlu, Agent.load, parse_message -------------------------------------
+NLU_CONFIG = """
+language: zh
+pipeline:
+  - name: JiebaTokenizer
+  - name: CountVectorsFeaturizer
+    analyzer: char_wb
+    min_ngram: 1
+    max_ngram: 2
+  - name: LogisticRegressionClassifier
+  - name: nlu_bert.GPT2FewShotIntentClassifier
+    model: scratch
+    fine_tune: true
+    fine_tune_epochs: 1
+    threshold: 0.9
+    max_prompt_tokens: 256
+    scratch_n_embd: 32
+    scratch_n_layer: 2
+    scratch_n_head: 2
+  - name: FallbackClassifier
+    threshold: 0.05
+"""
+
+
+def _nlu_yaml() -> str:
+    lines = ['version: "3.1"', "nlu:"]
+    for intent, texts in TINY_BOT.items():
+        lines += [f"- intent: {intent}", "  examples: |"] + [f"    - {t}" for t in texts]
+    return "\n".join(lines) + "\n"
+
+
+async def test_real_graph_train_nlu_and_agent_parse(tmp_path: Path) -> None:
+    from rasa.core.agent import Agent
+    from rasa.model_training import train_nlu
+
+    (tmp_path / "config.yml").write_text(NLU_CONFIG, encoding="utf-8")
+    (tmp_path / "nlu.yml").write_text(_nlu_yaml(), encoding="utf-8")
+    model_path = train_nlu(str(tmp_path / "config.yml"), str(tmp_path / "nlu.yml"), str(tmp_path / "models"))
+    assert model_path and Path(model_path).exists()
+    agent = Agent.load(model_path)
+    for text in ["我要退款", "你好", "包裹到哪里了", "今天天气怎么样"]:
+        result = await agent.parse_message(text)
+        few_shot = result["few_shot"]
+        assert few_shot["acted"] is True and few_shot["reason"] in ("low_confidence", "small_margin")
+        assert few_shot["previous"]["name"] in BOT_INTENTS
+        assert result["intent"]["name"] in ALLOWED
+        assert {r["name"] for r in result["intent_ranking"]} <= ALLOWED
+    empty = await agent.parse_message("   ")
+    assert empty["few_shot"]["acted"] is False

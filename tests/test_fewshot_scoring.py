@@ -1,0 +1,173 @@
+"""The scoring engine: every fast path equals the one-candidate-at-a-time definition; fine-tuning learns."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Iterator, List
+
+import pytest
+
+from nlu_bert.fewshot_scoring import (
+    MODES,
+    CandidateScorer,
+    FineTuneSettings,
+    PrefixCache,
+    accuracy,
+    fine_tune,
+    softmax,
+)
+from nlu_bert.prompts import TEMPLATES, ExampleBank, PromptEncoder, encode_episode, sample_episode
+from tests.gpt2_fixtures import NOT_APPLICABLE, synthetic_bot, tiny_gpt2, tiny_tokenizer
+
+LABELS = {"weather": "天气", "music": "音乐", "taxi": "打车", "food": "点餐", "alarm": "闹钟"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Two cores shared by several processes: one torch thread is faster and steadier here."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def bot():
+    return synthetic_bot()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(bot, tmp_path_factory: pytest.TempPathFactory):
+    train, _ = bot
+    texts = [t for ts in train.values() for t in ts] + list(train) + list(LABELS.values())
+    return tiny_tokenizer(texts, tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def encoder(tokenizer) -> PromptEncoder:
+    return PromptEncoder(tokenizer, TEMPLATES["few_shot_zh"], NOT_APPLICABLE, 512, 32)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer) -> Any:
+    return tiny_gpt2(len(tokenizer), seed=1)
+
+
+def prompt_parts(encoder: PromptEncoder, bot, intents: List[str], n_shot: int = 2):
+    bank = ExampleBank(bot[0])
+    prefix, _ = encoder.fit_prefix([(LABELS[i], bank.prototypes(i, n_shot)) for i in intents])
+    return prefix
+
+
+def answers(encoder: PromptEncoder, labels: List[str]) -> List[List[int]]:
+    return [encoder.answer_ids(lbl) for lbl in labels] + [encoder.answer_ids(NOT_APPLICABLE)]
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        ["天气", "音乐", "打车", "点餐", "闹钟"],  # same lengths
+        ["weather", "音乐", "x", "alarm_clock"],  # different lengths, Latin word pieces
+        ["天"],  # a single-token label (its answer is one token + [SEP])
+    ],
+)
+def test_every_mode_equals_one_candidate_at_a_time(model, encoder, bot, labels) -> None:
+    prefix = prompt_parts(encoder, bot, ["weather", "music", "taxi"])
+    query = encoder.query_ids("明天下雨吗")
+    opts = answers(encoder, labels)
+    reference = CandidateScorer(model, cache_size=0).score(prefix, query, opts, mode="naive").log_likelihoods
+    scorer = CandidateScorer(model, cache_size=4)
+    for mode in MODES:
+        got = scorer.score(prefix, query, opts, mode=mode).log_likelihoods
+        assert got == pytest.approx(reference, abs=1e-4), mode
+    again = scorer.score(prefix, query, opts, mode="cached")  # now from the LRU
+    assert again.cache_hit and again.log_likelihoods == pytest.approx(reference, abs=1e-4)
+
+
+def test_scores_are_huggingface_loss_on_the_answer_tokens(model, encoder, bot) -> None:
+    """The off-by-one check: against transformers' own shifted causal-LM loss."""
+    import torch
+
+    prefix = prompt_parts(encoder, bot, ["food", "alarm"])
+    query = encoder.query_ids("闹钟定在早上七点")
+    opts = answers(encoder, ["点餐", "闹钟"])
+    got = CandidateScorer(model, cache_size=2).score(prefix, query, opts).log_likelihoods
+    for answer, value in zip(opts, got):
+        ids = torch.tensor([prefix + query + answer])
+        labels = torch.tensor([[-100] * (len(prefix) + len(query)) + answer])
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=labels).loss
+        assert value == pytest.approx(-float(loss), abs=1e-4)
+
+
+def test_the_cache_is_reused_across_messages_and_never_changed(model, encoder, bot) -> None:
+    scorer = CandidateScorer(model, cache_size=2)
+    prefix = prompt_parts(encoder, bot, ["weather", "music"])
+    opts = answers(encoder, ["天气", "音乐"])
+    first = scorer.score(prefix, encoder.query_ids("下雪了"), opts)
+    second = scorer.score(prefix, encoder.query_ids("放首歌"), opts)
+    third = scorer.score(prefix, encoder.query_ids("下雪了"), opts)
+    assert (first.cache_hit, second.cache_hit, third.cache_hit) == (False, True, True)
+    assert third.log_likelihoods == first.log_likelihoods  # the cached tensors were not extended in place
+    fresh = CandidateScorer(model, cache_size=0).score(prefix, encoder.query_ids("放首歌"), opts, mode="naive")
+    assert second.log_likelihoods == pytest.approx(fresh.log_likelihoods, abs=1e-4)
+
+
+def test_prefix_cache_is_a_bounded_lru() -> None:
+    cache = PrefixCache(2)
+    cache.put((1,), "a")
+    cache.put((2,), "b")
+    assert cache.get((1,)) == "a"  # (1,) is now the most recent
+    cache.put((3,), "c")
+    assert cache.get((2,)) is None and cache.get((1,)) == "a" and len(cache) == 2
+    assert (cache.hits, cache.misses) == (2, 1)
+    off = PrefixCache(0)
+    off.put((1,), "a")
+    assert len(off) == 0
+
+
+def test_bad_arguments_are_refused(model, encoder) -> None:
+    scorer = CandidateScorer(model)
+    with pytest.raises(ValueError, match="mode must be one of cached, packed, shared_kv, naive, got 'fast'"):
+        scorer.score([1], [2], [[3]], mode="fast")
+    with pytest.raises(ValueError, match="every answer needs at least one token"):
+        scorer.score([1], [2], [[]])
+
+
+def test_softmax() -> None:
+    assert softmax([0.0, 0.0]) == [0.5, 0.5]
+    assert sum(softmax([-1.0, -5.0, -1000.0])) == pytest.approx(1.0)
+
+
+def test_bf16_scores_stay_close_to_fp32(model, encoder, bot) -> None:
+    import copy
+
+    import torch
+
+    prefix = prompt_parts(encoder, bot, ["weather", "music", "taxi", "food"])
+    query = encoder.query_ids("今天刮风吗")
+    opts = answers(encoder, list(LABELS.values()))
+    fp32 = CandidateScorer(model).score(prefix, query, opts).log_likelihoods
+    bf16_model = copy.deepcopy(model).to(torch.bfloat16)
+    bf16 = CandidateScorer(bf16_model).score(prefix, query, opts).log_likelihoods
+    assert bf16 == pytest.approx(fp32, abs=0.05)
+    assert softmax(bf16) == pytest.approx(softmax(fp32), abs=0.01)
+
+
+def _items(encoder: PromptEncoder, bank: ExampleBank, pairs, rng: random.Random):
+    return [encode_episode(encoder, sample_episode(bank, t, i, rng, 0.1), LABELS) for t, i in pairs]
+
+
+def test_early_stopping_keeps_the_best_epoch(model, encoder, bot) -> None:
+    import copy
+
+    bank = ExampleBank(bot[0])
+    pairs = [(t, i) for i in bank.intents for t in bank.examples[i][:2]]
+    val = _items(encoder, bank, pairs, random.Random(5))
+    frozen = copy.deepcopy(model)
+    settings = FineTuneSettings(epochs=5, learning_rate=1e-12, batch_size=8, patience=2, seed=0)
+    report = fine_tune(frozen, lambda e: _items(encoder, bank, pairs, random.Random(e)), val, settings, pad_id=0)
+    assert report.epochs_run == 3 and report.best_epoch == 1  # no improvement after epoch 1, patience 2
+    assert [row["epoch"] for row in report.history] == [1, 2, 3]
