@@ -1,6 +1,6 @@
 # nlu-bert: the two commands of the README are `make run` (install, train if needed, serve the
 # assistant and its web chat) and `make test`.
-.PHONY: install test run shell train db
+.PHONY: install test run shell train db convert-datasets
 
 install:
 	scripts/bootstrap.sh
@@ -23,3 +23,7 @@ train: install
 # Create and seed the shop database (SHOP_DB_URL, default rasa_project/shop.db).
 db: install
 	.venv/bin/python -m rasa_project.db init
+
+# Convert every dataset in ../shared/datasets into data/benchmarks/ (git-ignored; several are research-only).
+convert-datasets: install
+	scripts/convert_shared_datasets.sh

@@ -22,7 +22,7 @@ class BenchmarkDataset:
 DATASETS: Dict[str, BenchmarkDataset] = {
     "smp2017": BenchmarkDataset("smp2017", ("smp2017_ecdt_task1/raw/Task1data",)),
     "massive": BenchmarkDataset("massive", ("massive_zh_cn_intent/raw/amazon_massive_intent_zh_cn.jsonl",)),
-    "smp2019": BenchmarkDataset("smp2019", ("smp2019_ecdt_task1/raw/split_CAISandSMP_8_1_1",)),
+    "smp2019": BenchmarkDataset("smp2019", ("smp2019_ecdt_task1/raw",)),
     "cais": BenchmarkDataset("cais", ("cais/raw",)),
     "telemarketing": BenchmarkDataset(
         "jsonl",

@@ -355,6 +355,13 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
                 f"({summary.max_length} tokens; longest {summary.longest_tokens}) and were truncated. "
                 "Raise `max_length` if the end of long texts matters."
             )
+        odd = [label for label in summary.examples_per_intent if any(c.isspace() or c in "/{}[]()" for c in label)]
+        if odd:
+            rasa.shared.utils.io.raise_warning(
+                f"{COMPONENT}: intent names with spaces, slashes or brackets ({', '.join(repr(o) for o in odd[:5])}) "
+                "work for classification but break Rasa's `/intent` message syntax and story files. "
+                "Rename them, e.g. 'check order' → 'check_order'."
+            )
         if summary.singleton_intents:
             rasa.shared.utils.io.raise_warning(
                 f"{COMPONENT}: {len(summary.singleton_intents)} intents have a single example "
@@ -384,10 +391,22 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
     # ------------------------------------------------------------------ persistence
     def persist(self, report: Optional[Dict[str, Any]] = None) -> None:
         import torch
-        from safetensors.torch import save_file
+        from safetensors import SafetensorError
 
         dtype = torch.float16 if self.config["save_dtype"] == "float16" else torch.float32
-        with self._model_storage.write_to(self._resource) as folder:
+        try:
+            self._write(folder_context=self._model_storage.write_to(self._resource), dtype=dtype, report=report)
+        except (OSError, SafetensorError) as e:
+            raise RasaException(
+                f"{COMPONENT}: could not write the trained model into the Rasa model archive "
+                f"({type(e).__name__}: {getattr(e, 'strerror', None) or e}). Free disk space (or point `rasa train --out` at a disk "
+                "with room) and train again."
+            ) from None
+
+    def _write(self, folder_context: Any, dtype: Any, report: Optional[Dict[str, Any]]) -> None:
+        from safetensors.torch import save_file
+
+        with folder_context as folder:
             state = {
                 k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
                 for k, v in self.model.state_dict().items()

@@ -346,3 +346,63 @@ def test_importing_the_package_does_not_import_torch() -> None:
     code = "import sys, nlu_bert; nlu_bert.BertIntentClassifier; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+# ---------------------------------------------------------------- more training-data and disk faults
+def test_intent_names_that_break_rasa_syntax_get_a_warning(tmp_path: Path) -> None:
+    bot = {"check order": TINY_BOT["check_order"], "refund/return": TINY_BOT["refund"]}
+    with pytest.warns(UserWarning, match=re.escape("intent names with spaces, slashes or brackets ('check order', 'refund/return')")):
+        component, _, _ = train_component(tmp_path, {**TINY, "epochs": 2}, tiny_training_data(bot))
+    assert component.labels == ["check order", "refund/return"]
+
+
+def test_500_intents_train_and_rank(tmp_path: Path) -> None:
+    bot = {f"intent_{i:03d}": [f"问题{i}号", f"第{i}个问题"] for i in range(500)}
+    component, _, _ = train_component(tmp_path, {**TINY, "epochs": 1, "ranking_length": 5}, tiny_training_data(bot))
+    msgs = messages(["问题7号"])
+    component.process(msgs)
+    assert_intent_contract(msgs[0], 5, bot)
+    assert len(component.labels) == 500
+
+
+def test_english_only_data_works(tmp_path: Path) -> None:
+    bot = {
+        "greet": ["hello", "hi there", "good morning", "hey", "hello friend", "hi"],
+        "bye": ["goodbye", "bye bye", "see you later", "bye", "see you", "good night"],
+    }
+    component, _, _ = train_component(tmp_path, {**TINY, "epochs": 30}, tiny_training_data(bot))
+    msgs = messages(["hello there", "bye now"])
+    component.process(msgs)
+    assert [m.get("intent")["name"] for m in msgs] == ["greet", "bye"]
+
+
+DISK_FULL = """
+import resource, signal, sys, tempfile, pathlib
+sys.path[:0] = [{tests!r}, {root!r}]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from nlu_testing import tiny_training_data
+from rasa.engine.storage.local_model_storage import LocalModelStorage
+from rasa.engine.storage.resource import Resource
+from rasa.engine.graph import ExecutionContext, GraphSchema
+from nlu_bert import BertIntentClassifier
+storage = LocalModelStorage(pathlib.Path(tempfile.mkdtemp()))
+config = dict(model="scratch", scratch_hidden_size=32, scratch_num_layers=1, scratch_num_heads=2, scratch_mlm_epochs=0, epochs=1)
+component = BertIntentClassifier.create(config, storage, Resource("b"), ExecutionContext(GraphSchema({{}}), "x"))
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # files over 100 kB cannot be written: a full disk
+try:
+    component.train(tiny_training_data())
+except Exception as e:
+    print("ERROR", type(e).__name__, e)
+"""
+
+
+def test_disk_full_while_persisting_is_one_clear_error() -> None:
+    import subprocess
+    import sys
+
+    tests = str(Path(__file__).resolve().parents[1])
+    code = DISK_FULL.format(tests=tests, root=str(Path(tests).parent))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout
+    line = next(l for l in out.splitlines() if l.startswith("ERROR"))
+    assert line.startswith("ERROR RasaException BertIntentClassifier: could not write the trained model into the Rasa model archive")
+    assert line.endswith("Free disk space (or point `rasa train --out` at a disk with room) and train again.")
