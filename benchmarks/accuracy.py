@@ -137,7 +137,7 @@ def metrics(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     if any(isinstance(r.get("few_shot"), dict) for r in rows):
         def bert_answer(r: Dict[str, Any]) -> Optional[str]:
             fs = r["few_shot"]
-            b = fs.get("bert_intent") or fs.get("bert") or {}
+            b = fs.get("previous") or {}
             return b.get("name") if isinstance(b, dict) else b
 
         out["fallback_acted"] = len(acted)
@@ -151,14 +151,20 @@ def archive_mb(model: Path) -> float:
 
 
 def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
+    """Merge ``results`` into the stored ones (a later run replaces the same dataset × pipeline) and write all."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = "accuracy-quick" if args.quick else "accuracy"
+    stored = RESULTS / f"{stem}.json"
+    if stored.exists():
+        new_keys = {(r["dataset"], r["pipeline"]) for r in results}
+        previous = json.loads(stored.read_text(encoding="utf-8")).get("results", [])
+        results = [r for r in previous if (r["dataset"], r["pipeline"]) not in new_keys] + results
     payload = {
         "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "quick": args.quick,
         "results": results,
     }
-    stem = "accuracy-quick" if args.quick else "accuracy"
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
     lines = [
         "| dataset | pipeline | accuracy | macro-F1 | train s | archive MB | parse p50 ms | fallback acted / fixed / broke |",
@@ -224,7 +230,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         model, seconds = train(pipelines(args.bert_model, args.gpt2_model, args.quick)[name], train_file, out_dir, name.replace("+", "_"))
         rows = evaluate(model, test_file)
-        result = {"dataset": dataset, "pipeline": name, "train_s": seconds, "archive_mb": archive_mb(model), **metrics(rows)}
+        result = {
+            "dataset": dataset,
+            "pipeline": name,
+            "train_s": seconds,
+            "archive_mb": archive_mb(model),
+            "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+            **metrics(rows),
+        }
         tqdm.write(json.dumps(result))
         results.append(result)
     write_outputs(results, args)

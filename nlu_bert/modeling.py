@@ -50,11 +50,6 @@ def batch_ngram_ids(
     return out
 
 
-# While training, each n-gram is left out with this probability (like word dropout): the bag cannot memorise
-# a text by one rare n-gram, and the encoder has to carry its share.
-NGRAM_DROPOUT = 0.3
-
-
 class IntentModel(nn.Module):
     """``logits = head(dropout([mean_pool(encoder(tokens)) ; mean(ngram_embeddings)]))``."""
 
@@ -87,8 +82,6 @@ class IntentModel(nn.Module):
         if self.ngrams is not None:
             if ngram_ids is None:
                 raise ValueError("this model was trained with n-gram features; pass ngram_ids")
-            if self.training and NGRAM_DROPOUT > 0:
-                ngram_ids = ngram_ids * (torch.rand(ngram_ids.shape, device=ngram_ids.device) >= NGRAM_DROPOUT)
             emb = self.ngrams(ngram_ids)
             present = (ngram_ids > 0).unsqueeze(-1).to(emb.dtype)
             bag = (emb * present).sum(1) / present.sum(1).clamp(min=1.0)

@@ -22,10 +22,22 @@ pipeline:
     scratch_num_layers: 2
     scratch_num_heads: 2
     scratch_mlm_epochs: 1
-    epochs: 25
+    epochs: 30
+    validation_split: 0.0
     ngram_buckets: 4096
     ngram_dim: 32
     ranking_length: 3
+  - name: nlu_bert.GPT2FewShotIntentClassifier
+    model: scratch
+    fine_tune: true
+    fine_tune_epochs: 2
+    scratch_n_embd: 32
+    scratch_n_layer: 2
+    scratch_n_head: 2
+    threshold: 0.3
+  - name: FallbackClassifier
+    threshold: 0.05
+    ambiguity_threshold: 0.0
 policies: []
 """
 
@@ -50,5 +62,6 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "BertIntentClassifier: data: 4 intents, 48 examples" in output
-    assert "val macro-F1" in output  # the per-epoch progress line
+    assert "GPT2FewShotIntentClassifier" in output
+    assert "BertIntentClassifier: epoch 1/30  loss" in output  # the per-epoch progress line
     return project / "models" / "bert.tar.gz"
