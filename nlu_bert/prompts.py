@@ -145,7 +145,8 @@ class PromptEncoder:
 
     ``max_prompt_tokens`` bounds the whole sequence (``[CLS]`` prompt ``[SEP]`` answer ``[SEP]``);
     the user's text is cut to ``max_text_tokens``. The few-shot part gets what is left after
-    the longest possible query and the longest answer, so it never depends on the message.
+    the longest possible query and the longest answer of any of ``labels``, so its budget
+    depends neither on the message nor on the candidate set.
     """
 
     def __init__(
@@ -155,8 +156,10 @@ class PromptEncoder:
         not_applicable: str,
         max_prompt_tokens: int,
         max_text_tokens: int,
+        labels: Sequence[str] = (),
     ) -> None:
         self.tokenizer = tokenizer
+        self.labels = list(labels)
         self.template = template
         self.not_applicable = not_applicable
         self.max_prompt_tokens = max_prompt_tokens
@@ -192,10 +195,15 @@ class PromptEncoder:
         text = self._prefix_tpl.format(not_applicable=self.not_applicable, examples=examples)
         return ([self.begin_id] if self.begin_id is not None else []) + self.tokens(text)
 
-    def prefix_budget(self, labels: Sequence[str]) -> int:
-        longest_answer = max([len(self.answer_ids(lbl)) for lbl in labels] + [len(self.answer_ids(self.not_applicable))])
+    def prefix_budget(self) -> int:
+        """Tokens left for the few-shot prefix after the longest query and the longest answer.
+
+        The same for every candidate set (all ``labels`` count), so it can also serve as the
+        fixed position where the user's line starts (see ``position_anchor`` in the scorer).
+        """
+        answers = [len(self.answer_ids(lbl)) for lbl in self.labels + [self.not_applicable]]
         longest_query = len(self._query_head) + self.max_text_tokens + len(self._query_tail)
-        return self.max_prompt_tokens - longest_query - longest_answer
+        return self.max_prompt_tokens - longest_query - max(answers)
 
     def fit_prefix(
         self, shots_per_label: Sequence[Tuple[str, List[str]]], priority: Optional[Sequence[str]] = None
@@ -209,7 +217,7 @@ class PromptEncoder:
         """
         groups = [(label, list(texts)) for label, texts in shots_per_label]
         drop_order = list(reversed(priority if priority is not None else [label for label, _ in groups]))
-        budget = self.prefix_budget([label for label, _ in groups])
+        budget = self.prefix_budget()
         while True:
             shots = interleave(groups)
             ids = self.prefix_ids(shots)
@@ -284,11 +292,12 @@ class ExampleBank:
             self._prototypes[key] = [self.examples[intent][i] for i in order[:n]]
         return self._prototypes[key]
 
-    def nearest(self, intent: str, text: str, n: int, exclude: str = "") -> List[str]:
+    def nearest(self, intent: str, text: str, n: int) -> List[str]:
+        """The ``n`` examples of ``intent`` most like ``text`` (ties keep data order)."""
         self._fit()
         sims = (self._matrices[intent] @ self._vectorizer.transform([text]).T).toarray().ravel()
         order = sorted(range(len(sims)), key=lambda i: (-float(sims[i]), i))
-        return [self.examples[intent][i] for i in order if self.examples[intent][i] != exclude][:n]
+        return [self.examples[intent][i] for i in order[:n]]
 
     def fixed_random(self, intent: str, n: int) -> List[str]:
         rng = random.Random(f"{self.seed}:{intent}")
@@ -345,18 +354,12 @@ class Episode:
 
 
 def sample_episode(
-    bank: ExampleBank,
-    text: str,
-    intent: str,
-    rng: random.Random,
-    not_applicable_rate: float = 0.1,
-    shot_pool: Optional[ExampleBank] = None,
+    pool: ExampleBank, text: str, intent: str, rng: random.Random, not_applicable_rate: float = 0.1
 ) -> Episode:
     """A prompt the way few_shot_intent_sft makes them: 2-7 ways, 1-3 shots, ~10% none-of-these.
 
-    Shots come from ``shot_pool`` (default ``bank``) and never include the query itself.
+    ``text`` (of ``intent``) is the query; the shots come from ``pool`` and never include it.
     """
-    pool = shot_pool or bank
     others = [i for i in pool.intents if i != intent]
     n_way = rng.randint(min(MIN_WAY, len(others) + 1), min(MAX_WAY, len(others) + 1))
     leave_out = bool(others) and rng.random() < not_applicable_rate
@@ -391,7 +394,7 @@ def encode_episode(encoder: PromptEncoder, episode: Episode, label_of: Dict[str,
     Shots are dropped from the end while the prompt is longer than ``max_prompt_tokens`` allows.
     """
     shots = [(text, label_of[intent]) for text, intent in episode.shots]
-    budget = encoder.prefix_budget([label_of[i] for i in episode.intents])
+    budget = encoder.prefix_budget()
     prefix = encoder.prefix_ids(shots)
     while len(prefix) > budget and len(shots) > 1:
         shots.pop()

@@ -56,6 +56,9 @@ DEFAULT_PRECISION = "int8"
 DEFAULT_NUM_THREADS = 0  # 0 = every core this process may run on
 
 ONNX_FILES: Dict[str, str] = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+# Busy-waiting worker threads: a little faster on idle cores, much slower when the cores are shared
+# with other busy processes (measured: docs/inference.md). Rasa servers share their cores.
+ORT_ALLOW_SPINNING = False
 ONNX_OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "ngram_ids")
 OUTPUT_NAME = "logits"
@@ -144,8 +147,8 @@ class Predictor:
     def _prepare(
         self, input_ids: Any, attention_mask: Any, ngram_ids: Any
     ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        input_ids = np.ascontiguousarray(input_ids, dtype=np.int64)
-        attention_mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
+        input_ids = _as_int64(input_ids)
+        attention_mask = _as_int64(attention_mask)
         if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
             raise ValueError(
                 "input_ids and attention_mask must be 2-D arrays of the same shape [batch, seq], got "
@@ -154,30 +157,35 @@ class Predictor:
         if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must have at least one row and one column, got shape {input_ids.shape}.")
         input_ids, attention_mask = _trim_padding(input_ids, attention_mask)
-        if self.uses_ngrams:
-            if ngram_ids is None:
-                raise ValueError("this model was trained with n-gram features; pass ngram_ids")
-            ngram_ids = np.ascontiguousarray(ngram_ids, dtype=np.int64)
-            if ngram_ids.ndim != 2 or ngram_ids.shape[0] != input_ids.shape[0]:
-                raise ValueError(
-                    f"ngram_ids must be a 2-D array [batch, n] with batch {input_ids.shape[0]}, got {ngram_ids.shape}."
-                )
-            if ngram_ids.shape[1] == 0:
-                ngram_ids = np.zeros((ngram_ids.shape[0], 1), dtype=np.int64)
-            ngram_ids, _ = _trim_padding(ngram_ids, ngram_ids != 0)
-        else:
-            ngram_ids = None
+        if not self.uses_ngrams:
+            return input_ids, attention_mask, None
+        if ngram_ids is None:
+            raise ValueError("this model was trained with n-gram features; pass ngram_ids")
+        ngram_ids = _as_int64(ngram_ids)
+        if ngram_ids.ndim != 2 or ngram_ids.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"ngram_ids must be a 2-D array [batch, n] with batch {input_ids.shape[0]}, got {ngram_ids.shape}."
+            )
+        if ngram_ids.shape[1] == 0:
+            return input_ids, attention_mask, np.zeros((ngram_ids.shape[0], 1), dtype=np.int64)
+        ngram_ids, _ = _trim_padding(ngram_ids, ngram_ids)
         return input_ids, attention_mask, ngram_ids
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(backend={self.backend!r}, precision={self.precision!r}, num_threads={self.num_threads})"
 
 
+def _as_int64(values: Any) -> np.ndarray:
+    if type(values) is np.ndarray and values.dtype == np.int64 and values.flags.c_contiguous:
+        return values  # the common case: no copy, no checks
+    return np.ascontiguousarray(values, dtype=np.int64)
+
+
 def _trim_padding(values: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Drop trailing columns where ``mask`` is 0 in every row (keeps at least one column)."""
-    present = mask.any(axis=0)
-    if present.all():
+    if mask[:, -1].any():  # the common case (padding=True pads to the longest row): nothing to trim
         return values, mask
+    present = mask.any(axis=0)
     nonzero = np.flatnonzero(present)
     width = int(nonzero[-1]) + 1 if nonzero.size else 1
     return np.ascontiguousarray(values[:, :width]), np.ascontiguousarray(mask[:, :width])
@@ -293,19 +301,25 @@ def _route_linear_through_onednn(model: "IntentModel") -> int:
 
 
 class OnnxRuntimePredictor(Predictor):
+    """An onnxruntime CPU session: intra-op threads = ``num_threads`` (0 = all physical cores),
+    sequential execution, all graph optimizations. ``allow_spinning`` lets idle worker threads
+    busy-wait for the next op (see ``ORT_ALLOW_SPINNING``)."""
+
     backend = "onnxruntime"
 
-    def __init__(self, path: Path, precision: str, num_threads: int) -> None:
+    def __init__(self, path: Path, precision: str, num_threads: int, allow_spinning: Optional[bool] = None) -> None:
         import onnxruntime as ort
 
         self.precision = precision
         self.path = Path(path)
         self.num_threads = int(num_threads)
+        self.allow_spinning = ORT_ALLOW_SPINNING if allow_spinning is None else bool(allow_spinning)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.num_threads  # 0 = onnxruntime's default: all physical cores
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         options.log_severity_level = 3
         self.session_options = options
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
@@ -321,6 +335,58 @@ class OnnxRuntimePredictor(Predictor):
         if ngram_ids is not None:
             feed["ngram_ids"] = ngram_ids
         return self.session.run(self.output_names, feed)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# tokenizer without transformers
+# --------------------------------------------------------------------------------------------
+class TextEncoder:
+    """Texts -> right-padded ``(input_ids, attention_mask)`` int64 arrays, with the ``tokenizers`` library only.
+
+    Gives the same ids as ``PreTrainedTokenizerFast(texts, truncation=True, max_length=max_length,
+    padding=True)`` for the ``tokenizer.json`` that ``save_pretrained`` writes, without importing
+    transformers (which imports torch: ~0.7 GB and seconds at start-up).
+    """
+
+    def __init__(self, tokenizer_json: Path, max_length: int, pad_token: Optional[str] = None) -> None:
+        from tokenizers import Tokenizer
+
+        path = Path(tokenizer_json)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: save the tokenizer with a fast (Rust) tokenizer.")
+        self.tokenizer = Tokenizer.from_file(str(path))
+        pad_token = pad_token or _pad_token(path.parent) or "[PAD]"
+        pad_id = self.tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            raise ValueError(f"the tokenizer in {path} has no padding token {pad_token!r}")
+        self.max_length = int(max_length)
+        self.tokenizer.enable_truncation(self.max_length)
+        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+
+    def __call__(self, texts: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        return ids, mask
+
+
+def _pad_token(folder: Path) -> Optional[str]:
+    import json
+
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = folder / name
+        if path.is_file():
+            try:
+                value = json.loads(path.read_text(encoding="utf-8")).get("pad_token")
+            except (OSError, ValueError):
+                continue
+            if isinstance(value, dict):
+                value = value.get("content")
+            if isinstance(value, str):
+                return value
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,7 +625,12 @@ class _quiet_logs:
 
 
 def load_predictor(
-    folder: Path, backend: str, precision: str, num_threads: int, model: Optional["IntentModel"] = None
+    folder: Path,
+    backend: str,
+    precision: str,
+    num_threads: int,
+    model: Optional["IntentModel"] = None,
+    allow_spinning: Optional[bool] = None,
 ) -> Predictor:
     """The predictor for ``backend`` / ``precision``. torch needs the fp32 ``model`` (it is changed in
     place); onnxruntime reads the file :func:`export_for_inference` wrote in ``folder``."""
@@ -574,4 +645,4 @@ def load_predictor(
             f"{path} is missing: this model was not exported for `inference.backend` 'onnxruntime' with "
             f"`inference.precision` '{precision}'. Train again with this inference config."
         )
-    return OnnxRuntimePredictor(path, precision, num_threads)
+    return OnnxRuntimePredictor(path, precision, num_threads, allow_spinning=allow_spinning)

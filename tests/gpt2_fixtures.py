@@ -45,7 +45,13 @@ _SYNTH_CHARS = {
 _FILLER = "我想要请帮的了吗"
 
 
-def synthetic_bot(n_train: int = 16, n_test: int = 8, seed: int = 7) -> Tuple[Dict[str, List[str]], Dict[str, List[str]]]:
+def synthetic_bot(
+    n_train: int = 16,
+    n_test: int = 8,
+    seed: int = 7,
+    intent_chars: Tuple[int, int] = (2, 4),
+    filler_chars: Tuple[int, int] = (1, 3),
+) -> Tuple[Dict[str, List[str]], Dict[str, List[str]]]:
     """``(train, test)`` texts per intent; the test texts never occur in train."""
     rng = random.Random(seed)
     train: Dict[str, List[str]] = {}
@@ -54,8 +60,8 @@ def synthetic_bot(n_train: int = 16, n_test: int = 8, seed: int = 7) -> Tuple[Di
         seen: set = set()
         texts: List[str] = []
         while len(texts) < n_train + n_test:
-            body = [rng.choice(chars) for _ in range(rng.randint(2, 4))]
-            body += [rng.choice(_FILLER) for _ in range(rng.randint(1, 3))]
+            body = [rng.choice(chars) for _ in range(rng.randint(*intent_chars))]
+            body += [rng.choice(_FILLER) for _ in range(rng.randint(*filler_chars))]
             rng.shuffle(body)
             text = "".join(body)
             if text not in seen:

@@ -19,8 +19,8 @@ from nlu_bert.prompts import (
     sample_episode,
     template_problem,
 )
-from tests.conftest import TINY_BOT, shared_dataset
-from tests.gpt2_fixtures import NOT_APPLICABLE, synthetic_bot, tiny_tokenizer
+from gpt2_fixtures import NOT_APPLICABLE, synthetic_bot, tiny_tokenizer
+from nlu_testing import TINY_BOT, shared_dataset
 
 SHOTS = [("你好", "greet"), ("再见", "goodbye")]
 

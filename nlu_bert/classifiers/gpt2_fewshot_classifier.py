@@ -61,6 +61,7 @@ META_FILE = "fewshot.json"
 MODEL_DIR = "model"
 COMPONENT = "GPT2FewShotIntentClassifier"
 MAX_VALIDATION_PROMPTS = 200
+CHARS_PER_TOKEN = 16
 
 
 @DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=True)
@@ -69,7 +70,10 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
 
     @classmethod
     def required_components(cls) -> List[Type]:
-        return [IntentClassifier]
+        # It reads the intent of the classifier before it at inference time, but Rasa checks
+        # requirements in the training graph too, where trainable classifiers do not feed each
+        # other; requiring IntentClassifier here would reject every valid pipeline.
+        return []
 
     @staticmethod
     def required_packages() -> List[Text]:
@@ -89,6 +93,10 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             "threshold": 0.6,
             # ... or when its top-two confidence margin is below this
             "ambiguity_threshold": 0.1,
+            # its answer replaces the previous one only when its own confidence is at least this;
+            # below it the previous answer stays (reason `fallback_unsure`), so a weak model cannot
+            # lower accuracy. With 5 candidates + "none of these", a uniform guess is ~0.17.
+            "min_confidence": 0.4,
             # how many of the previous classifier's top intents become candidates
             "max_candidates": 5,
             # extra candidates: the intents whose examples look most like the message (TF-IDF),
@@ -124,13 +132,15 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             "fine_tune_validation_fraction": 0.1,
             # share of generated prompts where the true intent is left out (answer: not_applicable)
             "not_applicable_rate": 0.1,
-            # scratch model size
+            # scratch model: hidden size
             "scratch_n_embd": 256,
+            # scratch model: transformer layers
             "scratch_n_layer": 4,
+            # scratch model: attention heads (must divide scratch_n_embd)
             "scratch_n_head": 4,
             # auto (cuda, then mps, then cpu), cpu, cuda or mps
             "device": "auto",
-            # fp32, or bf16 (faster on CPUs with AVX-512 BF16; scores differ by ~1e-2)
+            # fp32, or bf16 (faster on CPUs with AVX-512 BF16; scores move by < 0.01)
             "inference_precision": "fp32",
             # how many few-shot prefixes keep their key/value cache across messages (0: none)
             "prefix_cache_size": 16,
@@ -155,6 +165,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         self._scorer: Any = None
         self._bank: Optional[ExampleBank] = None
         self._labels: Dict[str, str] = {}
+        self._anchor: Optional[int] = None
         self._report: Dict[str, Any] = {}
 
     @classmethod
@@ -185,7 +196,9 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         backbones.seed_everything(self.config["random_seed"])
         tokenizer, model = self._backbone(bank, labels)
         model.to(backbones.resolve_device(self.config["device"]))
-        self._install(model, tokenizer, bank, labels, {"source": backbones.describe_source(self.config["model"])})
+        report = {"source": backbones.describe_source(self.config["model"])}
+        # scratch models put the user's line at a fixed position (see nlu_bert.fewshot_scoring)
+        self._install(model, tokenizer, bank, labels, report, anchored=backbones.is_scratch(self.config["model"]))
         if self.config["fine_tune"]:
             self._report["fine_tune"] = self._fine_tune(bank)
         self.persist()
@@ -225,7 +238,16 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         )
         return tokenizer, model
 
-    def _install(self, model: Any, tokenizer: Any, bank: ExampleBank, labels: Dict[str, str], report: Dict) -> None:
+    def _install(
+        self,
+        model: Any,
+        tokenizer: Any,
+        bank: ExampleBank,
+        labels: Dict[str, str],
+        report: Dict[str, Any],
+        anchored: bool = False,
+        anchor: Optional[int] = None,
+    ) -> None:
         """Wire a model, tokenizer, examples and labels into a ready-to-score component."""
         from nlu_bert.fewshot_scoring import CandidateScorer
 
@@ -241,15 +263,25 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             self.config["not_applicable"],
             max_tokens,
             self.config["max_text_tokens"],
+            labels=[labels[i] for i in sorted(labels)],
         )
         _check_labels(encoder, labels)
+        if anchored and anchor is None:
+            anchor = encoder.prefix_budget()
+        if anchor is not None and anchor != encoder.prefix_budget():
+            raise RasaException(
+                f"{COMPONENT}: this model was trained with its user line at position {anchor}, but the current "
+                "`max_prompt_tokens`, `max_text_tokens` or `template` put it elsewhere. Use the values it was "
+                "trained with, or train again."
+            )
         # the answer ends with [SEP]: make generation (if anyone uses the saved model) stop there too
         for cfg in (model.config, getattr(model, "generation_config", None)):
             if cfg is not None:
                 cfg.eos_token_id = encoder.end_id
                 cfg.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else encoder.end_id
         self._model, self._tokenizer, self._encoder, self._bank, self._labels = model, tokenizer, encoder, bank, labels
-        self._scorer = CandidateScorer(model, cache_size=self.config["prefix_cache_size"])
+        self._anchor = anchor
+        self._scorer = CandidateScorer(model, cache_size=self.config["prefix_cache_size"], position_anchor=anchor)
         self._report = dict(report)
 
     def _set_precision(self) -> None:
@@ -296,7 +328,9 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             f"validating on {len(val_items)}"
         )
         pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else encoder.end_id
-        report = fine_tune(self._model, make_epoch, val_items, settings, pad_id, progress=logger.info)
+        report = fine_tune(
+            self._model, make_epoch, val_items, settings, pad_id, progress=logger.info, position_anchor=self._anchor
+        )
         self._scorer.cache.clear()
         return {
             "epochs_run": report.epochs_run,
@@ -321,6 +355,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
                 "component": COMPONENT,
                 "nlu_bert_version": __version__,
                 "labels": self._labels,
+                "position_anchor": self._anchor,
                 "bank": self._bank.to_json(),
                 "report": self._report,
             }
@@ -357,7 +392,14 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             logger.debug(f"{COMPONENT}: resource '{resource.name}' holds no trained model ({e}); it will not act.")
             return component
         model.to(backbones.resolve_device(component.config["device"]))
-        component._install(model, tokenizer, ExampleBank.from_json(meta["bank"]), meta["labels"], meta["report"])
+        component._install(
+            model,
+            tokenizer,
+            ExampleBank.from_json(meta["bank"]),
+            meta["labels"],
+            meta["report"],
+            anchor=meta.get("position_anchor"),
+        )
         component._set_precision()
         return component
 
@@ -372,7 +414,8 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         if not self.is_trained:
             logger.debug(f"{COMPONENT}: not trained; leaving the intent as it is.")
             return {"acted": False, "reason": "untrained"}
-        text = normalize_text(message.get(TEXT) or "")
+        # cut long texts before any tokenizing or TF-IDF (a token spans at most a few characters)
+        text = normalize_text(message.get(TEXT) or "")[: CHARS_PER_TOKEN * self.config["max_text_tokens"]]
         if not text:
             return {"acted": False, "reason": "empty_text"}
         intent = message.get(INTENT) or {}
@@ -408,6 +451,18 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             key=lambda r: -r["confidence"],
         )
         answer = {INTENT_NAME_KEY: scored[0]["name"], PREDICTED_CONFIDENCE_KEY: scored[0]["confidence"]}
+        if answer[PREDICTED_CONFIDENCE_KEY] < self.config["min_confidence"]:
+            # too unsure to overrule the previous classifier: leave intent and ranking as they were
+            return {
+                "acted": False,
+                "reason": "fallback_unsure",
+                "why_consulted": reason,
+                **base,
+                "answer": {"name": answer[INTENT_NAME_KEY], "confidence": answer[PREDICTED_CONFIDENCE_KEY]},
+                "candidates": scored,
+                "cache_hit": scores.cache_hit,
+                "time_ms": round(1000 * (time.perf_counter() - started), 2),
+            }
         new_ranking = [{INTENT_NAME_KEY: r["name"], PREDICTED_CONFIDENCE_KEY: r["confidence"]} for r in scored]
         if answer[INTENT_NAME_KEY] != DEFAULT_NLU_FALLBACK_INTENT_NAME:
             # like Rasa's FallbackClassifier, nlu_fallback appears in the ranking only when it is the answer
@@ -493,6 +548,7 @@ def validate_config(config: Dict[Text, Any], given: Optional[set] = None) -> Non
             fail(key, "a string or null")
     number("threshold", 0, 1, "between 0 and 1")
     number("ambiguity_threshold", 0, 1, "between 0 and 1")
+    number("min_confidence", 0, 1, "between 0 and 1")
     integer("max_candidates", 1, 50)
     integer("similarity_candidates", 0, 10)
     integer("n_shot", 1, 10)

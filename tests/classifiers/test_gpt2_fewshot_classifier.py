@@ -15,12 +15,14 @@ from rasa.shared.exceptions import InvalidConfigException, RasaException
 from rasa.shared.nlu.training_data.message import Message
 
 from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier as Component
-from tests.conftest import TINY_BOT, tiny_training_data
-from tests.gpt2_fixtures import TINY_SIZES
+from contract import assert_intent_contract
+from gpt2_fixtures import TINY_SIZES
+from nlu_testing import TINY_BOT, tiny_training_data
 
 BOT_INTENTS = set(TINY_BOT)
 ALLOWED = BOT_INTENTS | {"nlu_fallback"}
-TINY = {"model": "scratch", "fine_tune": True, "fine_tune_epochs": 1, "max_prompt_tokens": 384, **TINY_SIZES}
+# min_confidence 0: these tests check when it acts and what it answers, with a barely trained tiny model
+TINY = {"model": "scratch", "fine_tune": True, "fine_tune_epochs": 1, "max_prompt_tokens": 384, "min_confidence": 0.0, **TINY_SIZES}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,6 +52,15 @@ def trained(storage: LocalModelStorage, context: ExecutionContext) -> Component:
     component = Component.create(TINY, storage, Resource("fewshot"), context)
     component.train(tiny_training_data())
     return component
+
+
+@pytest.fixture
+def fewshot(trained: Component) -> Iterator[Component]:
+    """The trained component; config changes made by a test are undone after it."""
+    saved = dict(trained.config)
+    yield trained
+    trained.config = saved
+    trained._scorer.cache.clear()
 
 
 def unsure(text: str, ranking: List[Dict[str, Any]]) -> Message:
@@ -112,7 +123,7 @@ def test_defaults_are_valid_and_documented() -> None:
     for key in Component.get_default_config():
         line = next(i for i, ln in enumerate(block.splitlines()) if ln.strip().startswith(f'"{key}"'))
         above = block.splitlines()[line - 1].strip()
-        assert above.startswith("#") or above.startswith('"scratch_'), key
+        assert above.startswith("#"), key
 
 
 # -- no-ops ----------------------------------------------------------------------------------
@@ -126,17 +137,17 @@ def test_untrained_component_is_a_logged_no_op(model_storage, execution_context)
     assert not loaded.is_trained
 
 
-def test_empty_text_and_missing_intent_are_no_ops(trained: Component) -> None:
+def test_empty_text_and_missing_intent_are_no_ops(fewshot: Component) -> None:
     empty, no_intent = unsure("   ", ranking(("greet", 0.1))), unsure("你好", [])
-    trained.process([empty, no_intent])
+    fewshot.process([empty, no_intent])
     assert empty.get("few_shot") == {"acted": False, "reason": "empty_text"}
     assert no_intent.get("few_shot") == {"acted": False, "reason": "no_intent"} and no_intent.get("intent") is None
 
 
-def test_confident_messages_cost_nothing(trained: Component, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trained._scorer, "score", lambda *a, **k: pytest.fail("scored a confident message"))
+def test_confident_messages_cost_nothing(fewshot: Component, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fewshot._scorer, "score", lambda *a, **k: pytest.fail("scored a confident message"))
     message = unsure("你好", ranking(("greet", 0.9), ("goodbye", 0.05)))
-    trained.process([message])
+    fewshot.process([message])
     few_shot = message.get("few_shot")
     assert few_shot["acted"] is False and few_shot["reason"] == "confident"
     assert few_shot["previous"] == {"name": "greet", "confidence": 0.9}
@@ -154,44 +165,41 @@ def test_confident_messages_cost_nothing(trained: Component, monkeypatch: pytest
         (0.5, 0.2501, True, "small_margin"),
     ],
 )
-def test_acts_exactly_below_the_thresholds(trained: Component, top: float, second: float, acted: bool, reason: str) -> None:
-    trained.config = {**trained.config, "threshold": 0.5, "ambiguity_threshold": 0.25}
+def test_acts_exactly_below_the_thresholds(fewshot: Component, top: float, second: float, acted: bool, reason: str) -> None:
+    fewshot.config = {**fewshot.config, "threshold": 0.5, "ambiguity_threshold": 0.25}
     message = unsure("我想退货", ranking(("refund", top), ("check_order", second)))
-    trained.process([message])
+    fewshot.process([message])
     assert (message.get("few_shot")["acted"], message.get("few_shot")["reason"]) == (acted, reason)
 
 
-def test_answers_only_with_bot_intents_or_nlu_fallback(trained: Component) -> None:
+def test_answers_only_with_bot_intents_or_nlu_fallback(fewshot: Component) -> None:
     import random
 
     rng = random.Random(0)
     strangers = ["nlu_fallback", "out_of_scope", "chitchat"]
-    texts = ["天气怎么样", "hello", "我要退款!!", "订单", "😀😀", "x" * 300, "再见了朋友"]
+    texts = ["天气怎么样", "hello", "我要退款!!", "订单", "😀😀", "x" * 300, "再见了朋友", "退款" * 50_000]
     for text in texts:
         names = rng.sample(sorted(BOT_INTENTS) + strangers, 5)
         message = unsure(text, ranking(*[(n, 0.2 - 0.01 * i) for i, n in enumerate(names)]))
-        trained.process([message])
+        fewshot.process([message])
         out = message.as_dict(only_output_properties=True)
         assert out["few_shot"]["acted"] is True
-        assert out["intent"]["name"] in ALLOWED
-        ranked = out["intent_ranking"]
-        assert {r["name"] for r in ranked} <= ALLOWED and ranked[0] == out["intent"]
-        assert [r["confidence"] for r in ranked] == sorted((r["confidence"] for r in ranked), reverse=True)
-        assert all(0.0 <= r["confidence"] <= 1.0 and isinstance(r["confidence"], float) for r in ranked)
+        cfg = fewshot.config
+        assert_intent_contract(message, cfg["max_candidates"] + cfg["similarity_candidates"] + 1, allowed=ALLOWED)
         scored = out["few_shot"]["candidates"]
         assert sum(c["confidence"] for c in scored) == pytest.approx(1.0)
         assert {c["name"] for c in scored} <= ALLOWED and scored[-1]["confidence"] <= scored[0]["confidence"]
         assert json.dumps(out, ensure_ascii=False)  # JSON-serialisable for /model/parse
 
 
-def test_not_applicable_maps_to_nlu_fallback(trained: Component, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_not_applicable_maps_to_nlu_fallback(fewshot: Component, monkeypatch: pytest.MonkeyPatch) -> None:
     from nlu_bert.fewshot_scoring import Scores
 
     monkeypatch.setattr(
-        trained._scorer, "score", lambda prefix, query, options, mode: Scores([-3.0] * (len(options) - 1) + [-0.1])
+        fewshot._scorer, "score", lambda prefix, query, options, mode: Scores([-3.0] * (len(options) - 1) + [-0.1])
     )
     message = unsure("今天天气", ranking(("greet", 0.3), ("refund", 0.2)))
-    trained.process([message])
+    fewshot.process([message])
     assert message.get("intent")["name"] == "nlu_fallback"
     assert message.get("intent_ranking")[0]["name"] == "nlu_fallback"
     assert message.get("intent_ranking")[1]["name"] in BOT_INTENTS  # what undoing the fallback gives
@@ -199,20 +207,37 @@ def test_not_applicable_maps_to_nlu_fallback(trained: Component, monkeypatch: py
     assert answer["name"] == "nlu_fallback" and answer["confidence"] > 0.5
 
 
-def test_candidate_set_not_order_hits_the_cache(trained: Component) -> None:
-    trained.config = {**trained.config, "similarity_candidates": 0, "max_candidates": 3}
-    trained._scorer.cache.clear()
+def test_candidate_set_not_order_hits_the_cache(fewshot: Component) -> None:
+    fewshot.config = {**fewshot.config, "similarity_candidates": 0, "max_candidates": 3}
+    fewshot._scorer.cache.clear()
     a = unsure("我的快递呢", ranking(("check_order", 0.3), ("refund", 0.2), ("greet", 0.1)))
     b = unsure("查一下", ranking(("greet", 0.3), ("check_order", 0.25), ("refund", 0.2)))
-    trained.process([a, b])
+    fewshot.process([a, b])
     assert a.get("few_shot")["cache_hit"] is False and b.get("few_shot")["cache_hit"] is True
     assert {c["name"] for c in b.get("few_shot")["candidates"]} == {"check_order", "refund", "greet", "nlu_fallback"}
 
 
-def test_fallback_classifier_after_it_keeps_working(trained: Component) -> None:
+def test_nearest_to_message_examples_change_the_prefix_per_message(fewshot: Component) -> None:
+    fewshot.config = {**fewshot.config, "similarity_candidates": 0, "max_candidates": 3, "example_selection": "nearest_to_message"}
+    fewshot._scorer.cache.clear()
+    a = unsure("我的快递呢", ranking(("check_order", 0.3), ("refund", 0.2), ("greet", 0.1)))
+    b = unsure("退款多久", ranking(("check_order", 0.3), ("refund", 0.2), ("greet", 0.1)))
+    fewshot.process([a, b])
+    assert a.get("few_shot")["cache_hit"] is False and b.get("few_shot")["cache_hit"] is False
+
+
+def test_similar_intents_join_the_candidates(fewshot: Component) -> None:
+    fewshot.config = {**fewshot.config, "similarity_candidates": 1, "max_candidates": 2, "example_selection": "nearest"}
+    message = unsure("申请退货退款", ranking(("greet", 0.3), ("goodbye", 0.2), ("refund", 0.01)))
+    fewshot.process([message])
+    names = {c["name"] for c in message.get("few_shot")["candidates"]}
+    assert names == {"greet", "goodbye", "refund", "nlu_fallback"}
+
+
+def test_fallback_classifier_after_it_keeps_working(fewshot: Component) -> None:
     fallback = FallbackClassifier({"threshold": 0.99, "ambiguity_threshold": 0.1})
     message = unsure("先走了", ranking(("goodbye", 0.3), ("greet", 0.29)))
-    trained.process([message])
+    fewshot.process([message])
     ours = message.get("intent")["name"]
     fallback.process([message])
     assert message.get("intent")["name"] == "nlu_fallback"
@@ -237,12 +262,11 @@ def _answers(component: Component, texts: List[str]) -> List[Optional[Dict[str, 
     return out
 
 
-def test_round_trip_through_model_storage(trained: Component, storage, context) -> None:
+def test_round_trip_through_model_storage(fewshot: Component, storage, context) -> None:
     texts = ["我要退款", "订单到哪了", "你好呀"]
-    trained.config = {**trained.config, **Component.get_default_config(), **TINY}
     loaded = Component.load(TINY, storage, Resource("fewshot"), context)
     assert loaded.is_trained
-    assert _answers(loaded, texts) == pytest.approx(_answers(trained, texts))
+    assert _answers(loaded, texts) == _answers(fewshot, texts)  # identical intent, ranking and few_shot
     with storage.read_from(Resource("fewshot")) as folder:
         files = {p.name for p in (folder / "model").iterdir()}
         assert "model.safetensors" in files and "vocab.txt" in files and not any(f.endswith((".bin", ".pkl")) for f in files)
@@ -250,7 +274,7 @@ def test_round_trip_through_model_storage(trained: Component, storage, context) 
     assert meta["archive_format"] == 1 and set(meta["labels"]) == BOT_INTENTS
 
 
-def test_other_archive_formats_are_refused(trained: Component, storage, context) -> None:
+def test_other_archive_formats_are_refused(fewshot: Component, storage, context) -> None:
     resource = Resource("fewshot")
     with storage.read_from(resource) as folder:
         meta_path = folder / "fewshot.json"
@@ -263,7 +287,7 @@ def test_other_archive_formats_are_refused(trained: Component, storage, context)
         meta_path.write_text(original, encoding="utf-8")
 
 
-def test_bf16_inference_gives_the_same_decisions(trained: Component, storage, context) -> None:
+def test_bf16_inference_gives_the_same_decisions(fewshot: Component, storage, context) -> None:
     texts = ["我要退款", "订单到哪了", "你好呀", "拜拜"]
     fp32 = _answers(Component.load(TINY, storage, Resource("fewshot"), context), texts)
     bf16 = _answers(Component.load({**TINY, "inference_precision": "bf16"}, storage, Resource("fewshot"), context), texts)
@@ -274,6 +298,8 @@ def test_bf16_inference_gives_the_same_decisions(trained: Component, storage, co
 
 # -- a real Rasa graph: train_nlu, Agent.load, parse_message -------------------------------------
 NLU_CONFIG = """
+recipe: default.v1
+assistant_id: fewshot-test
 language: zh
 pipeline:
   - name: JiebaTokenizer
@@ -286,9 +312,10 @@ pipeline:
     model: scratch
     fine_tune: true
     fine_tune_epochs: 1
-    threshold: 0.9
+    threshold: 1.0
     max_prompt_tokens: 256
     scratch_n_embd: 32
+    min_confidence: 0.0
     scratch_n_layer: 2
     scratch_n_head: 2
   - name: FallbackClassifier
@@ -303,7 +330,9 @@ def _nlu_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
-async def test_real_graph_train_nlu_and_agent_parse(tmp_path: Path) -> None:
+def test_real_graph_train_nlu_and_agent_parse(tmp_path: Path) -> None:
+    import asyncio
+
     from rasa.core.agent import Agent
     from rasa.model_training import train_nlu
 
@@ -312,12 +341,27 @@ async def test_real_graph_train_nlu_and_agent_parse(tmp_path: Path) -> None:
     model_path = train_nlu(str(tmp_path / "config.yml"), str(tmp_path / "nlu.yml"), str(tmp_path / "models"))
     assert model_path and Path(model_path).exists()
     agent = Agent.load(model_path)
-    for text in ["我要退款", "你好", "包裹到哪里了", "今天天气怎么样"]:
-        result = await agent.parse_message(text)
+
+    async def parse_all(texts: List[str]) -> List[Dict[str, Any]]:
+        return [await agent.parse_message(t) for t in texts]
+
+    # (no empty text here: LogisticRegressionClassifier itself fails on a message with no features)
+    results = asyncio.run(parse_all(["我要退款", "你好", "包裹到哪里了", "今天天气怎么样"]))
+    for result in results:
         few_shot = result["few_shot"]
         assert few_shot["acted"] is True and few_shot["reason"] in ("low_confidence", "small_margin")
         assert few_shot["previous"]["name"] in BOT_INTENTS
         assert result["intent"]["name"] in ALLOWED
         assert {r["name"] for r in result["intent_ranking"]} <= ALLOWED
-    empty = await agent.parse_message("   ")
-    assert empty["few_shot"]["acted"] is False
+
+
+def test_an_unsure_fallback_keeps_the_previous_answer(fewshot: Component) -> None:
+    fewshot.config = {**fewshot.config, "threshold": 0.9, "min_confidence": 1.0}
+    before = ranking(("refund", 0.5), ("check_order", 0.3))
+    message = unsure("我想退货", before)
+    fewshot.process([message])
+    report = message.get("few_shot")
+    assert (report["acted"], report["reason"], report["why_consulted"]) == (False, "fallback_unsure", "low_confidence")
+    assert report["answer"]["confidence"] < 1.0 and report["candidates"]
+    assert message.get("intent")["name"] == "refund"
+    assert [r["name"] for r in message.get("intent_ranking")] == ["refund", "check_order"]
