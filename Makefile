@@ -24,6 +24,6 @@ train: install
 db: install
 	.venv/bin/python -m rasa_project.db init
 
-# Convert every dataset in ../shared/datasets into data/benchmarks/ (git-ignored; several are research-only).
+# Convert every dataset in ../shared/datasets into benchmarks/work/datasets/ (git-ignored; several are research-only).
 convert-datasets: install
 	scripts/convert_shared_datasets.sh

@@ -44,13 +44,12 @@ class WebChatInput(InputChannel):
         webchat = Blueprint("webchat_page", __name__)
         assets = {p.name: p for p in WEBCHAT_DIR.iterdir() if p.is_file() and not p.name.startswith(".")}
 
-        @webchat.route("", methods=["GET"])
-        async def without_slash(request: Request) -> HTTPResponse:
-            # The page's assets are relative links: they need the trailing slash.
-            return response.redirect(request.path + "/")
-
         @webchat.route("/", methods=["GET"])
         async def page(request: Request) -> HTTPResponse:
+            if not request.path.endswith("/"):
+                # The page's assets are relative links: they need the trailing slash.
+                query = f"?{request.query_string}" if request.query_string else ""
+                return response.redirect(request.path + "/" + query)
             html = (WEBCHAT_DIR / "index.html").read_text(encoding="utf-8")
             if self.title:
                 html = html.replace("<title>青禾生活馆 · 智能客服</title>", f"<title>{self.title}</title>")
@@ -58,6 +57,8 @@ class WebChatInput(InputChannel):
 
         @webchat.route("/<asset:str>", methods=["GET"])
         async def asset(request: Request, asset: Text) -> HTTPResponse:
+            if not asset or asset == "index.html":
+                return await page(request)
             path = assets.get(asset)  # only the files of the folder: no path traversal
             if path is None:
                 return response.json({"error": f"no such file: {asset}"}, status=404)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Convert every dataset in ../shared/datasets into data/benchmarks/<name>/ (git-ignored: research-only data
+# Convert every dataset in ../shared/datasets into benchmarks/work/datasets/<name>/ (git-ignored: research-only data
 # must never be committed). Each folder gets train.yml (+ dev.yml, test.yml), domain.yml, report.json and
 # summary.txt. Point `rasa train nlu --nlu` at train.yml, not at the folder (it also holds test.yml).
 #   scripts/convert_shared_datasets.sh                 # all datasets
@@ -8,7 +8,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATASETS="${DATASETS:-$ROOT/../shared/datasets}"
-OUT="${OUT:-$ROOT/data/benchmarks}"
+OUT="${OUT:-$ROOT/benchmarks/work/datasets}"
 
 if [ -x "$ROOT/.venv/bin/nlu-bert" ]; then
   CLI=("$ROOT/.venv/bin/nlu-bert")

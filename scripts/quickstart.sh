@@ -47,15 +47,17 @@ if [ "$PROFILE" = hub ]; then
   say "profile: hub (config.yml: hfl/chinese-bert-wwm-ext + qgyd2021/few_shot_intent_gpt2_base)"
 else
   CONFIG=config.offline.yml
-  say "hub models unavailable ($(sed -e 's/^profile: offline (config.offline.yml): //' "$STATE/profile.txt")): training the offline profile config.offline.yml (scratch backbones); for the hub models set HF_ENDPOINT to a mirror or pre-fill the HF cache, then run again."
+  say "hub models unavailable ($(sed -e 's/^profile: offline (config.offline.yml): //' "$STATE/profile.txt")): using the offline profile config.offline.yml (scratch backbones); for the hub models set HF_ENDPOINT to a mirror or pre-fill the HF cache, then run again."
 fi
 MODEL=models/assistant-$PROFILE.tar.gz
+# The assistant's own files, named one by one: data/ may also hold converted benchmark datasets.
+DATA=(data/nlu.yml data/stories.yml data/rules.yml)
 
 # 4. Train when the model is missing or older than its config, domain or data
 #    (rasa's own cache in .rasa/cache skips the components whose inputs did not change).
-if [ "$MODE" = train ] || [ ! -f "$MODEL" ] || [ -n "$(find "$CONFIG" domain.yml data -newer "$MODEL" -type f 2>/dev/null | head -n 1)" ]; then
+if [ "$MODE" = train ] || [ ! -f "$MODEL" ] || [ -n "$(find "$CONFIG" domain.yml "${DATA[@]}" -newer "$MODEL" 2>/dev/null | head -n 1)" ]; then
   say "training $MODEL from $CONFIG (a few minutes on a CPU) ..."
-  "$PY" -m rasa train --config "$CONFIG" --domain domain.yml --data data \
+  "$PY" -m rasa train --config "$CONFIG" --domain domain.yml --data "${DATA[@]}" \
     --out models --fixed-model-name "assistant-$PROFILE"
 else
   say "model $MODEL is up to date (delete it or run 'make train' to retrain)"
