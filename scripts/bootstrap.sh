@@ -26,7 +26,7 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.ve
   "$PY" -m venv .venv
 fi
 
-.venv/bin/python -m pip install --quiet --upgrade "pip<25" "wheel" "setuptools<70.4"
+.venv/bin/python -m pip install --quiet -c constraints.txt --upgrade "pip<25" "wheel" "setuptools<70.4"
 # constraints.txt holds the versions resolved together with rasa==3.6.21; pip keeps its download cache.
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 .venv/bin/python -m pip check
