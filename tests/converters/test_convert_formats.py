@@ -26,7 +26,7 @@ CASES = [
         ("dev", "这周末天气好吗", "weather", []),
     ]),
     ("smp2019-official", "smp2019", ["smp2019/train.json"], {}, {"train": 6}, [
-        ("train", "从北京到上海的火车票", "train.QUERY", [("上海", "endLoc_city", "上海"), ("北京", "startLoc_city", "北京")]),
+        ("train", "从广州到上海的火车票", "train.QUERY", [("上海", "endLoc_city", "上海"), ("广州", "startLoc_city", "广州")]),
         # the longer value is placed first, so 上海 goes to the free occurrence
         ("train", "上海到上海南站的火车", "train.QUERY",
          [("上海", "startLoc_city", "上海"), ("上海南站", "endLoc_poi", "上海南站")]),
@@ -37,7 +37,7 @@ CASES = [
         ("test", "打开淘宝看看", "app.LAUNCH", [("淘宝", "name", "淘宝")]),
     ]),
     ("cais", "cais", ["cais"], {}, {"train": 5, "dev": 1, "test": 2}, [
-        ("train", "我想听周杰伦的稻香", "PlayMusic", [("周杰伦", "singer_name", "周杰伦"), ("稻香", "song_name", "稻香")]),
+        ("train", "我想听林俊杰的江南", "PlayMusic", [("林俊杰", "singer_name", "林俊杰"), ("江南", "song_name", "江南")]),
         ("train", "播放let it go", "PlayMusic", [("let it go", "song_name", "let it go")]),  # space tokens
         ("train", "来首歌", "PlayMusic", [("歌", "song_type", "歌")]),  # S- tag
         ("dev", "上海后天天气", "GetWeather", [("上海", "location", "上海"), ("后天", "date", "后天")]),
