@@ -498,8 +498,9 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
     def process(self, messages: List[Message]) -> List[Message]:
         texts = [_clean(m.get(TEXT)) for m in messages]
         todo = [i for i, t in enumerate(texts) if t]
+        pending = set(todo)
         for i, message in enumerate(messages):
-            if i not in todo or self.model is None:
+            if i not in pending or self.model is None:
                 message.set(INTENT, {"name": None, "confidence": 0.0}, add_to_output=True)
                 message.set(INTENT_RANKING_KEY, [], add_to_output=True)
         if self.model is None or not todo:
