@@ -43,7 +43,7 @@ def pipelines(bert_model: str, gpt2_model: str, quick: bool) -> Dict[str, List[D
     bert: Dict[str, Any] = {"name": "nlu_bert.BertIntentClassifier", "model": bert_model}
     gpt2: Dict[str, Any] = {"name": "nlu_bert.GPT2FewShotIntentClassifier", "model": gpt2_model}
     if quick:
-        bert.update(epochs=12, scratch_mlm_epochs=3)
+        bert.update(epochs=12)
         gpt2.update(fine_tune_epochs=2)
     if gpt2_model == "scratch":
         gpt2["fine_tune"] = True

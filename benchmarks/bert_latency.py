@@ -1,7 +1,11 @@
 """BERT intent-model latency, throughput, memory and top-1 agreement for every inference backend x precision.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bert_latency.py            # full run (~25 min on 2 cores)
-    PYTHONPATH=. .venv/bin/python benchmarks/bert_latency.py --quick    # smoke run (~6 min)
+    PYTHONPATH=. .venv/bin/python benchmarks/bert_latency.py --full-epochs 3   # the run in docs/inference.md
+    PYTHONPATH=. .venv/bin/python benchmarks/bert_latency.py --quick           # smoke run -> bert_latency_quick.*
+
+With the models cached in benchmarks/work/bert_latency/ a full run took 13 min on 2 cores; the first run also
+exports the ONNX files and trains the small agreement model on SMP2017 (~20 min), `--full-epochs 3` a full-size
+one (~1 hour).
 
 What it measures (random weights with the architecture of hfl/chinese-bert-wwm-ext + a 31-intent head,
 so the compute equals the real model's):
@@ -118,7 +122,8 @@ def train_on_smp2017(folder: Path, size: str, epochs: int, threads: int) -> Dict
     import torch
     from transformers import BertConfig, BertModel
 
-    from nlu_bert.modeling import IntentModel, batch_ngram_ids
+    from nlu_bert.modeling import IntentModel
+    from nlu_bert.ngrams import batch_ngram_ids
 
     texts, labels = C.smp2017_split("train")
     if not texts:
@@ -194,7 +199,7 @@ def export_onnx_files(folder: Path) -> Dict[str, Any]:
 
 def encode_eval_set(folder: Path, target: Path, limit: Optional[int] = None) -> Dict[str, Any]:
     """Tokenized SMP2017 develop + test (or synthetic texts), in batches of 32 sorted by length (as the component does)."""
-    from nlu_bert.modeling import batch_ngram_ids
+    from nlu_bert.ngrams import batch_ngram_ids
 
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     dev, dev_y = C.smp2017_split("develop")
@@ -384,7 +389,7 @@ def tokenizer_timing(n: int) -> Dict[str, Any]:
     ``runtime.TextEncoder`` the onnxruntime path can use, and the hashed n-gram ids."""
     import tempfile
 
-    from nlu_bert.modeling import batch_ngram_ids
+    from nlu_bert.ngrams import batch_ngram_ids
     from nlu_bert.runtime import TextEncoder
 
     tokenizer = C.load_bert_tokenizer()
@@ -439,7 +444,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--small-epochs", type=int, default=None, help="epochs of the small SMP2017 model (default 20; 6 with --quick)")
     parser.add_argument("--full-epochs", type=int, default=0, help="also train a full-size model on SMP2017 for this many epochs (slow)")
     parser.add_argument("--skip-agreement", action="store_true")
-    parser.add_argument("--name", default="bert_latency", help="output name in benchmarks/results/")
+    parser.add_argument("--chart-only", type=Path, default=None, help="redraw the PNG chart from a results JSON and exit")
+    parser.add_argument("--name", default=None, help="output name in benchmarks/results/ (default bert_latency, or bert_latency_quick with --quick)")
     # worker modes (internal)
     parser.add_argument("--worker", dest="variant", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--floors", action="store_true", help=argparse.SUPPRESS)
@@ -451,6 +457,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--logits-out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--agreement-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.chart_only:
+        png = args.chart_only.with_suffix(".png")
+        chart(json.loads(args.chart_only.read_text(encoding="utf-8")), png)
+        print(f"wrote {png}")
+        return
     if args.floors:
         return floors_worker(args)
     if args.variant:
@@ -500,7 +511,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 C.log(f"training the full-size agreement model on SMP2017 ({args.full_epochs} epochs)")
                 payload.setdefault("training", {})["full"] = train_on_smp2017(big, "full", args.full_epochs, args.threads)
             export_onnx_files(big)
-            eval_models["full-size BERT trained on SMP2017"] = big
+            eval_models[f"full-size BERT trained on SMP2017 ({args.full_epochs} epochs from random init, no pre-training)"] = big
         if args.agreement_model:
             export_onnx_files(args.agreement_model)
             eval_models[f"given model {args.agreement_model.name}"] = args.agreement_model
@@ -543,12 +554,42 @@ def main(argv: Optional[List[str]] = None) -> None:
     payload["elapsed_s"] = round(time.time() - started, 1)
     payload["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     markdown = render(payload)
-    json_path, md_path = C.write_results(args.name, payload, markdown)
+    json_path, md_path = C.write_results(args.name or ("bert_latency_quick" if args.quick else "bert_latency"), payload, markdown)
+    chart(payload, json_path.with_suffix(".png"))
     print(markdown)
     print(f"\nwrote {json_path} and {md_path}")
 
 
 # =========================================================================================== report
+def chart(payload: Dict[str, Any], path: Path) -> None:
+    """p50 latency by message length for every variant, with the int8 FLOP floor and the weight-streaming floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    floors = summarize_floors(payload["floors_runs"])
+    lengths = [int(n) for n in LENGTHS]
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for name, runs in payload["runs"].items():
+        run = best_run(runs)
+        ax.plot(lengths, [run["latency_ms"][str(n)]["p50"] for n in lengths], marker="o", label=name)
+    int8_floor = [C.flops_per_message(n, num_labels=NUM_LABELS) / (floors["gflops"]["int8"] * 1e9) * 1e3 for n in lengths]
+    ax.plot(lengths, int8_floor, "k--", label=f"floor: int8 GEMM at {floors['gflops']['int8']:.0f} GFLOP/s")
+    stream = weight_bytes("int8") / (floors["dram_gb_s"] * 1e9) * 1e3
+    ax.axhline(stream, color="grey", linestyle=":", label=f"floor: int8 weights from memory at {floors['dram_gb_s']:.0f} GB/s")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.set_xlabel("tokens per message (batch 1)")
+    ax.set_ylabel("p50 ms per message")
+    ax.set_title("BERT-base intent model on this CPU: latency by inference option")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def summarize_floors(floors: List[Dict[str, Any]]) -> Dict[str, Any]:
     best = {p: max(f["best_gflops"].get(p, 0.0) for f in floors) for p in ("fp32", "bf16", "int8")}
     bandwidth = max(f["dram_read_gb_s"] for f in floors)
@@ -642,7 +683,13 @@ def render(payload: Dict[str, Any]) -> str:
             rows.append([f"{label} ({block['texts']})"] + cells)
         lines.append(C.markdown_table(header, rows))
         lines += ["", "Cells: agreement (disagreeing texts), and accuracy against the gold labels where the model was trained on them."]
-    lines += ["", f"Command: `PYTHONPATH=. .venv/bin/python benchmarks/bert_latency.py{' --quick' if payload['args'].get('quick') == 'True' else ''}`; {payload['elapsed_s']:.0f} s.", ""]
+    flags = "".join(f" --{k.replace('_', '-')}" for k in ("quick", "skip_agreement") if payload["args"].get(k) == "True")
+    flags += "".join(
+        f" --{k.replace('_', '-')} {payload['args'][k]}"
+        for k in ("threads", "variants", "passes", "full_epochs", "agreement_model")
+        if k in payload["args"] and payload["args"][k] not in ("0", ",".join(VARIANTS), "None")
+    )
+    lines += ["", f"Command: `PYTHONPATH=. .venv/bin/python benchmarks/bert_latency.py{flags}`; {payload['elapsed_s']:.0f} s.", ""]
     return "\n".join(lines)
 
 

@@ -26,16 +26,17 @@ class ConfigChecker:
             f"{self.component}: `{key}` {requirement}, got {value!r}. Set `{key}` in config.yml."
         )
 
-    def known_keys(self, defaults: Iterable[str]) -> None:
-        allowed = set(defaults) | RASA_INJECTED_KEYS
-        unknown = sorted(k for k in self.config if k not in allowed)
+    def known_keys(self, defaults: Iterable[str], prefix: str = "") -> None:
+        """Unknown keys are errors with a did-you-mean; ``prefix`` names a nested block (``inference.``)."""
+        allowed = set(defaults) | (set() if prefix else RASA_INJECTED_KEYS)
+        unknown = sorted(str(k) for k in self.config if k not in allowed)
         if unknown:
             key = unknown[0]
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" Did you mean `{close[0]}`?" if close else ""
+            hint = f" Did you mean `{prefix}{close[0]}`?" if close else ""
             raise InvalidConfigException(
-                f"{self.component}: unknown config key `{key}`.{hint} "
-                f"Allowed keys: {', '.join(sorted(set(defaults)))}."
+                f"{self.component}: unknown config key `{prefix}{key}`.{hint} "
+                f"Allowed keys: {', '.join(prefix + k for k in sorted(set(defaults)))}."
             )
 
     def integer(self, key: str, minimum: int, maximum: Optional[int] = None) -> None:

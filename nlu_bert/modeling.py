@@ -5,49 +5,14 @@ Imported only when a component trains or loads (it imports torch).
 The n-gram branch is a fastText-style bag of hashed character 1..3-grams. It gives a model
 trained from ``scratch`` (no pre-training) the sparse lexical signal that Rasa's DIET gets from
 ``CountVectorsFeaturizer``; with a pre-trained backbone it costs little and is optional.
-Hashing uses CRC32, so bucket ids are stable across processes and Python versions.
+The n-gram ids come from :mod:`nlu_bert.ngrams` (torch-free, shared with the onnxruntime path).
 """
 from __future__ import annotations
 
-import unicodedata
-import zlib
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional
 
-import numpy as np
 import torch
 from torch import nn
-
-
-def normalize_text(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).lower()
-
-
-def ngram_ids(text: str, buckets: int, ngram_range: Tuple[int, int], max_ngrams: int) -> List[int]:
-    """Hashed character n-gram ids in ``[1, buckets)`` (0 is padding); spaces separate words."""
-    chars = "".join(ch for ch in normalize_text(text) if not unicodedata.category(ch).startswith("C"))
-    chars = " ".join(chars.split())
-    ids: List[int] = []
-    lo, hi = ngram_range
-    for n in range(lo, hi + 1):
-        for i in range(len(chars) - n + 1):
-            gram = chars[i : i + n]
-            if gram.isspace() or (n > 1 and " " in gram.strip()):
-                continue
-            ids.append(1 + zlib.crc32(f"{n}:{gram}".encode("utf-8")) % (buckets - 1))
-            if len(ids) >= max_ngrams:
-                return ids
-    return ids
-
-
-def batch_ngram_ids(
-    texts: Sequence[str], buckets: int, ngram_range: Tuple[int, int], max_ngrams: int
-) -> np.ndarray:
-    rows = [ngram_ids(t, buckets, ngram_range, max_ngrams) or [0] for t in texts]
-    width = max(len(r) for r in rows)
-    out = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
 
 
 class IntentModel(nn.Module):

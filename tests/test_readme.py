@@ -21,10 +21,21 @@ def _section(text: str, heading: str) -> str:
 def test_readme_lists_every_config_key_with_its_default(component: str) -> None:
     cls = getattr(nlu_bert, component)
     section = _section(README.read_text(encoding="utf-8"), component)
-    rows = dict(re.findall(r"^\| `([a-z_0-9]+)` \| ([^|]+) \|", section, flags=re.M))
-    defaults = cls.get_default_config()
+    rows = dict(re.findall(r"^\| `([a-z_0-9.]+)` \| ([^|]+) \|", section, flags=re.M))
+    defaults = _flatten(cls.get_default_config())
     assert set(rows) == set(defaults), f"README rows differ: {set(rows) ^ set(defaults)}"
     for key, value in defaults.items():
         shown = rows[key].strip().strip("`")
         expected = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
         assert shown == expected, f"{component}.{key}: README says {shown!r}, code says {expected!r}"
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    """Nested blocks (``inference: {backend: ...}``) are listed as ``inference.backend`` rows."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

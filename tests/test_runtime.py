@@ -21,7 +21,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from nlu_bert import runtime  # noqa: E402
-from nlu_bert.modeling import IntentModel, batch_ngram_ids  # noqa: E402
+from nlu_bert.modeling import IntentModel  # noqa: E402
+from nlu_bert.ngrams import batch_ngram_ids  # noqa: E402
 from nlu_testing import REPO_ROOT, TINY_BOT  # noqa: E402
 
 NGRAM_BUCKETS = 97

@@ -52,9 +52,29 @@ def train_component(storage_dir: Path, config: Dict[str, Any], data: TrainingDat
     return component, storage, resource
 
 
+TORCH_FP32 = {"inference": {"backend": "torch", "precision": "fp32"}}
+INFERENCE_OPTIONS = [("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("torch", "int8"), ("torch", "bf16"), ("torch", "fp32")]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Tuple[BertIntentClassifier, LocalModelStorage, Resource]:
+    """Default inference: onnxruntime int8."""
     return train_component(tmp_path_factory.mktemp("bert"), {**TINY, "ngram_features": True}, tiny_training_data())
+
+
+@pytest.fixture(scope="module")
+def trained_torch(tmp_path_factory: pytest.TempPathFactory) -> Tuple[BertIntentClassifier, LocalModelStorage, Resource]:
+    config = {**TINY, "ngram_features": True, "save_dtype": "float32", **TORCH_FP32}
+    return train_component(tmp_path_factory.mktemp("bert_torch"), config, tiny_training_data())
+
+
+def _persist_copy(component: BertIntentClassifier, folder: Path, config: Dict[str, Any]) -> Tuple[LocalModelStorage, Resource]:
+    """The same trained weights, persisted with another config (e.g. another inference option)."""
+    storage, resource = _storage(folder), Resource("bert_intent")
+    copy = BertIntentClassifier.create({**TINY, "ngram_features": True, **config}, storage, resource, _context())
+    copy.model, copy.tokenizer, copy.labels, copy.meta = component.model, component.tokenizer, component.labels, component.meta
+    copy.persist()
+    return storage, resource
 
 
 # ---------------------------------------------------------------- config
@@ -78,6 +98,27 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Tuple[BertIntentClassif
             "Set `scratch_hidden_size` in config.yml.",
         ),
         ({"epoch": 3}, "BertIntentClassifier: unknown config key `epoch`. Did you mean `epochs`?"),
+        (
+            {"inference": {"backend": "tensorflow"}},
+            "BertIntentClassifier: `inference.backend` must be one of 'torch', 'onnxruntime', got 'tensorflow'. "
+            "Set `inference.backend` in config.yml.",
+        ),
+        (
+            {"inference": {"precision": "bf16"}},
+            "BertIntentClassifier: `inference.precision` 'bf16' is not available with `inference.backend` 'onnxruntime' "
+            "(allowed there: 'fp32', 'int8'). Use `inference.backend` 'torch' for bf16, or another precision. "
+            "Set `inference.precision` in config.yml.",
+        ),
+        (
+            {"inference": {"threads": -1}},
+            "BertIntentClassifier: `inference.threads` must be an integer >= 0 (0 = all cores), got -1. "
+            "Set `inference.threads` in config.yml.",
+        ),
+        ({"inference": {"bakend": "torch"}}, "BertIntentClassifier: unknown config key `inference.bakend`. Did you mean `inference.backend`?"),
+        (
+            {"inference": "torch"},
+            "BertIntentClassifier: `inference` must be a mapping with `backend`, `precision` and `threads`, got 'torch'.",
+        ),
     ],
 )
 def test_config_errors_name_key_value_and_fix(override: Dict[str, Any], message: str, model_storage: LocalModelStorage) -> None:
@@ -139,12 +180,45 @@ def test_empty_text_gives_no_intent_and_no_error(text: Any, trained: Tuple[BertI
     assert message.get("intent_ranking") == []
 
 
-def test_batch_equals_one_by_one(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
-    component, _, _ = trained
+def test_batch_equals_one_by_one(trained_torch: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    component, _, _ = trained_torch
     texts = list(HELD_OUT.values()) + ODD_TEXTS
     together = component.predict_proba(texts)
     alone = np.vstack([component.predict_proba([t]) for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_int8_batch_and_one_by_one_agree_on_the_intent(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    # dynamic int8 quantizes activations with one scale per batch: probabilities move a little with the batch
+    component, _, _ = trained
+    texts = list(HELD_OUT.values()) + ODD_TEXTS
+    together = component.predict_proba(texts)
+    alone = np.vstack([component.predict_proba([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=2e-2)
+    margin = np.sort(alone, axis=1)[:, -1] - np.sort(alone, axis=1)[:, -2]
+    clear = margin > 0.05
+    assert clear.sum() >= len(texts) // 2
+    assert (together.argmax(1) == alone.argmax(1))[clear].all()
+
+
+@pytest.mark.parametrize("backend, precision", INFERENCE_OPTIONS)
+def test_every_inference_option_agrees_with_fp32(
+    backend: str, precision: str, tmp_path: Path, trained_torch: Tuple[BertIntentClassifier, Any, Any]
+) -> None:
+    component, _, _ = trained_torch
+    config = {"save_dtype": "float32", "inference": {"backend": backend, "precision": precision, "threads": 1}}
+    storage, resource = _persist_copy(component, tmp_path, config)
+    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True, **config}, storage, resource, _context())
+    assert (loaded.predictor.backend, loaded.predictor.precision) == (backend, precision)
+    data = tiny_training_data()
+    texts = [m.get("text") for m in data.intent_examples] + list(HELD_OUT.values())
+    reference, got = component.predict_proba(texts), loaded.predict_proba(texts)
+    tolerance = 1e-5 if precision == "fp32" else 5e-2
+    np.testing.assert_allclose(got, reference, atol=tolerance)
+    ordered = np.sort(reference, axis=1)
+    clear = ordered[:, -1] - ordered[:, -2] > 2 * tolerance
+    assert clear.mean() > 0.8
+    assert (got.argmax(1) == reference.argmax(1))[clear].all()
 
 
 def test_long_text_is_truncated_to_max_length(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
@@ -171,12 +245,15 @@ def test_round_trip_gives_identical_predictions(trained: Tuple[BertIntentClassif
         )
 
 
-def test_archive_holds_safetensors_tokenizer_labels_and_report(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
-    _, storage, resource = trained
+@pytest.mark.parametrize(
+    "fixture, weights",
+    [("trained", {"model.int8.onnx"}), ("trained_torch", {"model.safetensors", "encoder_config.json"})],
+)
+def test_archive_holds_only_what_the_backend_loads(fixture: str, weights: set, request: pytest.FixtureRequest) -> None:
+    _, storage, resource = request.getfixturevalue(fixture)
     with storage.read_from(resource) as folder:
         names = {p.name for p in Path(folder).iterdir()}
-        assert {"model.safetensors", "encoder_config.json", "tokenizer", "meta.json", "training_report.json"} <= names
-        assert not any(n.endswith((".pkl", ".bin", ".pt")) for n in names)
+        assert names == weights | {"tokenizer", "meta.json", "training_report.json"}
         meta = json.loads((Path(folder) / "meta.json").read_text())
         assert meta["labels"] == sorted(TINY_BOT)
         report = json.loads((Path(folder) / "training_report.json").read_text())
@@ -184,13 +261,10 @@ def test_archive_holds_safetensors_tokenizer_labels_and_report(trained: Tuple[Be
         assert report["history"] and "loss" in report["history"][0]
 
 
-def test_float16_archive_is_smaller_and_predicts_the_same(tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
-    component, storage, resource = trained
-    half_storage = _storage(tmp_path / "half")
-    half = BertIntentClassifier.create({**TINY, "ngram_features": True, "save_dtype": "float16"}, half_storage, resource, _context())
-    half.model, half.tokenizer, half.labels, half.meta = component.model, component.tokenizer, component.labels, component.meta
-    half.persist()
-    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, half_storage, resource, _context())
+def test_float16_archive_is_smaller_and_predicts_the_same(tmp_path: Path, trained_torch: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    component, storage, resource = trained_torch
+    half_storage, _ = _persist_copy(component, tmp_path / "half", {"save_dtype": "float16", **TORCH_FP32})
+    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True, **TORCH_FP32}, half_storage, resource, _context())
     with storage.read_from(resource) as full_dir, half_storage.read_from(resource) as half_dir:
         full_size = (Path(full_dir) / "model.safetensors").stat().st_size
         half_size = (Path(half_dir) / "model.safetensors").stat().st_size
@@ -200,7 +274,7 @@ def test_float16_archive_is_smaller_and_predicts_the_same(tmp_path: Path, traine
 
 
 def test_same_seed_gives_the_same_model(tmp_path: Path) -> None:
-    config = {**TINY, "epochs": 3}
+    config = {**TINY, "epochs": 3, **TORCH_FP32}
     a, _, _ = train_component(tmp_path / "a", config, tiny_training_data())
     b, _, _ = train_component(tmp_path / "b", config, tiny_training_data())
     texts = list(HELD_OUT.values())
@@ -212,36 +286,85 @@ def _damage(storage: LocalModelStorage, resource: Resource, fn: Any) -> None:
         fn(Path(folder))
 
 
+def _edit_meta(folder: Path, **changes: Any) -> None:
+    (folder / "meta.json").write_text(json.dumps({**json.loads((folder / "meta.json").read_text()), **changes}))
+
+
 @pytest.mark.parametrize(
-    "damage, expected",
+    "config, damage, expected",
     [
-        (lambda f: (f / "model.safetensors").unlink(), "model.safetensors is missing"),
-        (lambda f: __import__("shutil").rmtree(f / "tokenizer"), "tokenizer is missing"),
-        (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 100), "the model archive is damaged or incomplete"),
-        (
-            lambda f: (f / "meta.json").write_text(
-                json.dumps({**json.loads((f / "meta.json").read_text()), "labels": ["a", "b", "c"]})
-            ),
-            "the weights have 4 outputs but meta.json lists 3 intents",
-        ),
-        (
-            lambda f: (f / "meta.json").write_text(
-                json.dumps({**json.loads((f / "meta.json").read_text()), "archive_format": 99, "nlu_bert_version": "9.0"})
-            ),
-            "this model was trained by nlu-bert 9.0 with archive format 99",
-        ),
+        ({}, lambda f: (f / "model.int8.onnx").unlink(), "model.int8.onnx is missing"),
+        ({}, lambda f: (f / "model.int8.onnx").write_bytes(b"\x00" * 100), "the model archive is damaged or incomplete"),
+        (TORCH_FP32, lambda f: (f / "model.safetensors").unlink(), "model.safetensors is missing"),
+        (TORCH_FP32, lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 100), "the model archive is damaged or incomplete"),
+        ({}, lambda f: __import__("shutil").rmtree(f / "tokenizer"), "tokenizer is missing"),
+        ({}, lambda f: (f / "tokenizer" / "tokenizer.json").write_text("{"), "the model archive is damaged or incomplete"),
+        ({}, lambda f: _edit_meta(f, labels=["a", "b", "c"]), "the weights have 4 outputs but meta.json lists 3 intents"),
+        (TORCH_FP32, lambda f: _edit_meta(f, labels=["a", "b", "c"]), "the weights have 4 outputs but meta.json lists 3 intents"),
+        ({}, lambda f: _edit_meta(f, archive_format=99, nlu_bert_version="9.0"), "this model was trained by nlu-bert 9.0 with archive format 99"),
+        ({}, lambda f: (f / "meta.json").write_text("[1, 2"), "meta.json is unreadable"),
     ],
 )
-def test_damaged_archive_gives_a_clear_error(tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any], damage: Any, expected: str) -> None:
-    component, _, resource = trained
-    storage = _storage(tmp_path / "copy")
-    copy = BertIntentClassifier.create({**TINY, "ngram_features": True}, storage, resource, _context())
-    copy.model, copy.tokenizer, copy.labels, copy.meta = component.model, component.tokenizer, component.labels, component.meta
-    copy.persist()
+def test_damaged_archive_gives_a_clear_error(
+    tmp_path: Path, trained_torch: Tuple[BertIntentClassifier, Any, Any], config: Dict[str, Any], damage: Any, expected: str
+) -> None:
+    component, _, _ = trained_torch
+    storage, resource = _persist_copy(component, tmp_path / "copy", config)
     _damage(storage, resource, damage)
     with pytest.raises(ModelArchiveError, match=re.escape(expected)) as info:
-        BertIntentClassifier.load({**TINY}, storage, resource, _context())
+        BertIntentClassifier.load({**TINY, **config}, storage, resource, _context())
     assert "rasa train" in str(info.value)
+
+
+def test_archive_exported_for_another_backend_names_both(tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    _, storage, resource = trained
+    with pytest.raises(ModelArchiveError) as info:
+        BertIntentClassifier.load({**TINY, **TORCH_FP32}, storage, resource, _context())
+    assert str(info.value).startswith(
+        "BertIntentClassifier: this model was exported for `inference.backend` 'onnxruntime' with "
+        "`inference.precision` 'int8', but the config asks for 'torch' / 'fp32' (model.safetensors is not in the archive)."
+    )
+
+
+def test_threads_can_change_at_load_time(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    _, storage, resource = trained
+    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1}}, storage, resource, _context())
+    assert loaded.predictor.num_threads == 1
+    assert loaded.predictor.session.get_session_options().intra_op_num_threads == 1
+
+
+ORT_LOAD_WITHOUT_TORCH = """
+import sys, pathlib
+from rasa.engine.storage.local_model_storage import LocalModelStorage
+from rasa.engine.storage.resource import Resource
+from rasa.engine.graph import ExecutionContext, GraphSchema
+from rasa.shared.nlu.training_data.message import Message
+from nlu_bert import BertIntentClassifier
+storage = LocalModelStorage(pathlib.Path({storage!r}))
+component = BertIntentClassifier.load({config!r}, storage, Resource("bert_intent"), ExecutionContext(GraphSchema({{}}), "x"))
+message = Message(data={{"text": "我要退款"}})
+component.process([message])
+print(message.get("intent")["name"], "torch" in sys.modules, "transformers" in sys.modules)
+"""
+
+
+def test_onnxruntime_serving_imports_neither_torch_nor_transformers(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    import subprocess
+    import sys
+
+    component, storage, _ = trained
+    code = ORT_LOAD_WITHOUT_TORCH.format(storage=str(storage._storage_path), config={**TINY, "ngram_features": True})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    intent, torch_loaded, transformers_loaded = out.stdout.split()[-3:]
+    assert intent == messages_intent(component, "我要退款")
+    assert (torch_loaded, transformers_loaded) == ("False", "False")
+
+
+def messages_intent(component: BertIntentClassifier, text: str) -> str:
+    msgs = messages([text])
+    component.process(msgs)
+    return msgs[0].get("intent")["name"]
 
 
 def test_untrained_component_predicts_no_intent(model_storage: LocalModelStorage) -> None:
