@@ -96,6 +96,33 @@ def precision_dtype(precision: str) -> "torch.dtype":
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
+def resolve_precision(setting: str, device: Any) -> str:
+    """``auto``: bf16 where the hardware computes it natively (CPUs with AVX-512 BF16 or AMX, CUDA GPUs
+    with bf16), else fp32. bf16 halves the model's memory and was 1.5x faster on the CPUs here."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if kind == "cpu":
+        return "bf16" if _cpu_has_native_bf16() else "fp32"
+    return "fp32"
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 class CandidateScorer:
     """Scores answers after a prompt with a causal LM (``model`` must be in eval mode)."""
 

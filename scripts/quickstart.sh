@@ -35,6 +35,10 @@ fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export RASA_TELEMETRY_ENABLED=${RASA_TELEMETRY_ENABLED:-false}
 export SQLALCHEMY_SILENCE_UBER_WARNING=1 TOKENIZERS_PARALLELISM=false TF_CPP_MIN_LOG_LEVEL=3
+# Serving memory (README "Memory"): glibc returns freed blocks over 128 kB to the OS at once, and oneDNN keeps
+# few compiled kernels (GPT-2 prompts of every length would otherwise each keep theirs).
+export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-131072} MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-131072}
+export ONEDNN_PRIMITIVE_CACHE_CAPACITY=${ONEDNN_PRIMITIVE_CACHE_CAPACITY:-8}
 mkdir -p "$STATE" models
 
 # 2. The shop database (created and seeded once; `make db` does only this).

@@ -467,9 +467,9 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             started = time.perf_counter()
             try:
                 runtime.export_for_inference(self.model, folder, self._backend, self._precision)
-            except OSError:
+            except OSError:  # a full disk: persist() names that fix
                 raise
-            except Exception as e:  # noqa: BLE001 - the torch backend needs no export
+            except Exception as e:  # noqa: BLE001 - any export failure has the same way out
                 raise RasaException(
                     f"{COMPONENT}: exporting the trained model to ONNX failed ({type(e).__name__}: {e}). "
                     "Set `inference: {backend: torch}` in config.yml to serve the model with torch instead."

@@ -140,10 +140,12 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             "scratch_n_head": 4,
             # auto (cuda, then mps, then cpu), cpu, cuda or mps
             "device": "auto",
-            # fp32, or bf16 (faster on CPUs with AVX-512 BF16; scores move by < 0.01)
-            "inference_precision": "fp32",
-            # how many few-shot prefixes keep their key/value cache across messages (0: none)
-            "prefix_cache_size": 16,
+            # auto (bf16 where the CPU / GPU computes bf16 natively, else fp32), fp32 or bf16. bf16 halves
+            # the model's memory and is ~1.5x faster on CPUs with AVX-512 BF16; scores move by < 0.01.
+            "inference_precision": "auto",
+            # how many few-shot prefixes keep their key/value cache across messages (0: none); one entry
+            # holds ~37 kB (bf16) / ~74 kB (fp32) per prompt token of a GPT-2 base model
+            "prefix_cache_size": 8,
             # seed for example sampling and fine-tuning
             "random_seed": 42,
         }
@@ -284,11 +286,16 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         self._scorer = CandidateScorer(model, cache_size=self.config["prefix_cache_size"], position_anchor=anchor)
         self._report = dict(report)
 
+    def _precision(self) -> str:
+        from nlu_bert.fewshot_scoring import resolve_precision
+
+        return resolve_precision(self.config["inference_precision"], backbones.resolve_device(self.config["device"]))
+
     def _set_precision(self) -> None:
         from nlu_bert.fewshot_scoring import precision_dtype
 
-        if self.config["inference_precision"] != "fp32" and self._model is not None:
-            self._model.to(precision_dtype(self.config["inference_precision"]))
+        if self._model is not None and self._model.dtype != precision_dtype(self._precision()):
+            self._model.to(precision_dtype(self._precision()))
             self._scorer.cache.clear()
 
     def _fine_tune(self, bank: ExampleBank) -> Dict[str, Any]:
@@ -387,7 +394,12 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
 
                 path = str(folder / MODEL_DIR)
                 tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-                model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+                from nlu_bert.fewshot_scoring import precision_dtype
+
+                # straight into the serving dtype: no fp32 copy on the way (half the memory for bf16)
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, local_files_only=True, torch_dtype=precision_dtype(component._precision())
+                )
         except ValueError as e:
             logger.debug(f"{COMPONENT}: resource '{resource.name}' holds no trained model ({e}); it will not act.")
             return component
@@ -587,8 +599,8 @@ def validate_config(config: Dict[Text, Any], given: Optional[set] = None) -> Non
         fail("scratch_n_embd", f"a multiple of `scratch_n_head` ({config['scratch_n_head']})")
     if config["device"] not in backbones.DEVICES:
         fail("device", f"one of {', '.join(backbones.DEVICES)}")
-    if config["inference_precision"] not in ("fp32", "bf16"):
-        fail("inference_precision", "one of fp32, bf16")
+    if config["inference_precision"] not in ("auto", "fp32", "bf16"):
+        fail("inference_precision", "one of auto, fp32, bf16")
     integer("prefix_cache_size", 0, 4096)
     integer("random_seed", 0)
 

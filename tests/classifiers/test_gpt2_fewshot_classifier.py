@@ -91,7 +91,7 @@ def ranking(*pairs: Any) -> List[Dict[str, Any]]:
         ("max_text_tokens", 400, "GPT2FewShotIntentClassifier: `max_text_tokens` must be at most half of `max_prompt_tokens` (256), got 400. Set `max_text_tokens` in config.yml."),
         ("fine_tune_learning_rate", 0, "GPT2FewShotIntentClassifier: `fine_tune_learning_rate` must be a number between 0 and 1 (exclusive) or null, got 0. Set `fine_tune_learning_rate` in config.yml."),
         ("device", "tpu", "GPT2FewShotIntentClassifier: `device` must be one of auto, cpu, cuda, mps, got 'tpu'. Set `device` in config.yml."),
-        ("inference_precision", "fp16", "GPT2FewShotIntentClassifier: `inference_precision` must be one of fp32, bf16, got 'fp16'. Set `inference_precision` in config.yml."),
+        ("inference_precision", "fp16", "GPT2FewShotIntentClassifier: `inference_precision` must be one of auto, fp32, bf16, got 'fp16'. Set `inference_precision` in config.yml."),
         ("intent_labels", {"greet": ""}, "GPT2FewShotIntentClassifier: `intent_labels` must be a mapping from intent names to non-empty label texts, got {'greet': ''}. Set `intent_labels` in config.yml."),
     ],
 )
