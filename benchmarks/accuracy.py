@@ -6,6 +6,7 @@ split and evaluated by parsing its test split with a loaded `Agent`, as `rasa ru
     python benchmarks/accuracy.py --quick                       # < 10 minutes: SMP2017, subsampled
     python benchmarks/accuracy.py --datasets smp2017 massive     # full splits (long on 2 cores)
     python benchmarks/accuracy.py --bert-model ./models/chinese-bert-wwm-ext   # a local pre-trained backbone
+    python benchmarks/accuracy.py --train my/train.yml --test my/test.yml --name mybot  # any Rasa NLU data
 
 Datasets are converted from ../shared/datasets with `nlu-bert convert` (see scripts/convert_shared_datasets.sh)
 into benchmarks/work/ (git-ignored). Results: benchmarks/results/accuracy.{json,md,png}.
@@ -44,7 +45,7 @@ def pipelines(bert_model: str, gpt2_model: str, quick: bool) -> Dict[str, List[D
     gpt2: Dict[str, Any] = {"name": "nlu_bert.GPT2FewShotIntentClassifier", "model": gpt2_model}
     if quick:
         bert.update(epochs=12)
-        gpt2.update(fine_tune_epochs=2)
+        gpt2.update(fine_tune_epochs=1)
     if gpt2_model == "scratch":
         gpt2["fine_tune"] = True
     tokenizer = {"name": "JiebaTokenizer"}
@@ -146,6 +147,74 @@ def metrics(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
+INFERENCE_OPTIONS = [("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("torch", "int8"), ("torch", "bf16"), ("torch", "fp32")]
+
+
+def inference_agreement(bert: Dict[str, Any], train_file: Path, test_file: Path, work: Path) -> List[Dict[str, Any]]:
+    """Train the `bert` pipeline's classifier once more in-process, served by torch fp32 (same seed, same data:
+    the same weights), export those weights for every inference option, and compare each option's top intent
+    with fp32 on the test split, one message at a time as served (dynamic int8 scales activations per batch).
+    Also: accuracy, the component's archive size, and ms per message."""
+    import shutil
+
+    import numpy as np
+    from rasa.engine.graph import ExecutionContext, GraphSchema
+    from rasa.engine.storage.local_model_storage import LocalModelStorage
+    from rasa.engine.storage.resource import Resource
+    from rasa.shared.nlu.training_data.loading import load_data
+
+    from nlu_bert import BertIntentClassifier
+
+    config = {k: v for k, v in bert.items() if k != "name"}
+    context = ExecutionContext(GraphSchema({}), model_id="agreement")
+    shutil.rmtree(work, ignore_errors=True)
+
+    def storage(name: str) -> LocalModelStorage:
+        (work / name).mkdir(parents=True, exist_ok=True)
+        return LocalModelStorage(work / name)
+
+    reference_config = {**config, "save_dtype": "float32", "inference": {"backend": "torch", "precision": "fp32"}}
+    reference = BertIntentClassifier.create(reference_config, storage("fp32"), Resource("bert"), context)
+    reference.train(load_data(str(train_file)))
+    examples = load_data(str(test_file)).intent_examples
+    texts, gold = [m.get("text") for m in examples], [m.get("intent") for m in examples]
+    fp32_top = reference.predict_proba(texts).argmax(1)
+    rows = []
+    for backend, precision in INFERENCE_OPTIONS:
+        option = {**config, "inference": {"backend": backend, "precision": precision}}
+        target = storage(f"{backend}-{precision}")
+        copy = BertIntentClassifier.create(option, target, Resource("bert"), context)
+        copy.model, copy.tokenizer, copy.labels, copy.meta = reference.model, reference.tokenizer, reference.labels, reference.meta
+        copy.persist()
+        loaded = BertIntentClassifier.load(option, target, Resource("bert"), context)
+        top, times = [], []
+        for text in texts:  # one message at a time, as `rasa run` parses them
+            start = time.perf_counter()
+            top.append(int(loaded.predict_proba([text])[0].argmax()))
+            times.append(time.perf_counter() - start)
+        top = np.asarray(top)
+        size = sum(f.stat().st_size for f in (work / f"{backend}-{precision}").rglob("*") if f.is_file())
+        rows.append(
+            {
+                "option": f"{backend}-{precision}",
+                "agreement_with_fp32": float(np.mean(top == fp32_top)),
+                "disagreements": int(np.sum(top != fp32_top)),
+                "accuracy": float(np.mean([loaded.labels[i] == g for i, g in zip(top, gold)])),
+                "component_mb": round(size / 1e6, 2),
+                "predict_ms_p50": round(float(np.percentile(times, 50)) * 1e3, 2),
+                "texts": len(texts),
+            }
+        )
+        tqdm_write(f"  {rows[-1]}")
+    return rows
+
+
+def tqdm_write(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line)
+
+
 def archive_mb(model: Path) -> float:
     return round(model.stat().st_size / 1e6, 2)
 
@@ -177,6 +246,18 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
             f"{r['archive_mb']:.1f} | {r['parse_ms_p50']:.1f} | {fb} |"
         )
     table = "\n".join(lines)
+    options = [
+        "| dataset | BERT inference option | top-1 agreement with fp32 | accuracy | component MB | predict ms p50 (batch 1, in-process) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for o in r.get("inference_options", []):
+            options.append(
+                f"| {r['dataset']} | {o['option']} | {o['agreement_with_fp32']:.2%} ({o['disagreements']} of {o['texts']} differ) | "
+                f"{o['accuracy']:.4f} | {o['component_mb']:.1f} | {o['predict_ms_p50']:.2f} |"
+            )
+    if len(options) > 2:
+        table += "\n\n" + "\n".join(options)
     (RESULTS / f"{stem}.md").write_text(f"`{payload['command']}`\n\n{table}\n", encoding="utf-8")
     print(table)
     try:
@@ -211,8 +292,21 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--gpt2-model", default="scratch")
     parser.add_argument("--quick", action="store_true", help="SMP2017 only, ≤20 train examples per intent, 300 test messages")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--train", type=Path, default=None, help="your own training data (Rasa NLU YAML/JSON); needs --test")
+    parser.add_argument("--test", type=Path, default=None, help="your own test data (Rasa NLU YAML/JSON)")
+    parser.add_argument("--name", default="custom", help="the name of --train/--test data in the results")
+    parser.add_argument(
+        "--no-agreement", action="store_true",
+        help="skip the per-dataset check of every BERT inference option against fp32 (it trains BERT once more)",
+    )
     args = parser.parse_args(argv)
-    datasets = args.datasets or (["smp2017"] if args.quick else ["smp2017", "massive", "smp2019", "cais", "telemarketing"])
+    if (args.train is None) != (args.test is None):
+        parser.error("--train and --test go together")
+    for path in (args.train, args.test):
+        if path is not None and not path.exists():
+            parser.error(f"{path} does not exist")
+    own = {args.name: (args.train.resolve(), args.test.resolve())} if args.train else {}
+    datasets = list(own) or args.datasets or (["smp2017"] if args.quick else ["smp2017", "massive", "smp2019", "cais", "telemarketing"])
     logging.basicConfig(level=logging.WARNING)
 
     from tqdm import tqdm
@@ -222,7 +316,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     bar = tqdm(jobs, desc="benchmark", unit="run")
     for dataset, name in bar:
         bar.set_postfix_str(f"{dataset}/{name}")
-        train_file, test_file = prepare_dataset(dataset, WORK / "data")
+        train_file, test_file = own[dataset] if dataset in own else prepare_dataset(dataset, WORK / "data")
         if args.quick:
             train_file = subsample(train_file, WORK / "quick" / dataset / "train.yml", 20, None, args.seed)
             test_file = subsample(test_file, WORK / "quick" / dataset / "test.yml", None, 300, args.seed)
@@ -238,6 +332,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
             **metrics(rows),
         }
+        if name == "bert" and not args.no_agreement:
+            bert = pipelines(args.bert_model, args.gpt2_model, args.quick)["bert"][1]
+            result["inference_options"] = inference_agreement(bert, train_file, test_file, WORK / "agreement" / dataset)
         tqdm.write(json.dumps(result))
         results.append(result)
     write_outputs(results, args)

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/http_latency.py            # full-size BERT (+ GPT-2) vs DIET, 2 passes
     .venv/bin/python benchmarks/http_latency.py --quick    # 1 pass, fewer messages
+    .venv/bin/python benchmarks/http_latency.py --nlu path/to/your/nlu.yml   # another bot's NLU data
 
 Models (built here, random weights; the compute equals the pretrained models'):
 
@@ -90,26 +91,29 @@ def pipelines(folders: Dict[str, Path]) -> Dict[str, List[Dict[str, Any]]]:
     }
 
 
-def train(name: str, pipeline: List[Dict[str, Any]]) -> Dict[str, Any]:
+def train(name: str, pipeline: List[Dict[str, Any]], nlu: Path) -> Dict[str, Any]:
     """Train (once; reused while the pipeline is unchanged) with `rasa train nlu` in a subprocess."""
     out = WORK / "models"
     out.mkdir(parents=True, exist_ok=True)
     stem = name.replace("+", "_")
     config = out / f"{stem}.config.yml"
     text = yaml.safe_dump({"recipe": "default.v1", "language": "zh", "pipeline": pipeline, "policies": []}, allow_unicode=True)
+    text += f"# data: {nlu}\n"
     model = out / f"{stem}.tar.gz"
     info = out / f"{stem}.train.json"
-    if model.is_file() and info.is_file() and config.is_file() and config.read_text(encoding="utf-8") == text:
-        return json.loads(info.read_text(encoding="utf-8"))
+    if model.is_file() and info.is_file():
+        stored = json.loads(info.read_text(encoding="utf-8"))
+        if stored.get("config") == text:  # (rasa adds an assistant_id to the config file itself)
+            return stored
     config.write_text(text, encoding="utf-8")
     start = time.perf_counter()
     proc = subprocess.run(
-        [RASA, "train", "nlu", "-c", str(config), "--nlu", str(NLU_DATA), "--out", str(out), "--fixed-model-name", stem],
+        [RASA, "train", "nlu", "-c", str(config), "--nlu", str(nlu), "--out", str(out), "--fixed-model-name", stem],
         cwd=str(C.ROOT), env=server_env(), capture_output=True, text=True,
     )
     if proc.returncode != 0 or not model.is_file():
         raise RuntimeError(f"training {name} failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    result = {"train_s": round(time.perf_counter() - start, 1), "archive_mb": round(model.stat().st_size / 1e6, 1)}
+    result = {"train_s": round(time.perf_counter() - start, 1), "archive_mb": round(model.stat().st_size / 1e6, 1), "config": text}
     info.write_text(json.dumps(result), encoding="utf-8")
     return result
 
@@ -207,11 +211,11 @@ def serve_and_measure(model: Path, texts: List[str], warmup: int) -> Dict[str, A
     }
 
 
-def test_texts(n: int, seed: int) -> List[str]:
-    """Messages for the servers: the assistant's NLU examples, shuffled (latency does not depend on labels)."""
+def test_texts(nlu: Path, n: int, seed: int) -> List[str]:
+    """Messages for the servers: the bot's NLU examples, shuffled (latency does not depend on labels)."""
     from rasa.shared.nlu.training_data.loading import load_data
 
-    texts = [m.get("text") for m in load_data(str(NLU_DATA)).intent_examples]
+    texts = [m.get("text") for m in load_data(str(nlu)).intent_examples]
     random.Random(seed).shuffle(texts)
     return (texts * (n // max(1, len(texts)) + 1))[:n]
 
@@ -245,6 +249,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--messages", type=int, default=None, help="messages per server (default 200; 60 with --quick)")
     parser.add_argument("--pipelines", nargs="+", default=["diet", "bert", "bert+gpt2"], choices=["diet", "bert", "bert+gpt2"])
     parser.add_argument("--name", default=None, help="output name in benchmarks/results/ (default http_latency[_quick])")
+    parser.add_argument("--nlu", type=Path, default=NLU_DATA, help="the NLU data to train and parse (default: the sample assistant's)")
     args = parser.parse_args(argv)
     passes = args.passes or (1 if args.quick else 2)
     n = args.messages or (60 if args.quick else 200)
@@ -255,8 +260,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     specs = pipelines(folders)
     training = {}
     for name in tqdm(args.pipelines, desc="train", unit="model"):
-        training[name] = train(name, specs[name])
-    texts = test_texts(n, seed=0)
+        training[name] = train(name, specs[name], args.nlu.resolve())
+    texts = test_texts(args.nlu, n, seed=0)
     runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in args.pipelines}
     jobs = [(p, name) for p in range(passes) for name in (args.pipelines if p % 2 == 0 else args.pipelines[::-1])]
     bar = tqdm(jobs, desc="serve", unit="server")

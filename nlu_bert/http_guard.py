@@ -10,6 +10,9 @@ a message saying what to send instead, before Rasa's handlers see it::
       max_sender_chars: 255      # the SQL tracker store's sender_id column is 255 characters
       max_body_bytes: 1000000
 
+It also answers 503 with a message, instead of Rasa's silent ``200 []``, when a channel webhook receives a message
+while the server has no model (``rasa run`` stays up when its model fails to load), so clients can retry.
+
 It is an input channel only so that `rasa run` loads it from ``credentials.yml``; it installs an app-wide request
 middleware and serves ``GET /webhooks/guard/`` (its limits).
 """
@@ -29,6 +32,12 @@ GUARDED: Tuple[Tuple["re.Pattern[str]", str, Optional[str]], ...] = (
     (re.compile(r"^/model/parse/?$"), "text", None),
     (re.compile(r"^/webhooks/rest/webhook/?$"), "message", "sender"),
     (re.compile(r"^/conversations/[^/]+/messages/?$"), "text", "sender"),
+)
+# where a channel hands a user's message to the agent (rest, webchat, any `/webhooks/<channel>/webhook`)
+CHANNEL_WEBHOOK = re.compile(r"^/webhooks/[^/]+/webhook/?$")
+NO_MODEL_MESSAGE = (
+    "The server has no model loaded (it could not load one at start: see its log), so this message was not "
+    "processed. Send it again once GET /status answers 200."
 )
 
 
@@ -76,16 +85,18 @@ class RequestGuard(InputChannel):
         if request.method not in ("POST", "PUT"):
             return None
         match = next(((text_key, sender_key) for pattern, text_key, sender_key in GUARDED if pattern.match(request.path)), None)
-        if match is None:
-            return None
-        problem = self.problem(request.body or b"", match[0], match[1], emulated="emulation_mode" in request.args)
-        if problem is None:
-            return None
-        status, message = problem
-        return response.json(
-            {"status": "failure", "reason": "BadRequest" if status == 400 else "PayloadTooLarge", "message": message, "code": status},
-            status=status,
-        )
+        if match is not None:
+            problem = self.problem(request.body or b"", match[0], match[1], emulated="emulation_mode" in request.args)
+            if problem is not None:
+                status, message = problem
+                reason = "BadRequest" if status == 400 else "PayloadTooLarge"
+                return response.json({"status": "failure", "reason": reason, "message": message, "code": status}, status=status)
+        if CHANNEL_WEBHOOK.match(request.path) and not _agent_ready(request.app):
+            # Rasa itself answers 200 [] here and drops the message ("Ignoring message as there is no agent")
+            return response.json(
+                {"status": "failure", "reason": "NoModelLoaded", "message": NO_MODEL_MESSAGE, "code": 503}, status=503
+            )
+        return None
 
     def problem(self, body: bytes, text_key: str, sender_key: Optional[str], emulated: bool = False) -> Optional[Tuple[int, str]]:
         """(status, message) for a bad body, None for a good one. Pure: tested without a server."""
@@ -125,6 +136,11 @@ class RequestGuard(InputChannel):
             if _has_surrogates(sender):
                 return 400, f"`{sender_key}` contains unpaired UTF-16 surrogates; send valid Unicode text."
         return None
+
+
+def _agent_ready(app: Any) -> bool:
+    agent = getattr(getattr(app, "ctx", None), "agent", None)
+    return bool(agent is not None and agent.is_ready())
 
 
 def _json_type(value: Any) -> str:

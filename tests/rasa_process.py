@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 RASA = str(Path(sys.executable).with_name("rasa"))
+# the REST channel behind the RequestGuard, as the sample assistant runs it
+GUARDED_CREDENTIALS = """
+rest:
+nlu_bert.http_guard.RequestGuard:
+  max_text_chars: 5000
+"""
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

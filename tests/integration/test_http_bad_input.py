@@ -9,23 +9,16 @@ import pytest
 
 from bad_inputs import CASES, PARSE
 from nlu_testing import TINY_BOT
-from rasa_process import http, rasa_server
+from rasa_process import GUARDED_CREDENTIALS, http, rasa_server
 
 pytestmark = pytest.mark.slow
-
-CREDENTIALS = """
-rest:
-nlu_bert.http_guard.RequestGuard:
-  max_text_chars: 5000
-"""
-
 
 def post_raw(url: str, body: bytes) -> tuple:
     return http("POST", url, raw=body)
 
 
 def test_every_bad_input_gets_4xx_or_a_valid_parse_and_the_server_survives(trained_model: Path, tmp_path: Path) -> None:
-    (tmp_path / "credentials.yml").write_text(CREDENTIALS, encoding="utf-8")
+    (tmp_path / "credentials.yml").write_text(GUARDED_CREDENTIALS, encoding="utf-8")
     with rasa_server(trained_model, tmp_path, tmp_path / "server.log", extra_args=["--credentials", "credentials.yml"]) as url:
         status, limits = http("GET", f"{url}/webhooks/guard/")
         assert status == 200 and limits["max_text_chars"] == 5000
