@@ -9,7 +9,8 @@ Models (built here, random weights; the compute equals the pretrained models'):
 * ``bert``: JiebaTokenizer + BertIntentClassifier on a local folder with the architecture of
   hfl/chinese-bert-wwm-ext (12 x 768, 21,128-token vocabulary from ../shared/datasets), trained 1 epoch on the
   sample assistant's NLU data and served with the component's default inference (onnxruntime int8);
-* ``bert+gpt2``: the same + GPT2FewShotIntentClassifier on a local GPT-2 with the architecture of
+* ``bert-spinning``: the same with ``inference: {spinning: true}`` (onnxruntime's threads busy-wait between ops);
+* ``bert+gpt2``: ``bert`` + GPT2FewShotIntentClassifier on a local GPT-2 with the architecture of
   uer/gpt2-chinese-cluecorpussmall (both full-size models in one server: the memory target);
 * ``diet``: JiebaTokenizer + CountVectorsFeaturizer (char_wb 1-4) + DIETClassifier (Rasa's own baseline).
 
@@ -80,8 +81,10 @@ def pipelines(folders: Dict[str, Path]) -> Dict[str, List[Dict[str, Any]]]:
     }
     gpt2 = {"name": "nlu_bert.GPT2FewShotIntentClassifier", "model": str(folders["gpt2"])}
     tokenizer = {"name": "JiebaTokenizer"}
+    spinning = {**bert, "inference": {"spinning": True}}
     return {
         "bert": [tokenizer, bert],
+        "bert-spinning": [tokenizer, spinning],
         "bert+gpt2": [tokenizer, bert, gpt2],
         "diet": [
             tokenizer,
@@ -247,7 +250,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1 pass, 60 messages")
     parser.add_argument("--passes", type=int, default=None, help="passes over the servers (default 2; 1 with --quick)")
     parser.add_argument("--messages", type=int, default=None, help="messages per server (default 200; 60 with --quick)")
-    parser.add_argument("--pipelines", nargs="+", default=["diet", "bert", "bert+gpt2"], choices=["diet", "bert", "bert+gpt2"])
+    names = ["diet", "bert", "bert-spinning", "bert+gpt2"]
+    parser.add_argument("--pipelines", nargs="+", default=names, choices=names)
     parser.add_argument("--name", default=None, help="output name in benchmarks/results/ (default http_latency[_quick])")
     parser.add_argument("--nlu", type=Path, default=NLU_DATA, help="the NLU data to train and parse (default: the sample assistant's)")
     args = parser.parse_args(argv)

@@ -116,6 +116,10 @@ def _persist_copy(component: BertIntentClassifier, folder: Path, config: Dict[st
         ),
         ({"inference": {"bakend": "torch"}}, "BertIntentClassifier: unknown config key `inference.bakend`. Did you mean `inference.backend`?"),
         (
+            {"inference": {"spinning": "yes"}},
+            "BertIntentClassifier: `inference.spinning` must be true or false, got 'yes'. Set `inference.spinning` in config.yml.",
+        ),
+        (
             {"inference": "torch"},
             "BertIntentClassifier: `inference` must be a mapping with `backend`, `precision` and `threads`, got 'torch'.",
         ),
@@ -326,11 +330,13 @@ def test_archive_exported_for_another_backend_names_both(tmp_path: Path, trained
     )
 
 
-def test_threads_can_change_at_load_time(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+def test_threads_and_spinning_can_change_at_load_time(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
     _, storage, resource = trained
-    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1}}, storage, resource, _context())
+    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1, "spinning": True}}, storage, resource, _context())
     assert loaded.predictor.num_threads == 1
-    assert loaded.predictor.session.get_session_options().intra_op_num_threads == 1
+    options = loaded.predictor.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 ORT_LOAD_WITHOUT_TORCH = """
