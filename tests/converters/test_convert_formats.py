@@ -37,11 +37,11 @@ CASES = [
         ("test", "打开淘宝看看", "app.LAUNCH", [("淘宝", "name", "淘宝")]),
     ]),
     ("cais", "cais", ["cais"], {}, {"train": 5, "dev": 1, "test": 2}, [
-        ("train", "我想听林俊杰的江南", "PlayMusic", [("林俊杰", "singer_name", "林俊杰"), ("江南", "song_name", "江南")]),
-        ("train", "播放let it go", "PlayMusic", [("let it go", "song_name", "let it go")]),  # space tokens
-        ("train", "来首歌", "PlayMusic", [("歌", "song_type", "歌")]),  # S- tag
-        ("dev", "上海后天天气", "GetWeather", [("上海", "location", "上海"), ("后天", "date", "后天")]),
-        ("test", "今天几号", "GetDate", []),
+        ("train", "我想听林俊杰的江南", "play_song", [("林俊杰", "singer_name", "林俊杰"), ("江南", "song_name", "江南")]),
+        ("train", "播放let it go", "play_song", [("let it go", "song_name", "let it go")]),  # space tokens
+        ("train", "来首歌", "play_song", [("歌", "song_type", "歌")]),  # S- tag
+        ("dev", "上海后天天气", "ask_weather", [("上海", "location", "上海"), ("后天", "date", "后天")]),
+        ("test", "今天几号", "ask_date", []),
     ]),
     ("nlpcc2018", "nlpcc2018", ["nlpcc2018/corpus.train.txt"], {}, {"train": 8}, [
         ("train", "来一首刘德华的冰雨", "music.play", [("冰雨", "song", "冰雨"), ("刘德华", "singer", "刘德华")]),
