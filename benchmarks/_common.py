@@ -45,6 +45,23 @@ def quiet_environment() -> None:
     os.environ.setdefault("USE_TORCH", "1")
 
 
+def offline_env(**extra: str) -> Dict[str, str]:
+    """Environment for the `rasa` subprocesses a benchmark starts: this repo importable, no hub, quiet logs."""
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        RASA_TELEMETRY_ENABLED="false",
+        SQLALCHEMY_SILENCE_UBER_WARNING="1",
+        PYTHONWARNINGS="ignore",
+    )
+    env.update(extra)
+    return env
+
+
 # ----------------------------------------------------------------------------------- machine
 def cpu_model() -> str:
     try:

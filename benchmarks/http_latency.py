@@ -123,11 +123,7 @@ def train(name: str, pipeline: List[Dict[str, Any]], nlu: Path) -> Dict[str, Any
 
 # ----------------------------------------------------------------------------------- serving
 def server_env() -> Dict[str, str]:
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TF_CPP_MIN_LOG_LEVEL="3",
-               RASA_TELEMETRY_ENABLED="false", PYTHONPATH=str(C.ROOT))
-    env.update(SERVING_ENV)
-    return env
+    return C.offline_env(**SERVING_ENV)
 
 
 # the serving settings of scripts/quickstart.sh (README "Memory")

@@ -58,7 +58,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import machine_info, markdown_table, write_results  # noqa: E402
+from benchmarks._common import machine_info, markdown_table, offline_env, write_results  # noqa: E402
 
 PYTHON = sys.executable
 WORK = REPO / "benchmarks" / "work" / "load"
@@ -117,21 +117,8 @@ def long_message(rng: random.Random, pool: Sequence[str], chars: int) -> str:
 
 # ----------------------------------------------------------------------------------- processes
 def env_for_servers(threads: int, **extra: str) -> Dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        TF_CPP_MIN_LOG_LEVEL="3",
-        RASA_TELEMETRY_ENABLED="false",
-        SQLALCHEMY_SILENCE_UBER_WARNING="1",
-        PYTHONWARNINGS="ignore",
-    )
-    if threads > 0:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env.update(extra)
-    return env
+    limits = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads > 0 else {}
+    return offline_env(**{**limits, **extra})
 
 
 def free_port() -> int:
