@@ -436,10 +436,10 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
     def _precision(self) -> str:
         return self.config["inference"]["precision"]
 
-    def _archive_files(self) -> List[str]:
-        """What the configured backend loads (besides meta.json): only these go into the archive."""
-        if self._backend == "onnxruntime":
-            return [runtime.ONNX_FILES[self._precision], TOKENIZER_DIR]
+    def _archive_files(self, backend: Optional[str] = None, precision: Optional[str] = None) -> List[str]:
+        """What a backend loads (besides meta.json; default: the configured one): only these go into the archive."""
+        if (backend or self._backend) == "onnxruntime":
+            return [runtime.ONNX_FILES[precision or self._precision], TOKENIZER_DIR]
         return [WEIGHTS_FILE, ENCODER_CONFIG_FILE, TOKENIZER_DIR]
 
     def persist(self, report: Optional[Dict[str, Any]] = None) -> None:
@@ -524,31 +524,32 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
                 f"format {meta.get('archive_format')!r}; this nlu-bert ({__version__}) reads format {ARCHIVE_FORMAT}. "
                 "Train the model again with `rasa train`, or install the nlu-bert version that trained it."
             )
-        for name in self._archive_files():
+        backend, precision = self._serving_backend(meta)
+        for name in self._archive_files(backend, precision):
             if not (folder / name).exists():
                 made = meta.get("inference") or {}
-                if made and (made.get("backend"), made.get("precision")) != (self._backend, self._precision):
+                if made and (made.get("backend"), made.get("precision")) != (backend, precision):
                     raise ModelArchiveError(
                         f"{COMPONENT}: this model was exported for `inference.backend` '{made.get('backend')}' "
                         f"with `inference.precision` '{made.get('precision')}', but the config asks for "
-                        f"'{self._backend}' / '{self._precision}' ({name} is not in the archive). Train again with "
+                        f"'{backend}' / '{precision}' ({name} is not in the archive). Train again with "
                         "this inference config, or set it back."
                     )
                 raise ModelArchiveError(_archive_message(folder, f"{name} is missing"))
         labels = list(meta.get("labels") or [])
         threads = self.config["inference"]["threads"]
         try:
-            if self._backend == "onnxruntime":
+            if backend == "onnxruntime":
                 spinning = self.config["inference"]["spinning"]
                 predictor: runtime.Predictor = runtime.load_predictor(
-                    folder, self._backend, self._precision, threads, allow_spinning=spinning
+                    folder, backend, precision, threads, allow_spinning=spinning
                 )
                 outputs = predictor.session.get_outputs()[0].shape[-1]  # type: ignore[attr-defined]
             else:
                 model = self._load_torch_model(folder, meta, labels)
                 outputs = model.classifier.out_features
                 predictor = runtime.load_predictor(
-                    folder, self._backend, self._precision, threads, model=model, device=self._resolve_device()
+                    folder, backend, precision, threads, model=model, device=self._resolve_device()
                 )
             encoder = self._text_encoder(folder / TOKENIZER_DIR, int(meta["max_length"]))
         except ModelArchiveError:
@@ -560,6 +561,18 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
                 _archive_message(folder, f"the weights have {outputs} outputs but {META_FILE} lists {len(labels)} intents")
             )
         self.predictor, self.encoder, self.labels, self.meta = predictor, encoder, labels, meta
+
+    def _serving_backend(self, meta: Dict[str, Any]) -> Tuple[str, str]:
+        """The configured backend, except for archives written before the `inference` block (nlu-bert 0.1.0
+        without it): they hold torch weights only, so they are served by torch (every precision runs there)."""
+        if "inference" in meta or self._backend == "torch":
+            return self._backend, self._precision
+        rasa.shared.utils.io.raise_warning(
+            f"{COMPONENT}: this model was trained before nlu-bert stored ONNX graphs, so it is served with "
+            f"`inference.backend` 'torch' ({self._precision}) instead of '{self._backend}'. Train the model again "
+            "with `rasa train` for the faster onnxruntime backend."
+        )
+        return "torch", self._precision
 
     def _resolve_device(self) -> Any:
         return backbones.resolve_device(self.config["device"])

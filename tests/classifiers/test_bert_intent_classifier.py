@@ -329,6 +329,24 @@ def test_archive_exported_for_another_backend_names_both(tmp_path: Path, trained
     )
 
 
+def test_archive_from_before_the_inference_block_is_served_by_torch(
+    tmp_path: Path, trained_torch: Tuple[BertIntentClassifier, Any, Any]
+) -> None:
+    # such archives hold model.safetensors and a meta.json without `inference`; the default config asks for onnxruntime
+    component, _, _ = trained_torch
+    storage, resource = _persist_copy(component, tmp_path, TORCH_FP32)
+    with storage.read_from(resource) as folder:
+        meta = json.loads((Path(folder) / "meta.json").read_text())
+        for key in ("inference", "files"):
+            meta.pop(key)
+        (Path(folder) / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match=re.escape("it is served with `inference.backend` 'torch' (int8) instead of 'onnxruntime'")):
+        loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, storage, resource, _context())
+    assert (loaded.predictor.backend, loaded.predictor.precision) == ("torch", "int8")
+    texts = list(HELD_OUT.values())
+    assert (loaded.predict_proba(texts).argmax(1) == component.predict_proba(texts).argmax(1)).all()
+
+
 def test_threads_and_spinning_can_change_at_load_time(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
     _, storage, resource = trained
     loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1, "spinning": True}}, storage, resource, _context())
