@@ -53,11 +53,12 @@ VARIANTS: Dict[str, Tuple[str, str, Dict[str, Any]]] = {
     "torch-int8": ("torch", "int8", {}),
     "onnxruntime-fp32": ("onnxruntime", "fp32", {}),
     "onnxruntime-int8": ("onnxruntime", "int8", {}),
-    # the thread settings behind the default (not in the agreement table: same logits)
-    "onnxruntime-int8-spinning": ("onnxruntime", "int8", {"allow_spinning": True}),
+    # the thread settings behind the default (not in the agreement table: same logits); the default
+    # spins between the ops of a run and stops when it returns
+    "onnxruntime-int8-nospin": ("onnxruntime", "int8", {"allow_spinning": False}),
     "onnxruntime-int8-1thread": ("onnxruntime", "int8", {"threads": 1}),
 }
-SETTINGS_ONLY = ("onnxruntime-int8-spinning", "onnxruntime-int8-1thread")
+SETTINGS_ONLY = ("onnxruntime-int8-nospin", "onnxruntime-int8-1thread")
 REFERENCE = "transformers-fp32-eager"
 NUM_LABELS = 31
 WORK = C.WORK / "bert_latency"
@@ -384,6 +385,11 @@ def run_worker(extra: Sequence[str], timeout: float = 1800) -> Dict[str, Any]:
     raise RuntimeError(f"worker {extra} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
+def start_busy(n: int) -> List[subprocess.Popen]:
+    """``n`` processes that each keep one core busy: a server sharing its cores with other work."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
 def tokenizer_timing(n: int) -> Dict[str, Any]:
     """Per-message cost of turning text into model inputs: transformers' tokenizer, the torch-free
     ``runtime.TextEncoder`` the onnxruntime path can use, and the hashed n-gram ids."""
@@ -444,6 +450,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--small-epochs", type=int, default=None, help="epochs of the small SMP2017 model (default 20; 6 with --quick)")
     parser.add_argument("--full-epochs", type=int, default=0, help="also train a full-size model on SMP2017 for this many epochs (slow)")
     parser.add_argument("--skip-agreement", action="store_true")
+    parser.add_argument("--busy", type=int, default=0, help="run this many CPU-bound processes alongside the latency passes (floors are measured without them)")
     parser.add_argument("--chart-only", type=Path, default=None, help="redraw the PNG chart from a results JSON and exit")
     parser.add_argument("--name", default=None, help="output name in benchmarks/results/ (default bert_latency, or bert_latency_quick with --quick)")
     # worker modes (internal)
@@ -527,13 +534,19 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     # ---- latency / memory, every variant in its own process, passes in alternating order
     runs: Dict[str, List[Dict[str, Any]]] = {v: [] for v in variants}
-    for p in range(passes):
-        for v in variants if p % 2 == 0 else list(reversed(variants)):
-            C.log(f"pass {p + 1}/{passes}: {v}")
-            runs[v].append(run_worker([
-                "--worker", v, "--folder", str(full), "--threads", str(args.threads),
-                "--rounds", str(rounds), "--calls", str(calls), "--batches", str(batches),
-            ]))
+    busy = start_busy(args.busy)
+    try:
+        for p in range(passes):
+            for v in variants if p % 2 == 0 else list(reversed(variants)):
+                C.log(f"pass {p + 1}/{passes}: {v}" + (f" ({args.busy} busy processes alongside)" if busy else ""))
+                runs[v].append(run_worker([
+                    "--worker", v, "--folder", str(full), "--threads", str(args.threads),
+                    "--rounds", str(rounds), "--calls", str(calls), "--batches", str(batches),
+                ]))
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
     floors.append(run_worker(["--floors", "--threads", str(args.threads)]))
     payload["floors_runs"] = floors
     payload["runs"] = runs
@@ -619,7 +632,9 @@ def render(payload: Dict[str, Any]) -> str:
         f"load average {payload['machine']['load_average_at_start']} at start, {payload['load_average_at_end']} at end "
         "(the machine is shared: compare rows of one run). Architecture of hfl/chinese-bert-wwm-ext, random weights, "
         "31 intents, batch 1 unless noted; each variant in its own process; best of "
-        f"{len(next(iter(payload['runs'].values())))} passes.",
+        f"{len(next(iter(payload['runs'].values())))} passes."
+        + (f" **{busy} CPU-bound processes ran alongside the latency passes** (`--busy {busy}`): a server sharing "
+           "its cores; the floors were measured without them." if (busy := int(payload['args'].get('busy', '0'))) else ""),
         "",
     ]
     header = ["variant", "import + load s", "RSS after load MB", "peak RSS MB"]

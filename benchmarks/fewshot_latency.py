@@ -10,6 +10,8 @@ Chinese BERT tokenizer, a ~200-token few-shot prompt, 5 and 20 candidate intents
   fallback path, cold    the component's process(): first message for this candidate set
   fallback path (fp32)   the component's process(), few-shot prefix cached across messages
   fallback path (bf16)   the same with `inference_precision: bf16`
+  onnxruntime fp32/int8  the component's process() with `inference_backend: onnxruntime` (the default),
+                         cold and cached; the scoring graph is exported once to benchmarks/work/
 
 The methods are timed in interleaved rounds (each method once per round), so that the load
 of a shared machine hits every row alike. Not a test: numbers depend on the machine and its
@@ -124,6 +126,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from transformers import BertTokenizerFast, GPT2Config, GPT2LMHeadModel
 
     from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier
+    from nlu_bert.gpt2_onnx import OnnxCandidateScorer
 
     load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
@@ -136,10 +139,16 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     rows: List[Dict[str, Any]] = []
     consistency: List[Dict[str, Any]] = []
     bf16_model = copy.deepcopy(model).to(torch.bfloat16)
+    onnx_files = export_scorers(model)
     for k in (5, 20):
         component, prompt_tokens, labels = build_component(model, tokenizer, k, rng)
         bf16 = GPT2FewShotIntentClassifier(component.config, component._model_storage, Resource(f"bench{k}-bf16"))
         bf16._install(bf16_model, tokenizer, component._bank, labels, {})
+        onnx = {}
+        for precision, path in onnx_files.items():
+            scorer = OnnxCandidateScorer(path, num_threads=args.threads, cache_size=component.config["prefix_cache_size"])
+            onnx[precision] = GPT2FewShotIntentClassifier(component.config, component._model_storage, Resource(f"bench{k}-{precision}"))
+            onnx[precision]._install(None, tokenizer, component._bank, labels, {}, scorer=scorer, model_config=model.config)
         ranking = [{"name": n, "confidence": 0.5 - 0.01 * i} for i, n in enumerate(labels)]
         encoder, scorer = component._encoder, component._scorer
         _, prefix = component._prompt_for(ranking, texts[0])
@@ -163,6 +172,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         print(f"{k} candidates, {prompt_tokens}-token prompt", file=sys.stderr, flush=True)
         scorer.score(prefix, encoder.query_ids(texts[0]), options, mode="packed")  # warm-up
         fallback(bf16, cold=True)(0)  # warm-up, fills the bf16 cache
+        for target in onnx.values():
+            fallback(target, cold=True)(0)
         methods = [
             ("naive, one pass per candidate", scoring("naive"), args.naive_runs),
             ("prompt KV cache, candidates batched", scoring("shared_kv"), args.runs),
@@ -170,12 +181,17 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             ("fallback path, cold cache (fp32)", fallback(component, cold=True), args.runs),
             ("fallback path, prefix cached (fp32)", fallback(component), args.runs),
             ("fallback path, prefix cached (bf16)", fallback(bf16), args.runs),
+            ("fallback path, cold cache (onnxruntime fp32)", fallback(onnx["fp32"], cold=True), args.runs),
+            ("fallback path, prefix cached (onnxruntime fp32)", fallback(onnx["fp32"]), args.runs),
+            ("fallback path, cold cache (onnxruntime int8)", fallback(onnx["int8"], cold=True), args.runs),
+            ("fallback path, prefix cached (onnxruntime int8)", fallback(onnx["int8"]), args.runs),
         ]
         measured = list(interleaved(methods, args.runs).items())
         probe = [encoder.query_ids(t) for t in texts[:5]]
         fp32_scores = [scorer.score(prefix, q, options).log_likelihoods for q in probe]
-        bf16_scores = [bf16._scorer.score(prefix, q, options).log_likelihoods for q in probe]
-        consistency.append(bf16_consistency(k, fp32_scores, bf16_scores))
+        for name, other in [("torch bf16", bf16), *((f"onnxruntime {p}", c) for p, c in onnx.items())]:
+            scores = [other._scorer.score(prefix, q, options).log_likelihoods for q in probe]
+            consistency.append({"variant": name, **same_decisions(k, fp32_scores, scores)})
         naive_p50 = statistics.median(measured[0][1])
         for name, times in measured:
             rows.append(
@@ -201,11 +217,26 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "note": "scores answer = label + [SEP] for every candidate plus the not-applicable answer (K + 1 options)",
         "rows": rows,
-        "bf16_vs_fp32": consistency,
+        "vs_torch_fp32": consistency,
     }
 
 
-def bf16_consistency(k: int, fp32: List[List[float]], bf16: List[List[float]]) -> Dict[str, Any]:
+def export_scorers(model: Any) -> Dict[str, Path]:
+    """The component's ONNX scoring graphs of ``model`` (fp32, int8), exported once and kept in benchmarks/work."""
+    from nlu_bert import gpt2_onnx
+
+    folder = REPO / "benchmarks" / "work" / "fewshot_latency"
+    files = {}
+    for precision in gpt2_onnx.PRECISIONS:
+        path = folder / gpt2_onnx.ONNX_FILES[precision]
+        if not path.is_file():
+            print(f"exporting the {precision} scoring graph", file=sys.stderr, flush=True)
+            gpt2_onnx.export_scorer(model, path, precision)
+        files[precision] = path
+    return files
+
+
+def same_decisions(k: int, fp32: List[List[float]], bf16: List[List[float]]) -> Dict[str, Any]:
     from nlu_bert.fewshot_scoring import softmax
 
     def argmax(v: List[float]) -> int:
@@ -235,10 +266,10 @@ def markdown(result: Dict[str, Any]) -> str:
             f"| {r['candidates']} | {r['prompt_tokens']} | {r['method']} | {r['runs']} | {r['p50_ms']} | "
             f"{r['p95_ms']} | {r['speedup_vs_naive']}x |"
         )
-    lines += ["", "bf16 against fp32 on the same prompts (random weights):", ""]
-    for c in result["bf16_vs_fp32"]:
+    lines += ["", "Against torch fp32 on the same prompts (random weights):", ""]
+    for c in result["vs_torch_fp32"]:
         lines.append(
-            f"- {c['candidates']} candidates, {c['messages']} messages: max |Δ log-likelihood| "
+            f"- {c['variant']}, {c['candidates']} candidates, {c['messages']} messages: max |Δ log-likelihood| "
             f"{c['max_abs_diff_log_likelihood']}, max |Δ confidence| {c['max_abs_diff_confidence']}, "
             f"same decision {c['same_decision']}/{c['messages']}"
         )

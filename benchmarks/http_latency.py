@@ -8,10 +8,14 @@ Models (built here, random weights; the compute equals the pretrained models'):
 
 * ``bert``: JiebaTokenizer + BertIntentClassifier on a local folder with the architecture of
   hfl/chinese-bert-wwm-ext (12 x 768, 21,128-token vocabulary from ../shared/datasets), trained 1 epoch on the
-  sample assistant's NLU data and served with the component's default inference (onnxruntime int8);
-* ``bert-spinning``: the same with ``inference: {spinning: true}`` (onnxruntime's threads busy-wait between ops);
+  sample assistant's NLU data and served with the component's default inference (onnxruntime int8, worker
+  threads spinning between the ops of a message);
+* ``bert-nospin``: the same with ``inference: {spinning: false}`` (worker threads sleep between ops);
 * ``bert+gpt2``: ``bert`` + GPT2FewShotIntentClassifier on a local GPT-2 with the architecture of
-  uer/gpt2-chinese-cluecorpussmall (both full-size models in one server: the memory target);
+  uer/gpt2-chinese-cluecorpussmall (both full-size models in one server: the memory target), with the
+  fallback's default inference (onnxruntime fp32);
+* ``bert+gpt2-torch``: the same with ``inference_backend: torch`` for the fallback (torch bf16 on CPUs with
+  AVX-512 BF16);
 * ``diet``: JiebaTokenizer + CountVectorsFeaturizer (char_wb 1-4) + DIETClassifier (Rasa's own baseline).
 
 Each model is served by its own `rasa run --enable-api` process, one at a time (servers never compete for
@@ -81,11 +85,12 @@ def pipelines(folders: Dict[str, Path]) -> Dict[str, List[Dict[str, Any]]]:
     }
     gpt2 = {"name": "nlu_bert.GPT2FewShotIntentClassifier", "model": str(folders["gpt2"])}
     tokenizer = {"name": "JiebaTokenizer"}
-    spinning = {**bert, "inference": {"spinning": True}}
+    nospin = {**bert, "inference": {"spinning": False}}
     return {
         "bert": [tokenizer, bert],
-        "bert-spinning": [tokenizer, spinning],
+        "bert-nospin": [tokenizer, nospin],
         "bert+gpt2": [tokenizer, bert, gpt2],
+        "bert+gpt2-torch": [tokenizer, bert, {**gpt2, "inference_backend": "torch"}],
         "diet": [
             tokenizer,
             {"name": "CountVectorsFeaturizer", "analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4},
@@ -102,6 +107,8 @@ def train(name: str, pipeline: List[Dict[str, Any]], nlu: Path) -> Dict[str, Any
     config = out / f"{stem}.config.yml"
     text = yaml.safe_dump({"recipe": "default.v1", "language": "zh", "pipeline": pipeline, "policies": []}, allow_unicode=True)
     text += f"# data: {nlu}\n"
+    if any(str(c["name"]).startswith("nlu_bert.") for c in pipeline):
+        text += f"# nlu_bert source: {source_digest()}\n"
     model = out / f"{stem}.tar.gz"
     info = out / f"{stem}.train.json"
     if model.is_file() and info.is_file():
@@ -119,6 +126,16 @@ def train(name: str, pipeline: List[Dict[str, Any]], nlu: Path) -> Dict[str, Any
     result = {"train_s": round(time.perf_counter() - start, 1), "archive_mb": round(model.stat().st_size / 1e6, 1), "config": text}
     info.write_text(json.dumps(result), encoding="utf-8")
     return result
+
+
+def source_digest() -> str:
+    """A digest of the nlu_bert package's code: a change to the components retrains the cached models."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((C.ROOT / "nlu_bert").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------- serving
@@ -246,7 +263,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1 pass, 60 messages")
     parser.add_argument("--passes", type=int, default=None, help="passes over the servers (default 2; 1 with --quick)")
     parser.add_argument("--messages", type=int, default=None, help="messages per server (default 200; 60 with --quick)")
-    names = ["diet", "bert", "bert-spinning", "bert+gpt2"]
+    names = ["diet", "bert", "bert-nospin", "bert+gpt2", "bert+gpt2-torch"]
     parser.add_argument("--pipelines", nargs="+", default=names, choices=names)
     parser.add_argument("--name", default=None, help="output name in benchmarks/results/ (default http_latency[_quick])")
     parser.add_argument("--nlu", type=Path, default=NLU_DATA, help="the NLU data to train and parse (default: the sample assistant's)")
@@ -269,8 +286,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         bar.set_postfix_str(name)
         model = WORK / "models" / f"{name.replace('+', '_')}.tar.gz"
         # the fallback runs on every message of the random-weight BERT: fewer messages keep its pass short
-        count = n if name != "bert+gpt2" else max(10, n // 10)
-        result = serve_and_measure(model, texts[:count], warmup=3 if name == "bert+gpt2" else 10)
+        fallback = name.startswith("bert+gpt2")
+        count = n if not fallback else max(10, n // 10)
+        result = serve_and_measure(model, texts[:count], warmup=3 if fallback else 10)
         tqdm.write(f"{name}: {json.dumps(result)}")
         runs[name].append(result)
     payload = {

@@ -56,9 +56,11 @@ DEFAULT_PRECISION = "int8"
 DEFAULT_NUM_THREADS = 0  # 0 = every core this process may run on
 
 ONNX_FILES: Dict[str, str] = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-# Busy-waiting worker threads: ~20% faster on idle cores, ~2x slower when other busy processes share
-# the cores (measured: docs/inference.md). Off by default: robust first.
-ORT_ALLOW_SPINNING = False
+# Worker threads busy-wait between the ops of one forward pass and stop the moment it returns
+# (`session.force_spinning_stop`), so an idle server burns no CPU. 13-21% faster per message on
+# these cores; with other busy processes on the same cores it ranged from 20% faster to 35% slower
+# (docs/inference.md, `bert_latency.py --busy`). `inference.spinning: false` turns it off.
+ORT_ALLOW_SPINNING = True
 ONNX_OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "ngram_ids")
 OUTPUT_NAME = "logits"
@@ -312,29 +314,37 @@ def _route_linear_through_onednn(model: "IntentModel") -> int:
     return swapped
 
 
+def ort_session(path: Path, num_threads: int, allow_spinning: bool) -> Tuple[Any, Any]:
+    """A CPU ``InferenceSession`` and its options: ``num_threads`` intra-op threads (0 = all physical
+    cores), one inter-op thread, sequential execution, all graph optimizations; with ``allow_spinning``
+    the worker threads busy-wait between the ops of a run and stop when it returns."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(num_threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    if allow_spinning:  # spin between the ops of a run only: no CPU burnt while the server waits
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]), options
+
+
 class OnnxRuntimePredictor(Predictor):
     """An onnxruntime CPU session: intra-op threads = ``num_threads`` (0 = all physical cores),
     sequential execution, all graph optimizations. ``allow_spinning`` lets idle worker threads
-    busy-wait for the next op (see ``ORT_ALLOW_SPINNING``)."""
+    busy-wait for the next op during a run, never after it (see ``ORT_ALLOW_SPINNING``)."""
 
     backend = "onnxruntime"
 
     def __init__(self, path: Path, precision: str, num_threads: int, allow_spinning: Optional[bool] = None) -> None:
-        import onnxruntime as ort
-
         self.precision = precision
         self.path = Path(path)
         self.num_threads = int(num_threads)
         self.allow_spinning = ORT_ALLOW_SPINNING if allow_spinning is None else bool(allow_spinning)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.num_threads  # 0 = onnxruntime's default: all physical cores
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
-        options.log_severity_level = 3
-        self.session_options = options
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.session, self.session_options = ort_session(self.path, self.num_threads, self.allow_spinning)
         names = [i.name for i in self.session.get_inputs()]
         self.input_names = names
         self.uses_ngrams = "ngram_ids" in names

@@ -29,6 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Text, Tuple, Type
 
+import rasa.shared.utils.io
 from rasa.engine.graph import ExecutionContext, GraphComponent
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
@@ -62,6 +63,9 @@ MODEL_DIR = "model"
 COMPONENT = "GPT2FewShotIntentClassifier"
 MAX_VALIDATION_PROMPTS = 200
 CHARS_PER_TOKEN = 16
+INFERENCE_PRECISIONS = {"onnxruntime": ("auto", "fp32", "int8"), "torch": ("auto", "fp32", "bf16")}
+# onnxruntime's `auto`: fp32 gives torch's scores to 1e-4 (docs/inference.md has int8's speed and agreement)
+ONNX_AUTO_PRECISION = "fp32"
 
 
 @DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=True)
@@ -77,7 +81,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
 
     @staticmethod
     def required_packages() -> List[Text]:
-        return ["torch", "transformers", "safetensors", "sklearn"]
+        return ["torch", "transformers", "safetensors", "sklearn", "onnxruntime", "onnx"]
 
     @staticmethod
     def get_default_config() -> Dict[Text, Any]:
@@ -140,8 +144,12 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             "scratch_n_head": 4,
             # auto (cuda, then mps, then cpu), cpu, cuda or mps
             "device": "auto",
-            # auto (bf16 where the CPU / GPU computes bf16 natively, else fp32), fp32 or bf16. bf16 halves
-            # the model's memory and is ~1.5x faster on CPUs with AVX-512 BF16; scores move by < 0.01.
+            # how `rasa run` scores: onnxruntime (the scorer is exported to ONNX at train time; serving
+            # imports neither torch nor transformers, ~0.5 GB less memory) or torch (the model as trained;
+            # the one that runs on a GPU)
+            "inference_backend": "onnxruntime",
+            # onnxruntime: auto (= fp32), fp32 or int8. torch: auto (bf16 where the CPU / GPU computes bf16
+            # natively, else fp32), fp32 or bf16. See docs/inference.md for speed and agreement.
             "inference_precision": "auto",
             # how many few-shot prefixes keep their key/value cache across messages (0: none); one entry
             # holds ~37 kB (bf16) / ~74 kB (fp32) per prompt token of a GPT-2 base model
@@ -204,7 +212,12 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         if self.config["fine_tune"]:
             self._report["fine_tune"] = self._fine_tune(bank)
         self.persist()
-        self._set_precision()
+        if self._backend() == "onnxruntime":
+            # score from the exported graph, exactly as `rasa run` will
+            with self._model_storage.read_from(self._resource) as folder:
+                self._install_onnx(folder, self._stored_meta(folder))
+        else:
+            self._set_precision()
         return self._resource
 
     def _backbone(self, bank: ExampleBank, labels: Dict[str, str]) -> Tuple[Any, Any]:
@@ -249,13 +262,18 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         report: Dict[str, Any],
         anchored: bool = False,
         anchor: Optional[int] = None,
+        scorer: Any = None,
+        model_config: Any = None,
     ) -> None:
-        """Wire a model, tokenizer, examples and labels into a ready-to-score component."""
+        """Wire a model (or an ONNX ``scorer`` and the model's ``model_config``), tokenizer, examples and
+        labels into a ready-to-score component."""
         from nlu_bert.fewshot_scoring import CandidateScorer
 
-        model.eval()
+        if model is not None:
+            model.eval()
+            model_config = model.config
         max_tokens = self.config["max_prompt_tokens"]
-        limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+        limit = _position_limit(model_config)
         if limit and max_tokens > limit:
             logger.warning(f"{COMPONENT}: `max_prompt_tokens` {max_tokens} exceeds the model's {limit} positions; using {limit}.")
             max_tokens = limit
@@ -277,25 +295,46 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
                 "trained with, or train again."
             )
         # the answer ends with [SEP]: make generation (if anyone uses the saved model) stop there too
-        for cfg in (model.config, getattr(model, "generation_config", None)):
-            if cfg is not None:
+        for cfg in (model_config, getattr(model, "generation_config", None)):
+            if cfg is not None and not isinstance(cfg, dict):
                 cfg.eos_token_id = encoder.end_id
                 cfg.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else encoder.end_id
         self._model, self._tokenizer, self._encoder, self._bank, self._labels = model, tokenizer, encoder, bank, labels
         self._anchor = anchor
-        self._scorer = CandidateScorer(model, cache_size=self.config["prefix_cache_size"], position_anchor=anchor)
+        if scorer is None:
+            scorer = CandidateScorer(model, cache_size=self.config["prefix_cache_size"], position_anchor=anchor)
+        scorer.position_anchor = anchor
+        self._scorer = scorer
         self._report = dict(report)
 
+    def _backend(self) -> str:
+        return str(self.config["inference_backend"])
+
     def _precision(self) -> str:
+        """The precision the configured backend serves in (``auto`` resolved)."""
+        if self._backend() == "onnxruntime":
+            setting = self.config["inference_precision"]
+            return ONNX_AUTO_PRECISION if setting == "auto" else setting
         from nlu_bert.fewshot_scoring import resolve_precision
 
         return resolve_precision(self.config["inference_precision"], backbones.resolve_device(self.config["device"]))
 
+    def _torch_precision(self) -> str:
+        """The precision torch serves in: the configured one, or for an onnxruntime config served by
+        torch (an archive from before the ONNX scorer) fp32 when asked for, else torch's ``auto``."""
+        if self._backend() == "torch":
+            return self._precision()
+        from nlu_bert.fewshot_scoring import resolve_precision
+
+        setting = "fp32" if self.config["inference_precision"] == "fp32" else "auto"
+        return resolve_precision(setting, backbones.resolve_device(self.config["device"]))
+
     def _set_precision(self) -> None:
         from nlu_bert.fewshot_scoring import precision_dtype
 
-        if self._model is not None and self._model.dtype != precision_dtype(self._precision()):
-            self._model.to(precision_dtype(self._precision()))
+        dtype = precision_dtype(self._torch_precision())
+        if self._model is not None and self._model.dtype != dtype:
+            self._model.to(dtype)
             self._scorer.cache.clear()
 
     def _fine_tune(self, bank: ExampleBank) -> Dict[str, Any]:
@@ -351,12 +390,25 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
 
     # -- persistence ---------------------------------------------------------------------------
     def persist(self) -> None:
-        if not self.is_trained:
+        if not self.is_trained or self._model is None:  # a loaded component has nothing new to write
             return
         assert self._bank is not None
+        backend, precision = self._backend(), self._precision()
+        inference: Dict[str, Any] = {"backend": backend, "precision": precision}
         with self._model_storage.write_to(self._resource) as folder:
-            self._model.save_pretrained(str(folder / MODEL_DIR), safe_serialization=True)
-            self._tokenizer.save_pretrained(str(folder / MODEL_DIR))
+            model_dir = folder / MODEL_DIR
+            if backend == "onnxruntime":
+                from nlu_bert import gpt2_onnx
+
+                # only what onnxruntime loads: the scoring graph, the tokenizer and the model's config
+                model_dir.mkdir(parents=True, exist_ok=True)
+                self._model.config.save_pretrained(str(model_dir))
+                name = gpt2_onnx.ONNX_FILES[precision]
+                inference["export"] = gpt2_onnx.export_scorer(self._model, model_dir / name, precision)
+                inference["files"] = [name]
+            else:
+                self._model.save_pretrained(str(model_dir), safe_serialization=True)
+            self._tokenizer.save_pretrained(str(model_dir))
             meta = {
                 "archive_format": ARCHIVE_FORMAT,
                 "component": COMPONENT,
@@ -365,6 +417,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
                 "position_anchor": self._anchor,
                 "bank": self._bank.to_json(),
                 "report": self._report,
+                "inference": inference,
             }
             (folder / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
 
@@ -380,25 +433,19 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         component = cls(config, model_storage, resource, execution_context)
         try:
             with model_storage.read_from(resource) as folder:
-                meta_path = folder / META_FILE
-                if not meta_path.exists():
-                    raise ValueError(f"no {META_FILE}")
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                if meta.get("archive_format") != ARCHIVE_FORMAT:
-                    raise RasaException(
-                        f"{COMPONENT}: the model archive holds archive format {meta.get('archive_format')!r} "
-                        f"(written by nlu-bert {meta.get('nlu_bert_version', 'unknown')}); this nlu-bert "
-                        f"{__version__} reads format {ARCHIVE_FORMAT} only. Train the model again with `rasa train`."
-                    )
+                meta = component._stored_meta(folder)
+                if component._serving_backend(meta) == "onnxruntime":
+                    component._install_onnx(folder, meta)
+                    return component
                 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                from nlu_bert.fewshot_scoring import precision_dtype
 
                 path = str(folder / MODEL_DIR)
                 tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-                from nlu_bert.fewshot_scoring import precision_dtype
-
                 # straight into the serving dtype: no fp32 copy on the way (half the memory for bf16)
                 model = AutoModelForCausalLM.from_pretrained(
-                    path, local_files_only=True, torch_dtype=precision_dtype(component._precision())
+                    path, local_files_only=True, torch_dtype=precision_dtype(component._torch_precision())
                 )
         except ValueError as e:
             logger.debug(f"{COMPONENT}: resource '{resource.name}' holds no trained model ({e}); it will not act.")
@@ -414,6 +461,80 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         )
         component._set_precision()
         return component
+
+    @staticmethod
+    def _stored_meta(folder: Path) -> Dict[str, Any]:
+        """The archive's metadata; ValueError when the resource holds no trained model."""
+        meta_path = folder / META_FILE
+        if not meta_path.exists():
+            raise ValueError(f"no {META_FILE}")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("archive_format") != ARCHIVE_FORMAT:
+            raise RasaException(
+                f"{COMPONENT}: the model archive holds archive format {meta.get('archive_format')!r} "
+                f"(written by nlu-bert {meta.get('nlu_bert_version', 'unknown')}); this nlu-bert "
+                f"{__version__} reads format {ARCHIVE_FORMAT} only. Train the model again with `rasa train`."
+            )
+        return meta
+
+    def _serving_backend(self, meta: Dict[str, Any]) -> str:
+        """The backend the archive was written for. Archives from before the ONNX scorer hold torch
+        weights only: they are served by torch, with a warning when the config asks for onnxruntime."""
+        stored = (meta.get("inference") or {}).get("backend")
+        configured = self._backend()
+        if stored is None:
+            if configured != "torch":
+                rasa.shared.utils.io.raise_warning(
+                    f"{COMPONENT}: this model was trained before nlu-bert exported the GPT-2 scorer to ONNX, so it "
+                    f"is served with `inference_backend` 'torch' instead of '{configured}'. Train the model again "
+                    "with `rasa train` for the onnxruntime backend (about 0.5 GB less memory)."
+                )
+            return "torch"
+        if stored != configured:
+            raise RasaException(
+                f"{COMPONENT}: the model archive holds a scorer for `inference_backend: {stored}`, but the config "
+                f"says `inference_backend: {configured}`. Set `inference_backend: {stored}`, or train the model "
+                "again with `rasa train`."
+            )
+        return stored
+
+    def _install_onnx(self, folder: Path, meta: Dict[str, Any]) -> None:
+        from nlu_bert import gpt2_onnx
+
+        model_dir = folder / MODEL_DIR
+        precision = meta["inference"].get("precision")
+        setting = self.config["inference_precision"]
+        if setting not in ("auto", precision):
+            raise RasaException(
+                f"{COMPONENT}: the model archive holds the {precision} scorer, but the config says "
+                f"`inference_precision: {setting}`. Set `inference_precision: {precision}` (or auto), or train "
+                "the model again with `rasa train`."
+            )
+        path = model_dir / gpt2_onnx.ONNX_FILES.get(precision, "?")
+        config_path = model_dir / "config.json"
+        for needed in (path, config_path):
+            if not needed.is_file():
+                raise RasaException(
+                    f"{COMPONENT}: the model archive is incomplete: {MODEL_DIR}/{needed.name} is missing. "
+                    "Train the model again with `rasa train`."
+                )
+        try:
+            tokenizer: Any = gpt2_onnx.TokenizerFile(model_dir)
+        except FileNotFoundError:  # a slow (Python) tokenizer: only transformers can run it
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        scorer = gpt2_onnx.OnnxCandidateScorer(path, cache_size=self.config["prefix_cache_size"])
+        self._install(
+            None,
+            tokenizer,
+            ExampleBank.from_json(meta["bank"]),
+            meta["labels"],
+            meta["report"],
+            anchor=meta.get("position_anchor"),
+            scorer=scorer,
+            model_config=json.loads(config_path.read_text(encoding="utf-8")),
+        )
 
     # -- inference -----------------------------------------------------------------------------
     def process(self, messages: List[Message]) -> List[Message]:
@@ -599,10 +720,22 @@ def validate_config(config: Dict[Text, Any], given: Optional[set] = None) -> Non
         fail("scratch_n_embd", f"a multiple of `scratch_n_head` ({config['scratch_n_head']})")
     if config["device"] not in backbones.DEVICES:
         fail("device", f"one of {', '.join(backbones.DEVICES)}")
-    if config["inference_precision"] not in ("auto", "fp32", "bf16"):
-        fail("inference_precision", "one of auto, fp32, bf16")
+    if config["inference_backend"] not in INFERENCE_PRECISIONS:
+        fail("inference_backend", f"one of {', '.join(INFERENCE_PRECISIONS)}")
+    allowed = INFERENCE_PRECISIONS[config["inference_backend"]]
+    if config["inference_precision"] not in allowed:
+        fail("inference_precision", f"one of {', '.join(allowed)} with `inference_backend: {config['inference_backend']}`")
     integer("prefix_cache_size", 0, 4096)
     integer("random_seed", 0)
+
+
+def _position_limit(model_config: Any) -> Optional[int]:
+    """The model's longest sequence (config object or config.json dict)."""
+    for key in ("n_positions", "max_position_embeddings"):
+        value = model_config.get(key) if isinstance(model_config, dict) else getattr(model_config, key, None)
+        if value:
+            return int(value)
+    return None
 
 
 def _check_labels(encoder: PromptEncoder, labels: Dict[str, str]) -> None:

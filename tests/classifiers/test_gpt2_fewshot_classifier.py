@@ -91,7 +91,8 @@ def ranking(*pairs: Any) -> List[Dict[str, Any]]:
         ("max_text_tokens", 400, "GPT2FewShotIntentClassifier: `max_text_tokens` must be at most half of `max_prompt_tokens` (256), got 400. Set `max_text_tokens` in config.yml."),
         ("fine_tune_learning_rate", 0, "GPT2FewShotIntentClassifier: `fine_tune_learning_rate` must be a number between 0 and 1 (exclusive) or null, got 0. Set `fine_tune_learning_rate` in config.yml."),
         ("device", "tpu", "GPT2FewShotIntentClassifier: `device` must be one of auto, cpu, cuda, mps, got 'tpu'. Set `device` in config.yml."),
-        ("inference_precision", "fp16", "GPT2FewShotIntentClassifier: `inference_precision` must be one of auto, fp32, bf16, got 'fp16'. Set `inference_precision` in config.yml."),
+        ("inference_precision", "fp16", "GPT2FewShotIntentClassifier: `inference_precision` must be one of auto, fp32, int8 with `inference_backend: onnxruntime`, got 'fp16'. Set `inference_precision` in config.yml."),
+        ("inference_backend", "tensorrt", "GPT2FewShotIntentClassifier: `inference_backend` must be one of onnxruntime, torch, got 'tensorrt'. Set `inference_backend` in config.yml."),
         ("intent_labels", {"greet": ""}, "GPT2FewShotIntentClassifier: `intent_labels` must be a mapping from intent names to non-empty label texts, got {'greet': ''}. Set `intent_labels` in config.yml."),
     ],
 )
@@ -265,13 +266,17 @@ def _answers(component: Component, texts: List[str]) -> List[Optional[Dict[str, 
 def test_round_trip_through_model_storage(fewshot: Component, storage, context) -> None:
     texts = ["我要退款", "订单到哪了", "你好呀"]
     loaded = Component.load(TINY, storage, Resource("fewshot"), context)
-    assert loaded.is_trained
+    assert loaded.is_trained and loaded._model is None  # served by onnxruntime, no torch model
     assert _answers(loaded, texts) == _answers(fewshot, texts)  # identical intent, ranking and few_shot
     with storage.read_from(Resource("fewshot")) as folder:
         files = {p.name for p in (folder / "model").iterdir()}
-        assert "model.safetensors" in files and "vocab.txt" in files and not any(f.endswith((".bin", ".pkl")) for f in files)
         meta = json.loads((folder / "fewshot.json").read_text(encoding="utf-8"))
+    # only what onnxruntime loads: no torch weights
+    assert {"scorer.onnx", "config.json", "tokenizer.json", "vocab.txt"} <= files
+    assert not any(f.endswith((".safetensors", ".bin", ".pkl")) for f in files)
     assert meta["archive_format"] == 1 and set(meta["labels"]) == BOT_INTENTS
+    assert meta["inference"]["backend"] == "onnxruntime" and meta["inference"]["precision"] == "fp32"
+    assert meta["inference"]["export"]["probe_max_abs_diff"] < 1e-3
 
 
 def test_other_archive_formats_are_refused(fewshot: Component, storage, context) -> None:
@@ -287,13 +292,132 @@ def test_other_archive_formats_are_refused(fewshot: Component, storage, context)
         meta_path.write_text(original, encoding="utf-8")
 
 
-def test_bf16_inference_gives_the_same_decisions(fewshot: Component, storage, context) -> None:
+TORCH = {**TINY, "inference_backend": "torch"}
+
+
+@pytest.fixture(scope="module")
+def trained_torch(storage: LocalModelStorage, context: ExecutionContext) -> Component:
+    """The same model trained for the torch backend (same seed and data: the same weights)."""
+    component = Component.create(TORCH, storage, Resource("fewshot-torch"), context)
+    component.train(tiny_training_data())
+    return component
+
+
+def test_torch_backend_stores_the_weights(trained_torch: Component, storage, context) -> None:
+    with storage.read_from(Resource("fewshot-torch")) as folder:
+        files = {p.name for p in (folder / "model").iterdir()}
+        meta = json.loads((folder / "fewshot.json").read_text(encoding="utf-8"))
+    assert "model.safetensors" in files and "vocab.txt" in files and not any(f.endswith(".onnx") for f in files)
+    assert meta["inference"]["backend"] == "torch"
+    assert Component.load(TORCH, storage, Resource("fewshot-torch"), context)._model is not None
+
+
+def test_onnxruntime_and_torch_backends_decide_alike(trained: Component, trained_torch: Component, storage, context) -> None:
+    texts = ["我要退款", "订单到哪了", "你好呀", "拜拜", "查一下物流"]
+    torch_fp32 = Component.load({**TORCH, "inference_precision": "fp32"}, storage, Resource("fewshot-torch"), context)
+    for a, b in zip(_answers(trained, texts), _answers(torch_fp32, texts)):
+        assert a["intent"]["name"] == b["intent"]["name"]
+        for x, y in zip(a["few_shot"]["candidates"], b["few_shot"]["candidates"]):
+            assert x["name"] == y["name"] and x["log_likelihood"] == pytest.approx(y["log_likelihood"], abs=1e-4)
+
+
+def test_bf16_inference_gives_the_same_decisions(trained_torch: Component, storage, context) -> None:
     texts = ["我要退款", "订单到哪了", "你好呀", "拜拜"]
-    fp32 = _answers(Component.load(TINY, storage, Resource("fewshot"), context), texts)
-    bf16 = _answers(Component.load({**TINY, "inference_precision": "bf16"}, storage, Resource("fewshot"), context), texts)
+    fp32 = _answers(Component.load({**TORCH, "inference_precision": "fp32"}, storage, Resource("fewshot-torch"), context), texts)
+    bf16 = _answers(Component.load({**TORCH, "inference_precision": "bf16"}, storage, Resource("fewshot-torch"), context), texts)
     for a, b in zip(fp32, bf16):
         assert a["intent"]["name"] == b["intent"]["name"]
         assert a["intent"]["confidence"] == pytest.approx(b["intent"]["confidence"], abs=0.02)
+
+
+def test_int8_scorer_is_exported_and_decides_like_fp32(trained: Component, tmp_path: Path, context) -> None:
+    storage = LocalModelStorage(tmp_path)
+    int8 = Component.create({**TINY, "inference_precision": "int8"}, storage, Resource("fewshot-int8"), context)
+    int8.train(tiny_training_data())
+    with storage.read_from(Resource("fewshot-int8")) as folder:
+        files = {p.name for p in (folder / "model").iterdir()}
+    assert "scorer.int8.onnx" in files and "scorer.onnx" not in files
+    texts = ["我要退款", "订单到哪了", "你好呀", "拜拜"]
+    for a, b in zip(_answers(trained, texts), _answers(int8, texts)):
+        assert a["intent"]["name"] == b["intent"]["name"]
+        assert a["intent"]["confidence"] == pytest.approx(b["intent"]["confidence"], abs=0.05)
+
+
+@pytest.fixture
+def meta_of(storage: LocalModelStorage) -> Iterator[Any]:
+    """Edit a resource's fewshot.json for one test; the original is put back after it."""
+    saved: List[Any] = []
+
+    def edit(resource: str, change: Any) -> None:
+        with storage.read_from(Resource(resource)) as folder:
+            path = folder / "fewshot.json"
+            original = path.read_text(encoding="utf-8")
+            saved.append((path, original))
+            path.write_text(json.dumps(change(json.loads(original))), encoding="utf-8")
+
+    yield edit
+    for path, original in saved:
+        path.write_text(original, encoding="utf-8")
+
+
+def test_archives_from_before_the_onnx_scorer_are_served_by_torch(trained_torch: Component, storage, context, meta_of) -> None:
+    texts = ["我要退款", "你好呀"]
+    expected = _answers(Component.load({**TORCH, "inference_precision": "fp32"}, storage, Resource("fewshot-torch"), context), texts)
+    meta_of("fewshot-torch", lambda meta: {k: v for k, v in meta.items() if k != "inference"})
+    with pytest.warns(UserWarning, match=re.escape("served with `inference_backend` 'torch' instead of 'onnxruntime'")):
+        legacy = Component.load({**TINY, "inference_precision": "fp32"}, storage, Resource("fewshot-torch"), context)
+    assert legacy._model is not None and _answers(legacy, texts) == expected
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (TORCH, "holds a scorer for `inference_backend: onnxruntime`, but the config says `inference_backend: torch`. Set `inference_backend: onnxruntime`"),
+        ({**TINY, "inference_precision": "int8"}, "holds the fp32 scorer, but the config says `inference_precision: int8`. Set `inference_precision: fp32` (or auto)"),
+    ],
+)
+def test_an_archive_for_another_backend_or_precision_is_refused(trained: Component, storage, context, config, message) -> None:
+    with pytest.raises(RasaException, match=re.escape(message)):
+        Component.load(config, storage, Resource("fewshot"), context)
+
+
+def test_a_missing_scorer_file_is_a_clear_error(trained: Component, storage, context) -> None:
+    with storage.read_from(Resource("fewshot")) as folder:
+        path = folder / "model" / "scorer.onnx"
+        kept = path.with_suffix(".kept")
+        path.rename(kept)
+    try:
+        with pytest.raises(RasaException, match=re.escape("the model archive is incomplete: model/scorer.onnx is missing. Train the model again")):
+            Component.load(TINY, storage, Resource("fewshot"), context)
+    finally:
+        kept.rename(path)
+
+
+ORT_LOAD_WITHOUT_TORCH = """
+import sys, pathlib
+from rasa.engine.storage.local_model_storage import LocalModelStorage
+from rasa.engine.storage.resource import Resource
+from rasa.engine.graph import ExecutionContext, GraphSchema
+from rasa.shared.nlu.training_data.message import Message
+from nlu_bert import GPT2FewShotIntentClassifier
+storage = LocalModelStorage(pathlib.Path({storage!r}))
+component = GPT2FewShotIntentClassifier.load({config!r}, storage, Resource("fewshot"), ExecutionContext(GraphSchema({{}}), "x"))
+message = Message(data={{"text": "我要退款"}})
+message.set("intent", {{"name": "refund", "confidence": 0.3}})
+message.set("intent_ranking", [{{"name": "refund", "confidence": 0.3}}, {{"name": "greet", "confidence": 0.2}}])
+component.process([message])
+print(message.get("few_shot")["acted"], "torch" in sys.modules, "transformers" in sys.modules)
+"""
+
+
+def test_onnxruntime_serving_imports_neither_torch_nor_transformers(trained: Component, storage) -> None:
+    import subprocess
+    import sys
+
+    code = ORT_LOAD_WITHOUT_TORCH.format(storage=str(storage._storage_path), config=TINY)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-3:] == ["True", "False", "False"]
 
 
 # -- a real Rasa graph: train_nlu, Agent.load, parse_message -------------------------------------

@@ -1,0 +1,145 @@
+"""The onnxruntime GPT-2 scorer: export, the same numbers as torch, the torch-free tokenizer."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import numpy as np
+import pytest
+
+from nlu_bert import gpt2_onnx
+from nlu_bert.fewshot_scoring import CandidateScorer
+from nlu_bert.prompts import TEMPLATES, ExampleBank, PromptEncoder
+from gpt2_fixtures import NOT_APPLICABLE, synthetic_bot, tiny_gpt2, tiny_tokenizer
+
+LABELS = {"weather": "天气", "music": "音乐", "taxi": "打车", "food": "点餐", "alarm": "闹钟"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def bot():
+    return synthetic_bot()
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(bot, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    train, _ = bot
+    folder = tmp_path_factory.mktemp("tok")
+    tiny_tokenizer([t for ts in train.values() for t in ts] + list(LABELS.values()), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizer_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+
+
+@pytest.fixture(scope="module")
+def encoder(tokenizer) -> PromptEncoder:
+    return PromptEncoder(tokenizer, TEMPLATES["few_shot_zh"], NOT_APPLICABLE, 512, 32, labels=list(LABELS.values()))
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer) -> Any:
+    return tiny_gpt2(len(tokenizer), seed=3)
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    folder = tmp_path_factory.mktemp("onnx")
+    out: Dict[str, Any] = {}
+    for precision in gpt2_onnx.PRECISIONS:
+        path = folder / gpt2_onnx.ONNX_FILES[precision]
+        out[precision] = (path, gpt2_onnx.export_scorer(model, path, precision))
+    return out
+
+
+def _prompt(encoder: PromptEncoder, bot, intents: List[str], text: str) -> Any:
+    bank = ExampleBank(bot[0])
+    prefix, _ = encoder.fit_prefix([(LABELS[i], bank.prototypes(i, 2)) for i in intents])
+    options = [encoder.answer_ids(LABELS[i]) for i in intents] + [encoder.answer_ids(NOT_APPLICABLE)]
+    return prefix, encoder.query_ids(text), options
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_fp32_graph_gives_torchs_scores(model, encoder, bot, exported, anchored: bool) -> None:
+    anchor = encoder.prefix_budget() if anchored else None
+    path, report = exported["fp32"]
+    assert report["probe_max_abs_diff"] < 1e-4
+    onnx = gpt2_onnx.OnnxCandidateScorer(path, num_threads=1, cache_size=4, position_anchor=anchor)
+    torch_scorer = CandidateScorer(model, cache_size=0, position_anchor=anchor)
+    for intents, text in [(["weather", "music", "taxi"], "明天下雨吗"), (["food", "alarm"], "订个闹钟"), (["taxi"], "x")]:
+        prefix, query, options = _prompt(encoder, bot, intents, text)
+        reference = torch_scorer.score(prefix, query, options, mode="naive").log_likelihoods
+        for mode in gpt2_onnx.MODES:
+            got = onnx.score(prefix, query, options, mode=mode)
+            assert got.log_likelihoods == pytest.approx(reference, abs=1e-4), mode
+        again = onnx.score(prefix, query, options)
+        assert again.cache_hit and again.log_likelihoods == pytest.approx(reference, abs=1e-4)
+
+
+def test_int8_graph_is_smaller_and_close(model, encoder, bot, exported) -> None:
+    (fp32_path, _), (int8_path, report) = exported["fp32"], exported["int8"]
+    assert int8_path.stat().st_size < fp32_path.stat().st_size
+    fp32 = gpt2_onnx.OnnxCandidateScorer(fp32_path, num_threads=1)
+    int8 = gpt2_onnx.OnnxCandidateScorer(int8_path, num_threads=1)
+    assert int8.precision == "int8" and fp32.precision == "fp32"
+    prefix, query, options = _prompt(encoder, bot, ["weather", "music", "taxi"], "明天下雨吗")
+    a = np.asarray(fp32.score(prefix, query, options).log_likelihoods)
+    b = np.asarray(int8.score(prefix, query, options).log_likelihoods)
+    assert np.max(np.abs(a - b)) < 0.05 and report["probe_max_abs_diff"] < 0.05
+
+
+def test_cached_prefix_arrays_are_never_changed(encoder, bot, exported) -> None:
+    scorer = gpt2_onnx.OnnxCandidateScorer(exported["fp32"][0], num_threads=1, cache_size=2)
+    prefix, query, options = _prompt(encoder, bot, ["weather", "music"], "下雪了")
+    first = scorer.score(prefix, query, options)
+    cached = [a.copy() for a in next(iter(scorer.cache._items.values()))]
+    scorer.score(prefix, encoder.query_ids("放首歌"), options)
+    third = scorer.score(prefix, query, options)
+    assert third.cache_hit and third.log_likelihoods == first.log_likelihoods
+    assert all(np.array_equal(a, b) for a, b in zip(cached, next(iter(scorer.cache._items.values()))))
+
+
+def test_bad_arguments_and_files_are_refused(encoder, bot, exported, tmp_path: Path) -> None:
+    scorer = gpt2_onnx.OnnxCandidateScorer(exported["fp32"][0], num_threads=1)
+    prefix, query, options = _prompt(encoder, bot, ["weather"], "下雪了")
+    with pytest.raises(ValueError, match="mode must be one of cached, packed with the onnxruntime scorer, got 'naive'"):
+        scorer.score(prefix, query, options, mode="naive")
+    with pytest.raises(ValueError, match="every answer needs at least one token"):
+        scorer.score(prefix, query, [[]])
+    with pytest.raises(ValueError, match="onnxruntime scores GPT-2 in fp32 or int8, not 'bf16'"):
+        gpt2_onnx.export_scorer(None, tmp_path / "x.onnx", "bf16")
+
+
+def test_other_architectures_are_refused_with_the_fix() -> None:
+    from transformers import GPT2Config
+
+    assert gpt2_onnx.export_problem(GPT2Config()) is None
+    assert "scale_attn_by_inverse_layer_idx" in gpt2_onnx.export_problem(GPT2Config(scale_attn_by_inverse_layer_idx=True))
+
+    class Llama:
+        model_type = "llama"
+
+    assert gpt2_onnx.export_problem(Llama()) == "the model type is 'llama', not 'gpt2'"
+
+
+def test_tokenizer_file_matches_transformers(tokenizer, tokenizer_dir: Path) -> None:
+    light = gpt2_onnx.TokenizerFile(tokenizer_dir)
+    for name in ("cls_token_id", "sep_token_id", "pad_token_id", "unk_token_id", "bos_token_id", "eos_token_id"):
+        assert getattr(light, name) == getattr(tokenizer, name), name
+    for text in ["明天下雨吗", "Play 音乐 NOW!", "  空格  ", "未见过的字：龘", ""]:
+        assert light(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
+    with pytest.raises(FileNotFoundError, match="tokenizer.json is missing"):
+        gpt2_onnx.TokenizerFile(tokenizer_dir / "nowhere")
