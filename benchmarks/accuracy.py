@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import random
+import shutil
 import sys
 import tarfile
 import time
@@ -48,6 +49,9 @@ def pipelines(bert_model: str, gpt2_model: str, quick: bool) -> Dict[str, List[D
         gpt2.update(fine_tune_epochs=1)
     if gpt2_model == "scratch":
         gpt2["fine_tune"] = True
+    # the fp32 scorer in the archive, so that `evaluate_fallback` can compare it with the int8 graph it
+    # quantizes from it (the default's graph), which is the one the rows are parsed with
+    gpt2["inference_precision"] = "fp32"
     tokenizer = {"name": "JiebaTokenizer"}
     char_ngrams = {"name": "CountVectorsFeaturizer", "analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4}
     return {
@@ -100,9 +104,13 @@ def train(pipeline: List[Dict[str, Any]], train_file: Path, out_dir: Path, name:
 
 def evaluate(model: Path, test_file: Path) -> List[Dict[str, Any]]:
     from rasa.core.agent import Agent
+
+    return evaluate_agent(Agent.load(str(model)), test_file)
+
+
+def evaluate_agent(agent: Any, test_file: Path) -> List[Dict[str, Any]]:
     from rasa.shared.nlu.training_data.loading import load_data
 
-    agent = Agent.load(str(model))
     examples = load_data(str(test_file)).intent_examples
 
     async def run() -> List[Dict[str, Any]]:
@@ -145,6 +153,64 @@ def metrics(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
         out["fallback_fixed"] = sum(1 for r in acted if bert_answer(r) != r["gold"] and r["pred"] == r["gold"])
         out["fallback_broke"] = sum(1 for r in acted if bert_answer(r) == r["gold"] and r["pred"] != r["gold"])
     return out
+
+
+def evaluate_fallback(model: Path, test_file: Path, work: Path, compare: bool) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """Evaluate `bert+gpt2` as the defaults serve it, and compare the fallback's int8 scorer with fp32.
+
+    The pipeline is trained with the fp32 scorer; its int8 graph is quantized from that file here, which is the
+    very graph the default (`inference_precision: auto` = int8) exports at train time. The rows are parsed with
+    int8. The comparison sends every test message to the fallback (``threshold`` 1.0) once per scorer, and
+    counts the same answers (acted on or not) and the same final intents."""
+    from rasa.core.agent import Agent
+
+    from nlu_bert import gpt2_onnx
+    from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier
+
+    agent = Agent.load(str(model))
+    nodes = agent.processor.graph_runner._instantiated_nodes.values()  # Rasa 3.6 DaskGraphRunner
+    component = next(n._component for n in nodes if isinstance(n._component, GPT2FewShotIntentClassifier))
+    fp32 = component._scorer
+    if not isinstance(fp32, gpt2_onnx.OnnxCandidateScorer) or fp32.precision != "fp32":
+        return evaluate_agent(agent, test_file), {}
+    work.mkdir(parents=True, exist_ok=True)
+    # Rasa unpacks the archive to a temporary folder it deletes after loading: take the graph from the archive
+    fp32_path, int8_path = work / gpt2_onnx.ONNX_FILES["fp32"], work / gpt2_onnx.ONNX_FILES["int8"]
+    with tarfile.open(model) as archive:
+        member = next(m for m in archive.getmembers() if m.name.endswith(f"/model/{gpt2_onnx.ONNX_FILES['fp32']}"))
+        with archive.extractfile(member) as src, fp32_path.open("wb") as dst:  # type: ignore[union-attr]
+            shutil.copyfileobj(src, dst)
+    gpt2_onnx.quantize_scorer(fp32_path, int8_path)
+    int8 = gpt2_onnx.OnnxCandidateScorer(int8_path, cache_size=component.config["prefix_cache_size"], position_anchor=fp32.position_anchor)
+    component._scorer = int8
+    rows = evaluate_agent(agent, test_file)
+    if not compare:
+        return rows, {}
+    threshold = component.config["threshold"]
+    component.config["threshold"] = 1.0
+    forced = {}
+    for name, scorer in (("int8", int8), ("fp32", fp32)):
+        component._scorer = scorer
+        forced[name] = evaluate_agent(agent, test_file)
+    component.config["threshold"] = threshold
+
+    def answer(row: Dict[str, Any]) -> Any:
+        return ((row.get("few_shot") or {}).get("answer") or {}).get("name")
+
+    def fallback_ms(values: List[Dict[str, Any]]) -> float:
+        times = sorted((v.get("few_shot") or {}).get("time_ms", 0.0) for v in values)
+        return times[len(times) // 2] if times else 0.0
+
+    a, b = forced["fp32"], forced["int8"]
+    return rows, {
+        "messages": len(a),
+        "same_answer": sum(answer(x) == answer(y) for x, y in zip(a, b)),
+        "same_final_intent": sum(x["pred"] == y["pred"] for x, y in zip(a, b)),
+        "accuracy_fp32": sum(r["pred"] == r["gold"] for r in a) / len(a),
+        "accuracy_int8": sum(r["pred"] == r["gold"] for r in b) / len(b),
+        "scorer_mb": {"fp32": round(fp32_path.stat().st_size / 1e6, 1), "int8": round(int8_path.stat().st_size / 1e6, 1)},
+        "fallback_ms_p50": {"fp32": fallback_ms(a), "int8": fallback_ms(b)},
+    }
 
 
 INFERENCE_OPTIONS = [("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("torch", "int8"), ("torch", "bf16"), ("torch", "fp32")]
@@ -258,6 +324,21 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
             )
     if len(options) > 2:
         table += "\n\n" + "\n".join(options)
+    fallback = [
+        "| dataset | GPT-2 scorer (every test message sent to the fallback) | same fallback answer as fp32 | same final intent | accuracy | scorer MB | fallback ms p50 (in-process) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        f = r.get("fallback_int8")
+        if f:
+            n = f["messages"]
+            fallback.append(f"| {r['dataset']} | onnxruntime-fp32 | | | {f['accuracy_fp32']:.4f} | {f['scorer_mb']['fp32']} | {f['fallback_ms_p50']['fp32']:.1f} |")
+            fallback.append(
+                f"| {r['dataset']} | onnxruntime-int8 (default) | {f['same_answer'] / n:.2%} ({n - f['same_answer']} of {n} differ) | "
+                f"{f['same_final_intent'] / n:.2%} | {f['accuracy_int8']:.4f} | {f['scorer_mb']['int8']} | {f['fallback_ms_p50']['int8']:.1f} |"
+            )
+    if len(fallback) > 2:
+        table += "\n\n" + "\n".join(fallback)
     (RESULTS / f"{stem}.md").write_text(f"`{payload['command']}`\n\n{table}\n", encoding="utf-8")
     print(table)
     try:
@@ -297,7 +378,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--name", default="custom", help="the name of --train/--test data in the results")
     parser.add_argument(
         "--no-agreement", action="store_true",
-        help="skip the per-dataset check of every BERT inference option against fp32 (it trains BERT once more)",
+        help="skip the per-dataset checks against fp32: every BERT inference option (it trains BERT once more) and "
+        "the GPT-2 fallback's int8 scorer (every test message sent to the fallback, twice)",
     )
     args = parser.parse_args(argv)
     if (args.train is None) != (args.test is None):
@@ -323,7 +405,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         out_dir = WORK / "models" / dataset
         out_dir.mkdir(parents=True, exist_ok=True)
         model, seconds = train(pipelines(args.bert_model, args.gpt2_model, args.quick)[name], train_file, out_dir, name.replace("+", "_"))
-        rows = evaluate(model, test_file)
+        if name == "bert+gpt2":
+            rows, fallback = evaluate_fallback(model, test_file, WORK / "agreement" / dataset / "gpt2", compare=not args.no_agreement)
+        else:
+            rows, fallback = evaluate(model, test_file), {}
         result = {
             "dataset": dataset,
             "pipeline": name,
@@ -332,6 +417,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
             **metrics(rows),
         }
+        if fallback:
+            result["fallback_int8"] = fallback
         if name == "bert" and not args.no_agreement:
             bert = pipelines(args.bert_model, args.gpt2_model, args.quick)["bert"][1]
             result["inference_options"] = inference_agreement(bert, train_file, test_file, WORK / "agreement" / dataset)

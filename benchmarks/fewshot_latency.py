@@ -104,6 +104,8 @@ def build_component(model: Any, tokenizer: Any, k: int, rng: random.Random) -> T
             "max_candidates": k,
             "similarity_candidates": 0,
             "threshold": 0.9,
+            # random weights are unsure of every answer: let the fallback act, so the whole path is timed
+            "min_confidence": 0.0,
             "max_prompt_tokens": 512,
             "max_text_tokens": 32,
         }

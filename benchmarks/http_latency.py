@@ -13,7 +13,8 @@ Models (built here, random weights; the compute equals the pretrained models'):
 * ``bert-nospin``: the same with ``inference: {spinning: false}`` (worker threads sleep between ops);
 * ``bert+gpt2``: ``bert`` + GPT2FewShotIntentClassifier on a local GPT-2 with the architecture of
   uer/gpt2-chinese-cluecorpussmall (both full-size models in one server: the memory target), with the
-  fallback's default inference (onnxruntime fp32);
+  fallback's default inference (onnxruntime int8);
+* ``bert+gpt2-fp32``: the same with ``inference_precision: fp32`` for the fallback (onnxruntime fp32);
 * ``bert+gpt2-torch``: the same with ``inference_backend: torch`` for the fallback (torch bf16 on CPUs with
   AVX-512 BF16);
 * ``diet``: JiebaTokenizer + CountVectorsFeaturizer (char_wb 1-4) + DIETClassifier (Rasa's own baseline).
@@ -90,6 +91,7 @@ def pipelines(folders: Dict[str, Path]) -> Dict[str, List[Dict[str, Any]]]:
         "bert": [tokenizer, bert],
         "bert-nospin": [tokenizer, nospin],
         "bert+gpt2": [tokenizer, bert, gpt2],
+        "bert+gpt2-fp32": [tokenizer, bert, {**gpt2, "inference_precision": "fp32"}],
         "bert+gpt2-torch": [tokenizer, bert, {**gpt2, "inference_backend": "torch"}],
         "diet": [
             tokenizer,
@@ -263,7 +265,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1 pass, 60 messages")
     parser.add_argument("--passes", type=int, default=None, help="passes over the servers (default 2; 1 with --quick)")
     parser.add_argument("--messages", type=int, default=None, help="messages per server (default 200; 60 with --quick)")
-    names = ["diet", "bert", "bert-nospin", "bert+gpt2", "bert+gpt2-torch"]
+    names = ["diet", "bert", "bert-nospin", "bert+gpt2", "bert+gpt2-fp32", "bert+gpt2-torch"]
     parser.add_argument("--pipelines", nargs="+", default=names, choices=names)
     parser.add_argument("--name", default=None, help="output name in benchmarks/results/ (default http_latency[_quick])")
     parser.add_argument("--nlu", type=Path, default=NLU_DATA, help="the NLU data to train and parse (default: the sample assistant's)")

@@ -170,7 +170,7 @@ def export_scorer(model: Any, target: Path, precision: str, check: bool = True) 
             if precision == "int8":
                 start = time.perf_counter()
                 out = Path(tmp) / "scorer.int8.onnx"
-                _quantize(raw, out)
+                quantize_scorer(raw, out)
                 report["quantize_s"] = round(time.perf_counter() - start, 2)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out, target)
@@ -184,7 +184,7 @@ def export_scorer(model: Any, target: Path, precision: str, check: bool = True) 
     return report
 
 
-def _quantize(src: Path, out: Path) -> None:
+def quantize_scorer(src: Path, out: Path) -> None:
     """Dynamic int8 matrix products (s8 weights per output channel); embeddings and output layer stay fp32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -281,8 +281,16 @@ class OnnxCandidateScorer:
         return [np.zeros((1, self.heads, 0, self.head_dim), np.float32) for _ in self.past_names]
 
     def _run(
-        self, ids: List[int], positions: List[int], bias: np.ndarray, rows: List[int], targets: List[int], past: List[np.ndarray]
+        self,
+        ids: List[int],
+        positions: List[int],
+        bias: np.ndarray,
+        rows: List[int],
+        targets: List[int],
+        past: List[np.ndarray],
+        presents: bool,
     ) -> Tuple[np.ndarray, List[np.ndarray]]:
+        """One pass; the key/value ``presents`` are copied out only when asked for (the prefix pass)."""
         feed = {
             "input_ids": np.asarray([ids], np.int64),
             "position_ids": np.asarray([positions], np.int64),
@@ -291,7 +299,7 @@ class OnnxCandidateScorer:
             "targets": np.asarray(targets, np.int64),
             **dict(zip(self.past_names, past)),
         }
-        out = self.session.run(None, feed)
+        out = self.session.run(["log_prob", *self.present_names] if presents else ["log_prob"], feed)
         return out[0], out[1:]
 
     def _prefix_cache(self, prefix: List[int], start: int) -> Tuple[List[np.ndarray], bool]:
@@ -301,7 +309,7 @@ class OnnxCandidateScorer:
             return past, True
         n = len(prefix)
         causal = np.triu(np.full((n, n), MASKED, np.float32), k=1)[None, None]
-        _, past = self._run(prefix, list(range(start, start + n)), causal, [n - 1], [0], self._empty_past())
+        _, past = self._run(prefix, list(range(start, start + n)), causal, [n - 1], [0], self._empty_past(), presents=True)
         self.cache.put(key, past)
         return past, False
 
@@ -328,7 +336,7 @@ class OnnxCandidateScorer:
         allowed = (idx[None, :] <= idx[:, None]) & ((own[None, :] == -1) | (own[None, :] == own[:, None]))
         bias = np.zeros((1, 1, n, past_len + n), np.float32)
         bias[0, 0, :, past_len:][~allowed] = MASKED
-        log_prob, _ = self._run(seq, positions, bias, rows, targets, past)
+        log_prob, _ = self._run(seq, positions, bias, rows, targets, past, presents=False)
         values, at = [], 0
         for answer in answers:
             values.append(float(np.mean(log_prob[at : at + len(answer)], dtype=np.float64)))
