@@ -206,6 +206,15 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         labels = {intent: str(self.config["intent_labels"].get(intent, intent)) for intent in bank.intents}
         backbones.seed_everything(self.config["random_seed"])
         tokenizer, model = self._backbone(bank, labels)
+        if self._backend() == "onnxruntime":
+            from nlu_bert.gpt2_onnx import export_problem
+
+            problem = export_problem(model.config)
+            if problem:  # before any fine-tuning time is spent
+                raise InvalidConfigException(
+                    f"{COMPONENT}: `inference_backend: onnxruntime` exports GPT-2 models only, and {self.config['model']!r} "
+                    f"cannot be exported ({problem}). Set `inference_backend: torch` in config.yml."
+                )
         model.to(backbones.resolve_device(self.config["device"]))
         report = {"source": backbones.describe_source(self.config["model"])}
         # scratch models put the user's line at a fixed position (see nlu_bert.fewshot_scoring)

@@ -16,7 +16,7 @@ from rasa.shared.nlu.training_data.message import Message
 
 from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier as Component
 from contract import assert_intent_contract
-from gpt2_fixtures import TINY_SIZES
+from gpt2_fixtures import TINY_SIZES, tiny_tokenizer
 from nlu_testing import TINY_BOT, tiny_training_data
 
 BOT_INTENTS = set(TINY_BOT)
@@ -250,6 +250,19 @@ def test_colliding_labels_are_refused(model_storage, execution_context) -> None:
     component = Component.create(config, model_storage, Resource("collide"), execution_context)
     with pytest.raises(RasaException, match="tokenizes like intent 'goodbye'"):
         component.train(tiny_training_data())
+
+
+def test_a_model_the_onnx_export_cannot_take_is_refused_before_fine_tuning(tmp_path: Path, model_storage, execution_context) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path / "gpt2-inverse-scaling"
+    tokenizer = tiny_tokenizer([t for texts in TINY_BOT.values() for t in texts] + list(TINY_BOT), folder)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=32, n_layer=2, n_head=2, scale_attn_by_inverse_layer_idx=True)
+    GPT2LMHeadModel(config).save_pretrained(str(folder))
+    component = Component.create({**TINY, "model": str(folder)}, model_storage, Resource("inverse"), execution_context)
+    with pytest.raises(InvalidConfigException, match=re.escape("cannot be exported (unsupported GPT-2 settings: scale_attn_by_inverse_layer_idx). Set `inference_backend: torch` in config.yml.")):
+        component.train(tiny_training_data())
+    assert not component.is_trained
 
 
 # -- persistence -----------------------------------------------------------------------------
