@@ -123,14 +123,48 @@ def _cpu_has_native_bf16() -> bool:
     return False
 
 
-class CandidateScorer:
-    """Scores answers after a prompt with a causal LM (``model`` must be in eval mode)."""
+class ScorerBase:
+    """What every scorer shares: the argument checks, the prefix cache, one message at a time, timing.
+    Subclasses compute the numbers in ``_score``."""
 
-    def __init__(self, model: Any, cache_size: int = 16, position_anchor: Optional[int] = None) -> None:
-        self.model = model
+    modes: Tuple[str, ...] = MODES
+    modes_note = ""
+
+    def __init__(self, cache_size: int, position_anchor: Optional[int]) -> None:
         self.cache = PrefixCache(cache_size)
         self.position_anchor = position_anchor
         self._lock = threading.Lock()
+
+    def score(
+        self,
+        prefix: Sequence[int],
+        query: Sequence[int],
+        answers: Sequence[Sequence[int]],
+        mode: str = "cached",
+    ) -> Scores:
+        """Mean log-likelihood of every answer after ``prefix + query`` (answers end with [SEP])."""
+        if mode not in self.modes:
+            raise ValueError(f"mode must be one of {', '.join(self.modes)}{self.modes_note}, got {mode!r}")
+        if not answers or any(len(a) == 0 for a in answers):
+            raise ValueError("every answer needs at least one token")
+        started = time.perf_counter()
+        start = first_position(len(prefix), self.position_anchor)
+        with self._lock:
+            values, hit = self._score(list(prefix), list(query), answers, mode, start)
+        return Scores(values, cache_hit=hit, seconds=time.perf_counter() - started)
+
+    def _score(
+        self, prefix: List[int], query: List[int], answers: Sequence[Sequence[int]], mode: str, start: int
+    ) -> Tuple[List[float], bool]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class CandidateScorer(ScorerBase):
+    """Scores answers after a prompt with a causal LM (``model`` must be in eval mode)."""
+
+    def __init__(self, model: Any, cache_size: int = 16, position_anchor: Optional[int] = None) -> None:
+        super().__init__(cache_size, position_anchor)
+        self.model = model
         params = inspect.signature(model.forward).parameters
         self._can_keep_logits = "logits_to_keep" in params
 
@@ -142,34 +176,20 @@ class CandidateScorer:
     def dtype(self) -> "torch.dtype":
         return next(self.model.parameters()).dtype
 
-    def score(
-        self,
-        prefix: Sequence[int],
-        query: Sequence[int],
-        answers: Sequence[Sequence[int]],
-        mode: str = "cached",
-    ) -> Scores:
-        """Mean log-likelihood of every answer after ``prefix + query`` (answers end with [SEP])."""
+    def _score(
+        self, prefix: List[int], query: List[int], answers: Sequence[Sequence[int]], mode: str, start: int
+    ) -> Tuple[List[float], bool]:
         import torch
 
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if not answers or any(len(a) == 0 for a in answers):
-            raise ValueError("every answer needs at least one token")
-        started = time.perf_counter()
-        start = first_position(len(prefix), self.position_anchor)
-        with self._lock, torch.inference_mode():
-            hit = False
+        with torch.inference_mode():
             if mode == "naive":
-                values = [self._naive_one(list(prefix) + list(query), a, start) for a in answers]
-            elif mode == "shared_kv":
-                values = self._shared_kv(list(prefix) + list(query), answers, start)
-            elif mode == "packed":
-                values = self._packed(None, start, list(prefix) + list(query), answers)
-            else:
-                past, hit = self._prefix_cache(prefix, start)
-                values = self._packed(past, start + len(prefix), list(query), answers)
-        return Scores(values, cache_hit=hit, seconds=time.perf_counter() - started)
+                return [self._naive_one(prefix + query, a, start) for a in answers], False
+            if mode == "shared_kv":
+                return self._shared_kv(prefix + query, answers, start), False
+            if mode == "packed":
+                return self._packed(None, start, prefix + query, answers), False
+            past, hit = self._prefix_cache(prefix, start)
+            return self._packed(past, start + len(prefix), query, answers), hit
 
     # -- the four ways ------------------------------------------------------------------------
     def _positions(self, start: int, n: int, rows: int = 1) -> "torch.Tensor":

@@ -23,7 +23,6 @@ import json
 import logging
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from nlu_bert import runtime
-from nlu_bert.fewshot_scoring import PrefixCache, Scores, first_position
+from nlu_bert.fewshot_scoring import ScorerBase
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -185,20 +184,9 @@ def export_scorer(model: Any, target: Path, precision: str, check: bool = True) 
 
 
 def quantize_scorer(src: Path, out: Path) -> None:
-    """Dynamic int8 matrix products (s8 weights per output channel); embeddings and output layer stay fp32."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with runtime._quiet_logs():
-        quantize_dynamic(
-            str(src),
-            str(out),
-            op_types_to_quantize=["MatMul", "Gemm"],
-            per_channel=True,
-            reduce_range=False,
-            weight_type=QuantType.QInt8,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
-        )
+    """Dynamic int8 weight products: the blocks' linear layers (exported as Gemm) and the output layer (an int8
+    copy of the tied embedding table); attention products, embedding lookups and LayerNorms stay fp32."""
+    runtime.quantize_int8(src, out, ["MatMul", "Gemm"])
 
 
 def _probe_check(model: Any, path: Path, precision: str) -> Dict[str, Any]:
@@ -221,11 +209,13 @@ def _probe_check(model: Any, path: Path, precision: str) -> Dict[str, Any]:
     return {"probe_max_abs_diff": diff, "probe_same_choice": int(np.argmax(got) == np.argmax(expected))}
 
 
-class OnnxCandidateScorer:
+class OnnxCandidateScorer(ScorerBase):
     """Scores answers after a prompt with the exported graph; the same numbers as
     ``CandidateScorer`` in ``cached`` / ``packed`` mode, without torch."""
 
     backend = "onnxruntime"
+    modes = MODES
+    modes_note = " with the onnxruntime scorer (the others need `inference_backend: torch`)"
 
     def __init__(
         self,
@@ -239,9 +229,7 @@ class OnnxCandidateScorer:
         self.precision = "int8" if self.path.name == ONNX_FILES["int8"] else "fp32"
         spinning = runtime.ORT_ALLOW_SPINNING if allow_spinning is None else bool(allow_spinning)
         self.session, self.session_options = runtime.ort_session(self.path, num_threads, spinning)
-        self.cache = PrefixCache(cache_size)
-        self.position_anchor = position_anchor
-        self._lock = threading.Lock()
+        super().__init__(cache_size, position_anchor)
         inputs = {i.name: i for i in self.session.get_inputs()}
         missing = [name for name in FIXED_INPUTS if name not in inputs]
         if missing or "past_key_0" not in inputs:
@@ -251,31 +239,13 @@ class OnnxCandidateScorer:
         shape = inputs["past_key_0"].shape
         self.heads, self.head_dim = int(shape[1]), int(shape[3])
 
-    def score(
-        self,
-        prefix: Sequence[int],
-        query: Sequence[int],
-        answers: Sequence[Sequence[int]],
-        mode: str = "cached",
-    ) -> Scores:
-        """Mean log-likelihood of every answer after ``prefix + query`` (answers end with [SEP])."""
-        if mode not in MODES:
-            raise ValueError(
-                f"mode must be one of {', '.join(MODES)} with the onnxruntime scorer, got {mode!r} "
-                "(the others need `inference_backend: torch`)"
-            )
-        if not answers or any(len(a) == 0 for a in answers):
-            raise ValueError("every answer needs at least one token")
-        started = time.perf_counter()
-        start = first_position(len(prefix), self.position_anchor)
-        with self._lock:
-            if mode == "packed":
-                hit = False
-                values = self._packed(self._empty_past(), start, list(prefix) + list(query), answers)
-            else:
-                past, hit = self._prefix_cache(list(prefix), start)
-                values = self._packed(past, start + len(prefix), list(query), answers)
-        return Scores(values, cache_hit=hit, seconds=time.perf_counter() - started)
+    def _score(
+        self, prefix: List[int], query: List[int], answers: Sequence[Sequence[int]], mode: str, start: int
+    ) -> Tuple[List[float], bool]:
+        if mode == "packed":
+            return self._packed(self._empty_past(), start, prefix + query, answers), False
+        past, hit = self._prefix_cache(prefix, start)
+        return self._packed(past, start + len(prefix), query, answers), hit
 
     def _empty_past(self) -> List[np.ndarray]:
         return [np.zeros((1, self.heads, 0, self.head_dim), np.float32) for _ in self.past_names]

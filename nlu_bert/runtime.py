@@ -615,12 +615,17 @@ def _fuse_transformer(raw: Path, out: Path, model: "IntentModel") -> Dict[str, i
 
 
 def _quantize_int8(src: Path, out: Path, per_channel: bool, quantize_embeddings: bool) -> None:
-    """Dynamic int8: s8 weights (per output channel), u8 activations quantized per call, full 8-bit
-    range (VNNI has no u8*s8 overflow); embeddings, LayerNorms and the classifier head stay fp32."""
+    """BERT: the matrix products and the fused attention; embeddings, LayerNorms and the head stay fp32."""
+    op_types = ["MatMul", "Attention"] + (["EmbedLayerNormalization", "Gather"] if quantize_embeddings else [])
+    quantize_int8(src, out, op_types, per_channel=per_channel)
+
+
+def quantize_int8(src: Path, out: Path, op_types: List[str], per_channel: bool = True) -> None:
+    """Dynamic int8 of ``op_types``: s8 weights (per output channel), u8 activations quantized per call, full
+    8-bit range (VNNI has no u8*s8 overflow); only constant weights are quantized."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    op_types = ["MatMul", "Attention"] + (["EmbedLayerNormalization", "Gather"] if quantize_embeddings else [])
     with _quiet_logs():  # "please consider pre-processing" and fusion notes
         quantize_dynamic(
             str(src),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import pytest
 
@@ -16,20 +16,10 @@ from nlu_bert.fewshot_scoring import (
     softmax,
 )
 from nlu_bert.prompts import TEMPLATES, ExampleBank, PromptEncoder, encode_episode, sample_episode
+from gpt2_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 from gpt2_fixtures import NOT_APPLICABLE, synthetic_bot, tiny_gpt2, tiny_tokenizer
 
 LABELS = {"weather": "天气", "music": "音乐", "taxi": "打车", "food": "点餐", "alarm": "闹钟"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Two cores shared by several processes: one torch thread is faster and steadier here."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

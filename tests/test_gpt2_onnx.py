@@ -1,8 +1,9 @@
 """The onnxruntime GPT-2 scorer: export, the same numbers as torch, the torch-free tokenizer."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import numpy as np
 import pytest
@@ -10,19 +11,10 @@ import pytest
 from nlu_bert import gpt2_onnx
 from nlu_bert.fewshot_scoring import CandidateScorer
 from nlu_bert.prompts import TEMPLATES, ExampleBank, PromptEncoder
+from gpt2_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 from gpt2_fixtures import NOT_APPLICABLE, synthetic_bot, tiny_gpt2, tiny_tokenizer
 
 LABELS = {"weather": "天气", "music": "音乐", "taxi": "打车", "food": "点餐", "alarm": "闹钟"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +107,7 @@ def test_cached_prefix_arrays_are_never_changed(encoder, bot, exported) -> None:
 def test_bad_arguments_and_files_are_refused(encoder, bot, exported, tmp_path: Path) -> None:
     scorer = gpt2_onnx.OnnxCandidateScorer(exported["fp32"][0], num_threads=1)
     prefix, query, options = _prompt(encoder, bot, ["weather"], "下雪了")
-    with pytest.raises(ValueError, match="mode must be one of cached, packed with the onnxruntime scorer, got 'naive'"):
+    with pytest.raises(ValueError, match=re.escape("mode must be one of cached, packed with the onnxruntime scorer (the others need `inference_backend: torch`), got 'naive'")):
         scorer.score(prefix, query, options, mode="naive")
     with pytest.raises(ValueError, match="every answer needs at least one token"):
         scorer.score(prefix, query, [[]])

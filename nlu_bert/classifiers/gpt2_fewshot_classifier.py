@@ -461,14 +461,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             logger.debug(f"{COMPONENT}: resource '{resource.name}' holds no trained model ({e}); it will not act.")
             return component
         model.to(backbones.resolve_device(component.config["device"]))
-        component._install(
-            model,
-            tokenizer,
-            ExampleBank.from_json(meta["bank"]),
-            meta["labels"],
-            meta["report"],
-            anchor=meta.get("position_anchor"),
-        )
+        component._install_stored(meta, model, tokenizer)
         component._set_precision()
         return component
 
@@ -535,16 +528,13 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
 
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         scorer = gpt2_onnx.OnnxCandidateScorer(path, cache_size=self.config["prefix_cache_size"])
-        self._install(
-            None,
-            tokenizer,
-            ExampleBank.from_json(meta["bank"]),
-            meta["labels"],
-            meta["report"],
-            anchor=meta.get("position_anchor"),
-            scorer=scorer,
-            model_config=json.loads(config_path.read_text(encoding="utf-8")),
-        )
+        model_config = json.loads(config_path.read_text(encoding="utf-8"))
+        self._install_stored(meta, None, tokenizer, scorer=scorer, model_config=model_config)
+
+    def _install_stored(self, meta: Dict[str, Any], model: Any, tokenizer: Any, **kwargs: Any) -> None:
+        """``_install`` with the examples, labels, report and position anchor the archive stored."""
+        bank = ExampleBank.from_json(meta["bank"])
+        self._install(model, tokenizer, bank, meta["labels"], meta["report"], anchor=meta.get("position_anchor"), **kwargs)
 
     # -- inference -----------------------------------------------------------------------------
     def process(self, messages: List[Message]) -> List[Message]:

@@ -16,6 +16,7 @@ from rasa.shared.nlu.training_data.message import Message
 
 from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier as Component
 from contract import assert_intent_contract
+from gpt2_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 from gpt2_fixtures import TINY_SIZES, tiny_tokenizer
 from nlu_testing import TINY_BOT, tiny_training_data
 
@@ -23,16 +24,6 @@ BOT_INTENTS = set(TINY_BOT)
 ALLOWED = BOT_INTENTS | {"nlu_fallback"}
 # min_confidence 0: these tests check when it acts and what it answers, with a barely trained tiny model
 TINY = {"model": "scratch", "fine_tune": True, "fine_tune_epochs": 1, "max_prompt_tokens": 384, "min_confidence": 0.0, **TINY_SIZES}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
