@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -165,14 +164,7 @@ def export_scorer(model: Any, target: Path, precision: str, check: bool = True) 
                     dynamo=False,
                 )
             report["export_s"] = round(time.perf_counter() - start, 2)
-            out = raw
-            if precision == "int8":
-                start = time.perf_counter()
-                out = Path(tmp) / "scorer.int8.onnx"
-                quantize_scorer(raw, out)
-                report["quantize_s"] = round(time.perf_counter() - start, 2)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out, target)
+            runtime.store_export(raw, target, precision, quantize_scorer, report)
     finally:
         if was_training:
             fp32.train()

@@ -471,14 +471,10 @@ def export_onnx(
                     logger.warning("onnxruntime's transformer fusions failed (%s: %s); exporting the unfused graph", type(e).__name__, e)
                 report["fuse_s"] = round(time.perf_counter() - start, 2)
 
-            if precision == "int8":
-                start = time.perf_counter()
-                quantized = Path(tmp) / "int8.onnx"
-                _quantize_int8(graph, quantized, per_channel=per_channel, quantize_embeddings=quantize_embeddings)
-                graph = quantized
-                report["quantize_s"] = round(time.perf_counter() - start, 2)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(graph, target)
+            def quantize(src: Path, out: Path) -> None:
+                _quantize_int8(src, out, per_channel=per_channel, quantize_embeddings=quantize_embeddings)
+
+            store_export(graph, target, precision, quantize, report)
     finally:
         if was_training:
             export_model.train()
@@ -500,6 +496,19 @@ def export_onnx(
             )
     logger.info("exported %s (%s, %.1f MB): %s", target.name, precision, report["bytes"] / 1e6, report)
     return report
+
+
+def store_export(graph: Path, target: Path, precision: str, quantize: Any, report: Dict[str, Any]) -> None:
+    """The last step of an export: ``quantize(graph, out)`` for int8 (timed into ``report``), then the
+    graph is copied to ``target``."""
+    if precision == "int8":
+        start = time.perf_counter()
+        quantized = graph.with_name(graph.stem + ".int8.onnx")
+        quantize(graph, quantized)
+        graph = quantized
+        report["quantize_s"] = round(time.perf_counter() - start, 2)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(graph, target)
 
 
 def _cpu_fp32_copy(model: "IntentModel") -> "IntentModel":
