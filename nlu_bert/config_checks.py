@@ -7,12 +7,54 @@ with where to change it, e.g.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Dict, Iterable, Optional, Sequence
+import json
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence
 
 from rasa.shared.exceptions import InvalidConfigException
 
 # Keys Rasa itself may add to a component's config (``rasa train --finetune``).
 RASA_INJECTED_KEYS = frozenset({"finetuning_epoch_fraction"})
+
+
+class DefaultsBlock(Mapping[str, Any]):
+    """The defaults of a nested config block, e.g. ``inference: {backend: ..., precision: ...}``.
+
+    Rasa 3.6 merges config.yml into every default that is a ``dict`` with ``dict.update``
+    (``rasa.utils.common.override_defaults``), so ``inference: torch`` stopped ``rasa train`` inside
+    Rasa with ``ValueError: dictionary update sequence element #0 has length 1``, before the
+    component could say what to change. Rasa hands a block that is a Mapping but not a dict over as
+    config.yml wrote it; the component then fills it in with :func:`merge_blocks` and validates it.
+    """
+
+    def __init__(self, **values: Any) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"DefaultsBlock({self._values!r})"
+
+    def fingerprint(self) -> str:
+        """Rasa's training cache key for this block (``deep_container_fingerprint`` calls it)."""
+        return json.dumps(self._values, sort_keys=True, default=str)
+
+
+def merge_blocks(defaults: Mapping[str, Any], config: Mapping[str, Any]) -> Dict[str, Any]:
+    """``config`` over ``defaults``; a :class:`DefaultsBlock` is filled in key by key where config.yml
+    gives a mapping, and kept as written otherwise (for validation to report)."""
+    merged = {**defaults, **config}
+    for key, block in defaults.items():
+        if isinstance(block, DefaultsBlock):
+            given = config.get(key, {})
+            merged[key] = {**block, **given} if isinstance(given, Mapping) else given
+    return merged
 
 
 class ConfigChecker:

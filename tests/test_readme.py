@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -30,12 +31,12 @@ def test_readme_lists_every_config_key_with_its_default(component: str) -> None:
         assert shown == expected, f"{component}.{key}: README says {shown!r}, code says {expected!r}"
 
 
-def _flatten(config: dict, prefix: str = "") -> dict:
+def _flatten(config: Mapping, prefix: str = "") -> dict:
     """Nested blocks (``inference: {backend: ...}``) are listed as ``inference.backend`` rows."""
     out = {}
     for key, value in config.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, Mapping) and value:
             out.update(_flatten(value, f"{prefix}{key}."))
         else:
-            out[f"{prefix}{key}"] = value
+            out[f"{prefix}{key}"] = dict(value) if isinstance(value, Mapping) else value
     return out

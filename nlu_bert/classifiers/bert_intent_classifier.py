@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Text, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Text, Tuple
 
 import numpy as np
 import rasa.shared.utils.io
@@ -31,7 +31,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu_bert import backbones, runtime
-from nlu_bert.config_checks import ConfigChecker
+from nlu_bert.config_checks import ConfigChecker, DefaultsBlock, merge_blocks
 from nlu_bert.version import ARCHIVE_FORMAT, __version__
 
 logger = logging.getLogger(__name__)
@@ -119,17 +119,24 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             #   spinning: onnxruntime's idle threads busy-wait for the next op: 13-19% faster on cores of
             #   its own, about 2x slower where other busy processes share the cores (docs/inference.md).
             # The default is the fastest option whose top intent agreed with fp32 on >= 99.5% of test texts.
-            "inference": {
-                "backend": runtime.DEFAULT_BACKEND,
-                "precision": runtime.DEFAULT_PRECISION,
-                "threads": runtime.DEFAULT_NUM_THREADS,
-                "spinning": runtime.ORT_ALLOW_SPINNING,
-            },
+            "inference": DefaultsBlock(
+                backend=runtime.DEFAULT_BACKEND,
+                precision=runtime.DEFAULT_PRECISION,
+                threads=runtime.DEFAULT_NUM_THREADS,
+                spinning=runtime.ORT_ALLOW_SPINNING,
+            ),
         }
 
     @staticmethod
     def required_packages() -> List[Text]:
         return ["torch", "transformers", "safetensors", "onnxruntime", "onnx"]
+
+    @classmethod
+    def fingerprint_addon(cls, config: Dict[str, Any]) -> Optional[str]:
+        """The `inference` block as it will be used, defaults filled in: Rasa fingerprints only the keys
+        config.yml gives, so a model is retrained when a default of this block changes."""
+        inference = merge_blocks(cls.get_default_config(), config)["inference"]
+        return json.dumps(inference, sort_keys=True, default=str)
 
     def __init__(
         self,
@@ -138,10 +145,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         resource: Resource,
         execution_context: ExecutionContext,
     ) -> None:
-        defaults = self.get_default_config()
-        self.config = {**defaults, **config}
-        if isinstance(config.get("inference"), dict):
-            self.config["inference"] = {**defaults["inference"], **config["inference"]}
+        self.config = merge_blocks(self.get_default_config(), config)
         self.validate_config(self.config)
         self._model_storage = model_storage
         self._resource = resource
@@ -192,8 +196,9 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
     @staticmethod
     def _validate_inference(check: ConfigChecker, config: Dict[Text, Any]) -> None:
         inference = config.get("inference")
-        if not isinstance(inference, dict):
-            check.fail("inference", "must be a mapping with `backend`, `precision` and `threads`")
+        if not isinstance(inference, Mapping):
+            check.fail("inference", "must be a mapping of `backend`, `precision`, `threads`, `spinning`, e.g. "
+                       "`inference: {backend: torch}`")
         ConfigChecker(COMPONENT, inference).known_keys(["backend", "precision", "threads", "spinning"], prefix="inference.")
         if not isinstance(inference["spinning"], bool):
             raise InvalidConfigException(

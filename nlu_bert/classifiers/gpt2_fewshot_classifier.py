@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Text, Tuple, Type
+from typing import Any, Dict, List, Mapping, Optional, Text, Tuple, Type
 
 import rasa.shared.utils.io
 from rasa.engine.graph import ExecutionContext, GraphComponent
@@ -42,6 +42,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu_bert import backbones
+from nlu_bert.config_checks import DefaultsBlock, merge_blocks
 from nlu_bert.prompts import (
     EXAMPLE_SELECTIONS,
     ExampleBank,
@@ -118,7 +119,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             # the answer meaning "none of these"; chosen, it maps to Rasa's `nlu_fallback`
             "not_applicable": "不知道",
             # {intent: text shown to the model instead of the intent's name}
-            "intent_labels": {},
+            "intent_labels": DefaultsBlock(),
             # most tokens of [CLS] prompt [SEP] answer [SEP]; bounds the time per message
             "max_prompt_tokens": 512,
             # the user's text is cut to this many tokens
@@ -166,7 +167,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         resource: Resource,
         execution_context: Optional[ExecutionContext] = None,
     ) -> None:
-        self.config = {**self.get_default_config(), **config}
+        self.config = merge_blocks(self.get_default_config(), config)
         validate_config(self.config, set(config))
         self._model_storage = model_storage
         self._resource = resource
@@ -693,7 +694,7 @@ def validate_config(config: Dict[Text, Any], given: Optional[set] = None) -> Non
     if not isinstance(config["not_applicable"], str) or not config["not_applicable"].strip():
         fail("not_applicable", "a non-empty string such as 不知道")
     labels = config["intent_labels"]
-    if not isinstance(labels, dict) or not all(isinstance(v, str) and v.strip() for v in labels.values()):
+    if not isinstance(labels, Mapping) or not all(isinstance(v, str) and v.strip() for v in labels.values()):
         fail("intent_labels", "a mapping from intent names to non-empty label texts")
     integer("max_prompt_tokens", 64, 8192)
     integer("max_text_tokens", 1, 8192)

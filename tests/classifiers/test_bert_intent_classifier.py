@@ -53,6 +53,10 @@ def train_component(storage_dir: Path, config: Dict[str, Any], data: TrainingDat
 
 
 TORCH_FP32 = {"inference": {"backend": "torch", "precision": "fp32"}}
+INFERENCE_NOT_A_MAPPING = (
+    "BertIntentClassifier: `inference` must be a mapping of `backend`, `precision`, `threads`, `spinning`, "
+    "e.g. `inference: {{backend: torch}}`, got {value}. Set `inference` in config.yml."
+)
 INFERENCE_OPTIONS = [("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("torch", "int8"), ("torch", "bf16"), ("torch", "fp32")]
 
 
@@ -121,13 +125,46 @@ def _persist_copy(component: BertIntentClassifier, folder: Path, config: Dict[st
         ),
         (
             {"inference": "torch"},
-            "BertIntentClassifier: `inference` must be a mapping with `backend`, `precision` and `threads`, got 'torch'.",
+            INFERENCE_NOT_A_MAPPING.format(value="'torch'"),
         ),
     ],
 )
 def test_config_errors_name_key_value_and_fix(override: Dict[str, Any], message: str, model_storage: LocalModelStorage) -> None:
     with pytest.raises(InvalidConfigException, match=re.escape(message)):
         BertIntentClassifier.create({**TINY, **override}, model_storage, Resource("x"), _context())
+
+
+@pytest.mark.parametrize("value", ["torch", ["torch", "fp32"], 1])
+def test_inference_block_written_as_a_value_is_reported_through_rasas_graph(value: Any, model_storage: LocalModelStorage) -> None:
+    # Rasa's GraphNode merges config.yml into the defaults itself (`override_defaults`, dict.update on
+    # dict defaults); the component's own message must come out of it, not Rasa's ValueError
+    from rasa.engine.graph import GraphNode
+
+    with pytest.raises(InvalidConfigException, match=re.escape(INFERENCE_NOT_A_MAPPING.format(value=repr(value)))):
+        GraphNode(
+            "bert", BertIntentClassifier, "create", {**TINY, "inference": value}, "train", {}, True,
+            model_storage, None, _context(),
+        )
+
+
+def test_a_partial_inference_block_is_filled_in_with_the_defaults_through_rasas_graph(model_storage: LocalModelStorage) -> None:
+    from rasa.engine.graph import GraphNode
+
+    from nlu_bert import runtime
+
+    node = GraphNode(
+        "bert", BertIntentClassifier, "create", {**TINY, "inference": {"precision": "fp32"}}, "train", {}, True,
+        model_storage, None, _context(),
+    )
+    assert node._component.config["inference"] == {
+        "backend": runtime.DEFAULT_BACKEND, "precision": "fp32", "threads": runtime.DEFAULT_NUM_THREADS,
+        "spinning": runtime.ORT_ALLOW_SPINNING,
+    }
+    # the filled-in block is what Rasa's training cache keys on, so a changed default retrains
+    with_default = BertIntentClassifier.fingerprint_addon({**TINY, "inference": {"precision": "fp32"}})
+    written_out = BertIntentClassifier.fingerprint_addon({**TINY, "inference": node._component.config["inference"]})
+    other = BertIntentClassifier.fingerprint_addon({**TINY, "inference": {"precision": "fp32", "threads": 1}})
+    assert with_default == written_out != other
 
 
 def test_rasa_finetune_key_is_accepted(model_storage: LocalModelStorage) -> None:

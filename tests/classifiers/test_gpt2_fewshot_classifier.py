@@ -92,6 +92,19 @@ def test_invalid_values_name_key_value_and_fix(key: str, value: Any, message: st
         Component.create({key: value}, model_storage, Resource("x"), execution_context)
 
 
+@pytest.mark.parametrize("value", ["greet: 问候", ["greet", "问候"]])
+def test_intent_labels_written_as_a_value_are_reported_through_rasas_graph(value: Any, model_storage, execution_context) -> None:
+    # Rasa's GraphNode merges config.yml into dict defaults with dict.update before the component runs
+    from rasa.engine.graph import GraphNode
+
+    message = (
+        "GPT2FewShotIntentClassifier: `intent_labels` must be a mapping from intent names to non-empty label texts, "
+        f"got {value!r}. Set `intent_labels` in config.yml."
+    )
+    with pytest.raises(InvalidConfigException, match=re.escape(message)):
+        GraphNode("gpt2", Component, "create", {"intent_labels": value}, "train", {}, True, model_storage, None, execution_context)
+
+
 def test_unknown_keys_are_an_error(model_storage, execution_context) -> None:
     allowed = ", ".join(sorted(Component.get_default_config()))
     message = f"GPT2FewShotIntentClassifier: unknown key(s) `treshold`. Allowed keys: {allowed}. Fix the keys in config.yml."
