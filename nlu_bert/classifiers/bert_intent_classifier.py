@@ -42,6 +42,9 @@ ENCODER_CONFIG_FILE = "encoder_config.json"
 TOKENIZER_DIR = "tokenizer"
 META_FILE = "meta.json"
 REPORT_FILE = "training_report.json"
+# after training, a served int8 / bf16 model is compared with fp32 on this many training texts
+AGREEMENT_TEXTS = 1000
+MIN_AGREEMENT = 0.995
 
 # learning rates chosen by `auto`: (backbone, head + n-gram table)
 AUTO_LR = {"pretrained": (3e-5, 1e-3), "scratch": (5e-4, 5e-3)}
@@ -355,7 +358,35 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         # predict exactly as `rasa run` will: from what the archive holds, with the configured backend
         with self._model_storage.read_from(self._resource) as folder:
             self._load_from(Path(folder))
+        if self._precision != "fp32":
+            report["served_agreement"] = self._served_agreement(make_batch, val_idx + train_idx, texts)
+            with self._model_storage.write_to(self._resource) as folder:
+                _write_report(Path(folder), report)
         return self._resource
+
+    def _served_agreement(self, make_batch: Any, idx: List[int], texts: List[str]) -> Dict[str, Any]:
+        """Top intent of the served model (int8 / bf16) against the fp32 model it was made from, on up to
+        `AGREEMENT_TEXTS` examples, the held-out validation texts first. Below 99.5% it warns."""
+        import torch
+
+        from nlu_bert import training
+
+        idx = idx[:AGREEMENT_TEXTS]
+        reference = training.predict(self.model, make_batch, idx, self.config["batch_size"], torch.device("cpu"))
+        served = self.predict_proba([texts[i] for i in idx]).argmax(-1)
+        differ = int((reference.argmax(-1).numpy() != served).sum())
+        result = {"texts": len(idx), "differ": differ, "agreement": round(1.0 - differ / max(len(idx), 1), 6)}
+        logger.info(
+            f"{COMPONENT}: {self._backend} {self._precision} picks the same intent as fp32 on "
+            f"{result['agreement']:.2%} of {len(idx)} training texts ({differ} differ)"
+        )
+        if result["agreement"] < MIN_AGREEMENT:
+            rasa.shared.utils.io.raise_warning(
+                f"{COMPONENT}: the {self._precision} model picks another intent than fp32 for {differ} of "
+                f"{len(idx)} training texts ({result['agreement']:.2%} agree; the default aims at "
+                f"{MIN_AGREEMENT:.1%}). Set `inference: {{precision: fp32}}` in config.yml to serve fp32."
+            )
+        return result
 
     def _build_backbone(self, texts: List[str]) -> Tuple[Any, Any, Any]:
         """(tokenizer, encoder, mlm_model or None). Hub and folder failures raise ModelUnavailableError."""
@@ -492,7 +523,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         self.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
         (folder / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
         if report is not None:
-            (folder / REPORT_FILE).write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+            _write_report(folder, report)
 
     @classmethod
     def load(
@@ -669,6 +700,10 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             logits = self.predictor(input_ids, attention_mask, ngram_ids)
             out[idx] = _softmax(np.asarray(logits, dtype=np.float64))
         return out
+
+
+def _write_report(folder: Path, report: Dict[str, Any]) -> None:
+    (folder / REPORT_FILE).write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
 
 
 def _clean(text: Any) -> str:

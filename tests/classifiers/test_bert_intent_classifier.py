@@ -301,6 +301,37 @@ def test_archive_holds_only_what_the_backend_loads(fixture: str, weights: set, r
         assert report["history"] and "loss" in report["history"][0]
 
 
+def test_training_report_counts_where_the_served_int8_model_leaves_fp32(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    import torch
+
+    component, storage, resource = trained
+    with storage.read_from(resource) as folder:
+        agreement = json.loads((Path(folder) / "training_report.json").read_text())["served_agreement"]
+    texts = [m.get("text") for m in tiny_training_data().intent_examples]
+    assert agreement["texts"] == len(texts)
+    # recount: the fp32 torch model the graph was exported from against what the component serves
+    enc = component.tokenizer(texts, padding=True, truncation=True, max_length=component.meta["max_length"], return_tensors="pt")
+    with torch.inference_mode():
+        fp32 = component.model(enc["input_ids"], enc["attention_mask"], torch.from_numpy(component._ngram_ids(texts))).argmax(-1).numpy()
+    served = component.predict_proba(texts).argmax(-1)
+    assert agreement["differ"] == int((fp32 != served).sum())
+    assert agreement["agreement"] == pytest.approx(1 - agreement["differ"] / len(texts))
+
+
+def test_served_model_below_the_agreement_goal_warns_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nlu_bert.classifiers import bert_intent_classifier as module
+
+    monkeypatch.setattr(module, "MIN_AGREEMENT", 1.01)  # no model reaches it: the check must speak
+    with pytest.warns(UserWarning, match=re.escape("Set `inference: {precision: fp32}` in config.yml to serve fp32.")):
+        train_component(tmp_path, {**TINY, "epochs": 2}, tiny_training_data())
+
+
+def test_fp32_serving_skips_the_agreement_check(trained_torch: Tuple[BertIntentClassifier, Any, Any]) -> None:
+    _, storage, resource = trained_torch
+    with storage.read_from(resource) as folder:
+        assert "served_agreement" not in json.loads((Path(folder) / "training_report.json").read_text())
+
+
 def test_float16_archive_is_smaller_and_predicts_the_same(tmp_path: Path, trained_torch: Tuple[BertIntentClassifier, Any, Any]) -> None:
     component, storage, resource = trained_torch
     half_storage, _ = _persist_copy(component, tmp_path / "half", {"save_dtype": "float16", **TORCH_FP32})
