@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# no Rasa training cache: every row trains, so `train s` is training time, never a cache hit
+os.environ.setdefault("RASA_MAX_CACHE_SIZE", "0")
 
 from benchmarks.datasets import DATASETS, prepare_dataset  # noqa: E402
 
