@@ -405,10 +405,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             train_file = subsample(train_file, WORK / "quick" / dataset / "train.yml", 20, None, args.seed)
             test_file = subsample(test_file, WORK / "quick" / dataset / "test.yml", None, 300, args.seed)
         out_dir = WORK / "models" / dataset
+        # the models the agreement checks train are kept (benchmarks/int8_schemes.py reuses them); --quick keeps its own
+        agreement_dir = WORK / ("quick/agreement" if args.quick else "agreement") / dataset
         out_dir.mkdir(parents=True, exist_ok=True)
         model, seconds = train(pipelines(args.bert_model, args.gpt2_model, args.quick)[name], train_file, out_dir, name.replace("+", "_"))
         if name == "bert+gpt2":
-            rows, fallback = evaluate_fallback(model, test_file, WORK / "agreement" / dataset / "gpt2", compare=not args.no_agreement)
+            rows, fallback = evaluate_fallback(model, test_file, agreement_dir / "gpt2", compare=not args.no_agreement)
         else:
             rows, fallback = evaluate(model, test_file), {}
         result = {
@@ -423,7 +425,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             result["fallback_int8"] = fallback
         if name == "bert" and not args.no_agreement:
             bert = pipelines(args.bert_model, args.gpt2_model, args.quick)["bert"][1]
-            result["inference_options"] = inference_agreement(bert, train_file, test_file, WORK / "agreement" / dataset)
+            result["inference_options"] = inference_agreement(bert, train_file, test_file, agreement_dir)
         tqdm.write(json.dumps(result))
         results.append(result)
     write_outputs(results, args)
