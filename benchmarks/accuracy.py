@@ -289,9 +289,10 @@ def archive_mb(model: Path) -> float:
 
 def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
     """Merge ``results`` into the stored ones (a later run replaces the same dataset × pipeline) and write all."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
     stem = "accuracy-quick" if args.quick else "accuracy"
-    stored = RESULTS / f"{stem}.json"
+    stored = out / f"{stem}.json"
     if stored.exists():
         new_keys = {(r["dataset"], r["pipeline"]) for r in results}
         previous = json.loads(stored.read_text(encoding="utf-8")).get("results", [])
@@ -302,7 +303,7 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
         "quick": args.quick,
         "results": results,
     }
-    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
+    (out / f"{stem}.json").write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
     lines = [
         "| dataset | pipeline | accuracy | macro-F1 | train s | archive MB | parse p50 ms | fallback acted / fixed / broke |",
         "|---|---|---|---|---|---|---|---|",
@@ -341,7 +342,7 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
             )
     if len(fallback) > 2:
         table += "\n\n" + "\n".join(fallback)
-    (RESULTS / f"{stem}.md").write_text(f"`{payload['command']}`\n\n{table}\n", encoding="utf-8")
+    (out / f"{stem}.md").write_text(f"`{payload['command']}`\n\n{table}\n", encoding="utf-8")
     print(table)
     try:
         import matplotlib
@@ -362,7 +363,7 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
         ax.legend(loc="lower right")
         ax.set_title("Intent accuracy by pipeline" + (" (--quick)" if args.quick else ""))
         fig.tight_layout()
-        fig.savefig(RESULTS / f"{stem}.png", dpi=110)
+        fig.savefig(out / f"{stem}.png", dpi=110)
     except Exception as e:  # noqa: BLE001 - the chart is a nicety
         print(f"(no chart: {e})")
 
@@ -378,6 +379,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--train", type=Path, default=None, help="your own training data (Rasa NLU YAML/JSON); needs --test")
     parser.add_argument("--test", type=Path, default=None, help="your own test data (Rasa NLU YAML/JSON)")
     parser.add_argument("--name", default="custom", help="the name of --train/--test data in the results")
+    parser.add_argument("--work", type=Path, default=WORK, help="working folder: converted datasets, trained models (git-ignored)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (accuracy.{json,md,png} there are merged with this run)")
     parser.add_argument(
         "--no-agreement", action="store_true",
         help="skip the per-dataset checks against fp32: every BERT inference option (it trains BERT once more) and "
@@ -400,13 +403,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     bar = tqdm(jobs, desc="benchmark", unit="run")
     for dataset, name in bar:
         bar.set_postfix_str(f"{dataset}/{name}")
-        train_file, test_file = own[dataset] if dataset in own else prepare_dataset(dataset, WORK / "data")
+        train_file, test_file = own[dataset] if dataset in own else prepare_dataset(dataset, args.work / "data")
         if args.quick:
-            train_file = subsample(train_file, WORK / "quick" / dataset / "train.yml", 20, None, args.seed)
-            test_file = subsample(test_file, WORK / "quick" / dataset / "test.yml", None, 300, args.seed)
-        out_dir = WORK / "models" / dataset
+            train_file = subsample(train_file, args.work / "quick" / dataset / "train.yml", 20, None, args.seed)
+            test_file = subsample(test_file, args.work / "quick" / dataset / "test.yml", None, 300, args.seed)
+        out_dir = args.work / "models" / dataset
         # the models the agreement checks train are kept (benchmarks/int8_schemes.py reuses them); --quick keeps its own
-        agreement_dir = WORK / ("quick/agreement" if args.quick else "agreement") / dataset
+        agreement_dir = args.work / ("quick/agreement" if args.quick else "agreement") / dataset
         out_dir.mkdir(parents=True, exist_ok=True)
         model, seconds = train(pipelines(args.bert_model, args.gpt2_model, args.quick)[name], train_file, out_dir, name.replace("+", "_"))
         if name == "bert+gpt2":
