@@ -62,7 +62,7 @@ def build(dataset: str, scheme: str) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(runtime.ONNX_FILES["int8"]))
     fp32_graph = AGREEMENT / dataset / "onnxruntime-fp32" / "bert" / runtime.ONNX_FILES["fp32"]
-    runtime.quantize_int8(fp32_graph, target / runtime.ONNX_FILES["int8"], ["MatMul", "Attention"], per_channel=SCHEMES[scheme])
+    runtime.quantize_int8(fp32_graph, target / runtime.ONNX_FILES["int8"], list(runtime.BERT_INT8_OP_TYPES), per_channel=SCHEMES[scheme])
     return root
 
 
@@ -101,7 +101,7 @@ def latency(rounds: int, calls: int) -> Dict[str, Any]:
     for scheme, per_channel in SCHEMES.items():
         path = OUT / "full_random" / f"{scheme}.int8.onnx"
         path.parent.mkdir(parents=True, exist_ok=True)
-        runtime.quantize_int8(fp32_graph, path, ["MatMul", "Attention"], per_channel=per_channel)
+        runtime.quantize_int8(fp32_graph, path, list(runtime.BERT_INT8_OP_TYPES), per_channel=per_channel)
         predictors[scheme] = runtime.OnnxRuntimePredictor(path, "int8", runtime.DEFAULT_NUM_THREADS)
     rng = np.random.default_rng(0)
     out: Dict[str, Any] = {}

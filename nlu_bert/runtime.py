@@ -623,9 +623,13 @@ def _fuse_transformer(raw: Path, out: Path, model: "IntentModel") -> Dict[str, i
     return stats
 
 
+# BERT's int8 ops: the matrix products and the fused attention; embeddings, LayerNorms and the head stay fp32
+BERT_INT8_OP_TYPES = ("MatMul", "Attention")
+
+
 def _quantize_int8(src: Path, out: Path, per_channel: bool, quantize_embeddings: bool) -> None:
-    """BERT: the matrix products and the fused attention; embeddings, LayerNorms and the head stay fp32."""
-    op_types = ["MatMul", "Attention"] + (["EmbedLayerNormalization", "Gather"] if quantize_embeddings else [])
+    """BERT: :data:`BERT_INT8_OP_TYPES`, and with ``quantize_embeddings`` the embedding lookups too."""
+    op_types = list(BERT_INT8_OP_TYPES) + (["EmbedLayerNormalization", "Gather"] if quantize_embeddings else [])
     quantize_int8(src, out, op_types, per_channel=per_channel)
 
 
