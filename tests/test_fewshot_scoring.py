@@ -12,6 +12,7 @@ from nlu_bert.fewshot_scoring import (
     FineTuneSettings,
     PrefixCache,
     accuracy,
+    answer_loss,
     fine_tune,
     softmax,
 )
@@ -149,6 +150,31 @@ def test_bf16_scores_stay_close_to_fp32(model, encoder, bot) -> None:
 
 def _items(encoder: PromptEncoder, bank: ExampleBank, pairs, rng: random.Random):
     return [encode_episode(encoder, sample_episode(bank, t, i, rng, 0.1), LABELS) for t, i in pairs]
+
+
+def test_answer_loss_equals_the_models_own_loss_and_gradients(model, encoder, bot) -> None:
+    """The fine-tuning loss applies the output layer to answer positions only; same loss, same gradients."""
+    from nlu_bert.fewshot_scoring import _batch
+
+    bank = ExampleBank(bot[0])
+    pairs = [(t, i) for i in bank.intents for t in bank.examples[i][:2]]
+    items = _items(encoder, bank, pairs, random.Random(3))[:6]
+    ids, mask, labels, positions = _batch(items, 0, "cpu", encoder.prefix_budget())
+    assert len({int(n) for n in mask.sum(1)}) > 1  # right padding is exercised
+    model.eval()
+
+    def run(loss_fn):
+        model.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ours, our_grads = run(lambda: answer_loss(model, ids, mask, labels, positions))
+    theirs, their_grads = run(lambda: model(input_ids=ids, attention_mask=mask, labels=labels, position_ids=positions).loss)
+    assert ours == pytest.approx(theirs, rel=1e-5)
+    assert our_grads.keys() == their_grads.keys()
+    for name, grad in their_grads.items():
+        assert (our_grads[name] - grad).abs().max().item() <= 1e-5 * max(1.0, grad.abs().max().item()), name
 
 
 def test_early_stopping_keeps_the_best_epoch(model, encoder, bot) -> None:
