@@ -43,12 +43,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / "work"
 
 
-def pipelines(bert_model: str, gpt2_model: str, quick: bool) -> Dict[str, List[Dict[str, Any]]]:
+def pipelines(bert_model: str, gpt2_model: str, quick: bool, gpt2_epochs: Optional[int] = None) -> Dict[str, List[Dict[str, Any]]]:
     bert: Dict[str, Any] = {"name": "nlu_bert.BertIntentClassifier", "model": bert_model}
     gpt2: Dict[str, Any] = {"name": "nlu_bert.GPT2FewShotIntentClassifier", "model": gpt2_model}
     if quick:
         bert.update(epochs=12)
         gpt2.update(fine_tune_epochs=1)
+    if gpt2_epochs is not None:
+        gpt2.update(fine_tune_epochs=gpt2_epochs)
     if gpt2_model == "scratch":
         gpt2["fine_tune"] = True
     # the fp32 scorer in the archive, so that `evaluate_fallback` can compare it with the int8 graph it
@@ -287,6 +289,10 @@ def archive_mb(model: Path) -> float:
     return round(model.stat().st_size / 1e6, 2)
 
 
+def epochs_note(row: Dict[str, Any]) -> str:
+    return f" (GPT-2 {row['gpt2_fine_tune_epochs']} epochs)" if "gpt2_fine_tune_epochs" in row else ""
+
+
 def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
     """Merge ``results`` into the stored ones (a later run replaces the same dataset × pipeline) and write all."""
     out = args.out
@@ -311,7 +317,7 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
     for r in results:
         fb = f"{r['fallback_acted']} / {r['fallback_fixed']} / {r['fallback_broke']}" if "fallback_acted" in r else ""
         lines.append(
-            f"| {r['dataset']} | {r['pipeline']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['train_s']:.0f} | "
+            f"| {r['dataset']} | {r['pipeline']}{epochs_note(r)} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['train_s']:.0f} | "
             f"{r['archive_mb']:.1f} | {r['parse_ms_p50']:.1f} | {fb} |"
         )
     table = "\n".join(lines)
@@ -374,6 +380,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--pipelines", nargs="+", default=["bert", "bert+gpt2", "diet", "logreg"])
     parser.add_argument("--bert-model", default="scratch")
     parser.add_argument("--gpt2-model", default="scratch")
+    parser.add_argument(
+        "--gpt2-epochs", type=int, default=None,
+        help="most GPT-2 fine-tuning epochs for bert+gpt2 (default: the component's `fine_tune_epochs`; a time budget for large datasets)",
+    )
     parser.add_argument("--quick", action="store_true", help="SMP2017 only, ≤20 train examples per intent, 300 test messages")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--train", type=Path, default=None, help="your own training data (Rasa NLU YAML/JSON); needs --test")
@@ -395,6 +405,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     own = {args.name: (args.train.resolve(), args.test.resolve())} if args.train else {}
     datasets = list(own) or args.datasets or (["smp2017"] if args.quick else ["smp2017", "massive", "smp2019", "cais", "telemarketing"])
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("nlu_bert").setLevel(logging.INFO)  # the components' epoch lines: progress inside a long `rasa train`
 
     from tqdm import tqdm
 
@@ -411,7 +422,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         # the models the agreement checks train are kept (benchmarks/int8_schemes.py reuses them); --quick keeps its own
         agreement_dir = args.work / ("quick/agreement" if args.quick else "agreement") / dataset
         out_dir.mkdir(parents=True, exist_ok=True)
-        model, seconds = train(pipelines(args.bert_model, args.gpt2_model, args.quick)[name], train_file, out_dir, name.replace("+", "_"))
+        model, seconds = train(pipelines(args.bert_model, args.gpt2_model, args.quick, args.gpt2_epochs)[name], train_file, out_dir, name.replace("+", "_"))
         if name == "bert+gpt2":
             rows, fallback = evaluate_fallback(model, test_file, agreement_dir / "gpt2", compare=not args.no_agreement)
         else:
@@ -426,6 +437,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         }
         if fallback:
             result["fallback_int8"] = fallback
+        if name == "bert+gpt2" and args.gpt2_epochs is not None:
+            result["gpt2_fine_tune_epochs"] = args.gpt2_epochs
         if name == "bert" and not args.no_agreement:
             bert = pipelines(args.bert_model, args.gpt2_model, args.quick)["bert"][1]
             result["inference_options"] = inference_agreement(bert, train_file, test_file, agreement_dir)
