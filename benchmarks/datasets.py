@@ -60,4 +60,6 @@ def prepare_dataset(name: str, work: Path) -> Tuple[Path, Path]:
         files = json.loads(report.read_text(encoding="utf-8"))["files"]
     if "test" not in files:
         raise SystemExit(f"dataset {name}: the conversion wrote no test split ({files})")
-    return Path(files["train"]), Path(files["test"])
+    # the report keeps the paths as they were given at conversion time (maybe relative to another working
+    # directory, or another --work); the files themselves sit next to the report
+    return out.parent / Path(files["train"]).name, out.parent / Path(files["test"]).name

@@ -61,3 +61,21 @@ def test_accuracy_benchmark_rejects_half_of_own_data(tmp_path: Path) -> None:
     done = run_accuracy(tmp_path, "--train", str(train))
     assert done.returncode == 2
     assert "--train and --test go together" in done.stderr
+
+
+def test_converted_dataset_is_found_from_another_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """A dataset converted once (relative --work) is reused from its report wherever the next run starts."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    from benchmarks.datasets import SHARED, prepare_dataset
+
+    if not (SHARED / "smp2017_ecdt_task1").exists():
+        pytest.skip("../shared/datasets is not beside the repository")
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    first = prepare_dataset("smp2017", Path("work"))  # relative, as `--work work` would give it
+    monkeypatch.chdir(tmp_path)
+    again = prepare_dataset("smp2017", tmp_path / "a" / "work")  # the same folder, cached, from elsewhere
+    assert [p.resolve() for p in again] == [(tmp_path / "a" / p).resolve() for p in first]
+    assert all(p.is_file() for p in again)
+    assert "intent" in again[1].read_text(encoding="utf-8")
+
