@@ -13,7 +13,7 @@ from typing import Dict, List
 
 import pytest
 import yaml
-from nlu_testing import REPO_ROOT, TINY_BOT
+from nlu_testing import REPO_ROOT, TINY_BOT, shared_dataset
 
 pytestmark = pytest.mark.slow  # real `rasa train` in subprocesses
 
@@ -63,13 +63,13 @@ def test_accuracy_benchmark_rejects_half_of_own_data(tmp_path: Path) -> None:
     assert "--train and --test go together" in done.stderr
 
 
+@pytest.mark.datasets
 def test_converted_dataset_is_found_from_another_working_directory(tmp_path: Path, monkeypatch) -> None:
     """A dataset converted once (relative --work) is reused from its report wherever the next run starts."""
     monkeypatch.syspath_prepend(str(REPO_ROOT))
-    from benchmarks.datasets import SHARED, prepare_dataset
+    from benchmarks.datasets import prepare_dataset
 
-    if not (SHARED / "smp2017_ecdt_task1").exists():
-        pytest.skip("../shared/datasets is not beside the repository")
+    shared_dataset("smp2017_ecdt_task1")
     (tmp_path / "a").mkdir()
     monkeypatch.chdir(tmp_path / "a")
     first = prepare_dataset("smp2017", Path("work"))  # relative, as `--work work` would give it
