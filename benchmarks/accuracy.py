@@ -409,6 +409,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     from tqdm import tqdm
 
+    configs = pipelines(args.bert_model, args.gpt2_model, args.quick, args.gpt2_epochs)
     results = []
     jobs = [(d, p) for d in datasets for p in args.pipelines]
     bar = tqdm(jobs, desc="benchmark", unit="run")
@@ -422,7 +423,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         # the models the agreement checks train are kept (benchmarks/int8_schemes.py reuses them); --quick keeps its own
         agreement_dir = args.work / ("quick/agreement" if args.quick else "agreement") / dataset
         out_dir.mkdir(parents=True, exist_ok=True)
-        model, seconds = train(pipelines(args.bert_model, args.gpt2_model, args.quick, args.gpt2_epochs)[name], train_file, out_dir, name.replace("+", "_"))
+        model, seconds = train(configs[name], train_file, out_dir, name.replace("+", "_"))
         if name == "bert+gpt2":
             rows, fallback = evaluate_fallback(model, test_file, agreement_dir / "gpt2", compare=not args.no_agreement)
         else:
@@ -440,8 +441,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if name == "bert+gpt2" and args.gpt2_epochs is not None:
             result["gpt2_fine_tune_epochs"] = args.gpt2_epochs
         if name == "bert" and not args.no_agreement:
-            bert = pipelines(args.bert_model, args.gpt2_model, args.quick)["bert"][1]
-            result["inference_options"] = inference_agreement(bert, train_file, test_file, agreement_dir)
+            result["inference_options"] = inference_agreement(configs["bert"][1], train_file, test_file, agreement_dir)
         tqdm.write(json.dumps(result))
         results.append(result)
     write_outputs(results, args)
