@@ -49,7 +49,8 @@ def offline_env(**extra: str) -> Dict[str, str]:
     """Environment for the `rasa` subprocesses a benchmark starts: this repo importable, no hub, quiet logs."""
     env = dict(os.environ)
     env.update(
-        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
+        # this repo, then where the benchmark runs (as the `rasa` command does: a bot's own components import)
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.getcwd(), env.get("PYTHONPATH", "")) if p),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
@@ -60,6 +61,45 @@ def offline_env(**extra: str) -> Dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def config_pipeline(spec: str) -> Tuple[str, List[Dict[str, Any]], str]:
+    """``[NAME=]CONFIG`` of a benchmark's ``--config``: the row's name (default: the file's name without its
+    suffix), and the pipeline and language of that Rasa config file (a bot's config.yml)."""
+    import yaml
+
+    name, _, path = spec.partition("=") if "=" in spec else ("", "", spec)
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise ValueError(f"--config {spec}: {config_path} is not a file")
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"--config {spec}: {config_path} is not valid YAML ({e})") from e
+    pipeline = config.get("pipeline") if isinstance(config, dict) else None
+    if not isinstance(pipeline, list) or not pipeline:
+        raise ValueError(
+            f"--config {spec}: {config_path} has no `pipeline` list. Write the pipeline out in the file "
+            "(a pipeline left to Rasa's auto-configuration is not benchmarked)."
+        )
+    # "en": Rasa's own default when a config names no language
+    return name or config_path.stem, pipeline, str(config.get("language") or "en")
+
+
+def add_config_pipelines(parser: Any, specs: List[str], pipelines: Dict[str, Any], languages: Dict[str, str]) -> List[str]:
+    """Add each ``--config`` pipeline to ``pipelines`` / ``languages`` under its row name; the names added.
+    A bad file or a taken name is a usage error (exit 2) with what to change."""
+    added = []
+    for spec in specs:
+        try:
+            name, pipeline, language = config_pipeline(spec)
+        except ValueError as e:
+            parser.error(str(e))
+        if name in pipelines:
+            parser.error(f"--config {spec}: the name {name!r} is taken; name the row with NAME=CONFIG")
+        pipelines[name], languages[name] = pipeline, language
+        added.append(name)
+    return added
 
 
 # ----------------------------------------------------------------------------------- machine

@@ -7,6 +7,8 @@ split and evaluated by parsing its test split with a loaded `Agent`, as `rasa ru
     python benchmarks/accuracy.py --datasets smp2017 massive     # full splits (long on 2 cores)
     python benchmarks/accuracy.py --bert-model ./models/chinese-bert-wwm-ext   # a local pre-trained backbone
     python benchmarks/accuracy.py --train my/train.yml --test my/test.yml --name mybot  # any Rasa NLU data
+    python benchmarks/accuracy.py --train mybot/data --test-fraction 0.2 --config mybot/config.yml  # a bot: its
+        # NLU data split by Rasa's stratified split, its own pipeline benchmarked beside the four here
 
 Datasets are converted from ../shared/datasets with `nlu-bert convert` (see scripts/convert_shared_datasets.sh)
 into benchmarks/work/ (git-ignored). Results: benchmarks/results/accuracy.{json,md,png}.
@@ -20,6 +22,7 @@ import logging
 import os
 import platform
 import random
+import re
 import shutil
 import sys
 import tarfile
@@ -32,11 +35,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, os.getcwd())  # as the `rasa` command does: a bot's own components import from where it runs
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # no Rasa training cache: every row trains, so `train s` is training time, never a cache hit
 os.environ.setdefault("RASA_MAX_CACHE_SIZE", "0")
 
+from benchmarks._common import add_config_pipelines  # noqa: E402
 from benchmarks.datasets import DATASETS, prepare_dataset  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -90,12 +95,28 @@ def subsample(path: Path, out: Path, per_intent: Optional[int], total: Optional[
     return out
 
 
-def train(pipeline: List[Dict[str, Any]], train_file: Path, out_dir: Path, name: str) -> Tuple[Path, float]:
+def split_own_data(data_path: Path, test_fraction: float, out: Path, seed: int) -> Tuple[Path, Path]:
+    """Rasa's stratified split (`rasa data split nlu`): ``test_fraction`` of each intent's examples for the test
+    split, every intent in both where it has two examples or more. Written to ``out``/{train,test}.yml."""
+    from rasa.shared.data import get_nlu_directory
+    from rasa.shared.nlu.training_data.loading import load_data
+
+    data = load_data(get_nlu_directory(str(data_path)))  # a bot's data folder: its NLU files, not its stories
+    if not data.intent_examples:
+        raise ValueError(f"--train {data_path}: no intent examples found to split")
+    train_data, test_data = data.train_test_split(train_frac=1.0 - test_fraction, random_seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    train_data.persist_nlu(str(out / "train.yml"))
+    test_data.persist_nlu(str(out / "test.yml"))
+    return out / "train.yml", out / "test.yml"
+
+
+def train(pipeline: List[Dict[str, Any]], train_file: Path, out_dir: Path, name: str, language: str = "zh") -> Tuple[Path, float]:
     from rasa.model_training import train_nlu
 
     config = out_dir / f"{name}.config.yml"
     config.write_text(
-        yaml.safe_dump({"recipe": "default.v1", "language": "zh", "pipeline": pipeline, "policies": []}, allow_unicode=True),
+        yaml.safe_dump({"recipe": "default.v1", "language": language, "pipeline": pipeline, "policies": []}, allow_unicode=True),
         encoding="utf-8",
     )
     start = time.perf_counter()
@@ -386,9 +407,23 @@ def main(argv: Optional[List[str]] = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="SMP2017 only, ≤20 train examples per intent, 300 test messages")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--train", type=Path, default=None, help="your own training data (Rasa NLU YAML/JSON); needs --test")
+    parser.add_argument(
+        "--train", type=Path, default=None,
+        help="your own training data (Rasa NLU YAML/JSON file or a bot's data folder); needs --test or --test-fraction",
+    )
     parser.add_argument("--test", type=Path, default=None, help="your own test data (Rasa NLU YAML/JSON)")
+    parser.add_argument(
+        "--test-fraction", type=float, default=None,
+        help="with --train and no --test: hold out this share of each intent's examples as the test split "
+        "(Rasa's stratified split, seeded by --seed; written to WORK/split/NAME/)",
+    )
     parser.add_argument("--name", default="custom", help="the name of --train/--test data in the results")
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="[NAME=]CONFIG",
+        help="also benchmark the pipeline of this Rasa config file (your bot's config.yml) as the row NAME (default: "
+        "the file's name without .yml); repeatable. Your own components must be importable: run from the bot's folder "
+        "or set PYTHONPATH",
+    )
     parser.add_argument("--work", type=Path, default=WORK, help="working folder: converted datasets, trained models (git-ignored)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (accuracy.{json,md,png} there are merged with this run)")
     parser.add_argument(
@@ -397,19 +432,39 @@ def main(argv: Optional[List[str]] = None) -> None:
         "the GPT-2 fallback's int8 scorer (every test message sent to the fallback, twice)",
     )
     args = parser.parse_args(argv)
-    if (args.train is None) != (args.test is None):
-        parser.error("--train and --test go together")
+    if args.test is not None and args.train is None:
+        parser.error("--test needs --train (your training data)")
+    if args.test_fraction is not None:
+        if args.train is None or args.test is not None:
+            parser.error("--test-fraction splits --train into train and test: give --train and no --test")
+        if not 0.0 < args.test_fraction < 1.0:
+            parser.error(f"--test-fraction must be between 0 and 1 (got {args.test_fraction}); 0.2 holds out a fifth")
+    elif args.train is not None and args.test is None:
+        parser.error("--train needs --test (your test data), or --test-fraction 0.2 to hold out a fifth of it")
     for path in (args.train, args.test):
         if path is not None and not path.exists():
             parser.error(f"{path} does not exist")
-    own = {args.name: (args.train.resolve(), args.test.resolve())} if args.train else {}
+    configs = pipelines(args.bert_model, args.gpt2_model, args.quick, args.gpt2_epochs)
+    languages = {name: "zh" for name in configs}
+    extra = add_config_pipelines(parser, args.config, configs, languages)
+    unknown = [p for p in args.pipelines if p not in configs]
+    if unknown:
+        parser.error(f"unknown --pipelines {' '.join(unknown)}: choose from {' '.join(configs)} (or add your own with --config)")
+    args.pipelines = list(dict.fromkeys(args.pipelines + extra))
+    own: Dict[str, Tuple[Path, Path]] = {}
+    if args.train is not None and args.test is not None:
+        own[args.name] = (args.train.resolve(), args.test.resolve())
+    elif args.train is not None:
+        try:
+            own[args.name] = split_own_data(args.train, args.test_fraction, args.work / "split" / args.name, args.seed)
+        except ValueError as e:
+            parser.error(str(e))
     datasets = list(own) or args.datasets or (["smp2017"] if args.quick else ["smp2017", "massive", "smp2019", "cais", "telemarketing"])
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("nlu_bert").setLevel(logging.INFO)  # the components' epoch lines: progress inside a long `rasa train`
 
     from tqdm import tqdm
 
-    configs = pipelines(args.bert_model, args.gpt2_model, args.quick, args.gpt2_epochs)
     results = []
     jobs = [(d, p) for d in datasets for p in args.pipelines]
     bar = tqdm(jobs, desc="benchmark", unit="run")
@@ -423,7 +478,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         # the models the agreement checks train are kept (benchmarks/int8_schemes.py reuses them); --quick keeps its own
         agreement_dir = args.work / ("quick/agreement" if args.quick else "agreement") / dataset
         out_dir.mkdir(parents=True, exist_ok=True)
-        model, seconds = train(configs[name], train_file, out_dir, name.replace("+", "_"))
+        model, seconds = train(configs[name], train_file, out_dir, re.sub(r"[^\w.-]", "_", name), languages[name])
         if name == "bert+gpt2":
             rows, fallback = evaluate_fallback(model, test_file, agreement_dir / "gpt2", compare=not args.no_agreement)
         else:

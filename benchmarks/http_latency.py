@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/http_latency.py            # full-size BERT (+ GPT-2) vs DIET, 2 passes
     .venv/bin/python benchmarks/http_latency.py --quick    # 1 pass, fewer messages
     .venv/bin/python benchmarks/http_latency.py --nlu path/to/your/nlu.yml   # another bot's NLU data
+    .venv/bin/python benchmarks/http_latency.py --nlu mybot/data --config mybot/config.yml --pipelines diet bert
+        # ... and its own pipeline served beside them (as the row `config`; NAME=CONFIG names it)
 
 Models (built here, random weights; the compute equals the pretrained models'):
 
@@ -33,6 +35,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -57,9 +60,12 @@ GPT2_FULL = dict(vocab_size=21128, n_positions=1024, n_embd=768, n_layer=12, n_h
 
 
 # ----------------------------------------------------------------------------------- models
+FOLDERS = {"bert": WORK / "chinese-bert-wwm-ext-random", "gpt2": WORK / "gpt2-chinese-cluecorpussmall-random"}
+
+
 def full_size_folders() -> Dict[str, Path]:
     """Random-weight hfl/chinese-bert-wwm-ext and uer/gpt2-chinese-cluecorpussmall, saved like hub downloads."""
-    folders = {"bert": WORK / "chinese-bert-wwm-ext-random", "gpt2": WORK / "gpt2-chinese-cluecorpussmall-random"}
+    folders = FOLDERS
     if all((f / "config.json").is_file() for f in folders.values()):
         return folders
     if not C.BERT_VOCAB.is_file():
@@ -88,26 +94,30 @@ def pipelines(folders: Dict[str, Path]) -> Dict[str, List[Dict[str, Any]]]:
     tokenizer = {"name": "JiebaTokenizer"}
     nospin = {**bert, "inference": {"spinning": False}}
     return {
-        "bert": [tokenizer, bert],
-        "bert-nospin": [tokenizer, nospin],
-        "bert+gpt2": [tokenizer, bert, gpt2],
-        "bert+gpt2-fp32": [tokenizer, bert, {**gpt2, "inference_precision": "fp32"}],
-        "bert+gpt2-torch": [tokenizer, bert, {**gpt2, "inference_backend": "torch"}],
         "diet": [
             tokenizer,
             {"name": "CountVectorsFeaturizer", "analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4},
             {"name": "DIETClassifier", "epochs": 100},
         ],
+        "bert": [tokenizer, bert],
+        "bert-nospin": [tokenizer, nospin],
+        "bert+gpt2": [tokenizer, bert, gpt2],
+        "bert+gpt2-fp32": [tokenizer, bert, {**gpt2, "inference_precision": "fp32"}],
+        "bert+gpt2-torch": [tokenizer, bert, {**gpt2, "inference_backend": "torch"}],
     }
 
 
-def train(name: str, pipeline: List[Dict[str, Any]], nlu: Path) -> Dict[str, Any]:
+def model_stem(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+def train(name: str, pipeline: List[Dict[str, Any]], nlu: Path, language: str = "zh", work: Path = WORK) -> Dict[str, Any]:
     """Train (once; reused while the pipeline is unchanged) with `rasa train nlu` in a subprocess."""
-    out = WORK / "models"
+    out = work / "models"
     out.mkdir(parents=True, exist_ok=True)
-    stem = name.replace("+", "_")
+    stem = model_stem(name)
     config = out / f"{stem}.config.yml"
-    text = yaml.safe_dump({"recipe": "default.v1", "language": "zh", "pipeline": pipeline, "policies": []}, allow_unicode=True)
+    text = yaml.safe_dump({"recipe": "default.v1", "language": language, "pipeline": pipeline, "policies": []}, allow_unicode=True)
     text += f"# data: {nlu}\n"
     if any(str(c["name"]).startswith("nlu_bert.") for c in pipeline):
         text += f"# nlu_bert source: {source_digest()}\n"
@@ -183,12 +193,12 @@ def tree_rss_mb(pid: int) -> float:
 
 def serve_and_measure(model: Path, texts: List[str], warmup: int) -> Dict[str, Any]:
     port = free_port()
-    log = WORK / f"{model.stem}.server.log"
+    log = model.parent / f"{model.stem}.server.log"
     start = time.perf_counter()
     with open(log, "w") as handle:
         proc = subprocess.Popen(
             [RASA, "run", "--enable-api", "-m", str(model), "--port", str(port), "-i", "127.0.0.1"],
-            cwd=str(WORK), env=server_env(), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=str(model.parent), env=server_env(), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -231,9 +241,10 @@ def serve_and_measure(model: Path, texts: List[str], warmup: int) -> Dict[str, A
 
 def test_texts(nlu: Path, n: int, seed: int) -> List[str]:
     """Messages for the servers: the bot's NLU examples, shuffled (latency does not depend on labels)."""
+    from rasa.shared.data import get_nlu_directory
     from rasa.shared.nlu.training_data.loading import load_data
 
-    texts = [m.get("text") for m in load_data(str(nlu)).intent_examples]
+    texts = [m.get("text") for m in load_data(get_nlu_directory(str(nlu))).intent_examples]  # a file or a bot's data folder
     random.Random(seed).shuffle(texts)
     return (texts * (n // max(1, len(texts)) + 1))[:n]
 
@@ -265,28 +276,44 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1 pass, 60 messages")
     parser.add_argument("--passes", type=int, default=None, help="passes over the servers (default 2; 1 with --quick)")
     parser.add_argument("--messages", type=int, default=None, help="messages per server (default 200; 60 with --quick)")
-    names = ["diet", "bert", "bert-nospin", "bert+gpt2", "bert+gpt2-fp32", "bert+gpt2-torch"]
-    parser.add_argument("--pipelines", nargs="+", default=names, choices=names)
+    specs = pipelines(FOLDERS)
+    parser.add_argument("--pipelines", nargs="+", default=list(specs), help=f"of: {' '.join(specs)} and the --config names")
     parser.add_argument("--name", default=None, help="output name in benchmarks/results/ (default http_latency[_quick])")
     parser.add_argument("--nlu", type=Path, default=NLU_DATA, help="the NLU data to train and parse (default: the sample assistant's)")
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="[NAME=]CONFIG",
+        help="also serve the pipeline of this Rasa config file (your bot's config.yml) as the row NAME (default: the "
+        "file's name without .yml); repeatable. Your own components import from the folder this runs in",
+    )
+    parser.add_argument("--work", type=Path, default=WORK, help="working folder: the trained models and server logs (git-ignored)")
+    parser.add_argument("--out", type=Path, default=C.RESULTS, help="results folder")
     args = parser.parse_args(argv)
+    args.work = args.work.resolve()
+    languages = {name: "zh" for name in specs}
+    extra = C.add_config_pipelines(parser, args.config, specs, languages)
+    unknown = [p for p in args.pipelines if p not in specs]
+    if unknown:
+        parser.error(f"unknown --pipelines {' '.join(unknown)}: choose from {' '.join(specs)} (or add your own with --config)")
+    if not args.nlu.exists():
+        parser.error(f"--nlu {args.nlu} does not exist")
+    args.pipelines = list(dict.fromkeys(args.pipelines + extra))
     passes = args.passes or (1 if args.quick else 2)
     n = args.messages or (60 if args.quick else 200)
-    WORK.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
-    folders = full_size_folders()
-    specs = pipelines(folders)
+    if any(name not in extra and name != "diet" for name in args.pipelines):
+        full_size_folders()  # the random-weight full-size models of the built-in BERT rows
     training = {}
     for name in tqdm(args.pipelines, desc="train", unit="model"):
-        training[name] = train(name, specs[name], args.nlu.resolve())
+        training[name] = train(name, specs[name], args.nlu.resolve(), languages[name], args.work)
     texts = test_texts(args.nlu, n, seed=0)
     runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in args.pipelines}
     jobs = [(p, name) for p in range(passes) for name in (args.pipelines if p % 2 == 0 else args.pipelines[::-1])]
     bar = tqdm(jobs, desc="serve", unit="server")
     for _, name in bar:
         bar.set_postfix_str(name)
-        model = WORK / "models" / f"{name.replace('+', '_')}.tar.gz"
+        model = args.work / "models" / f"{model_stem(name)}.tar.gz"
         # the fallback runs on every message of the random-weight BERT: fewer messages keep its pass short
         fallback = name.startswith("bert+gpt2")
         count = n if not fallback else max(10, n // 10)
@@ -304,7 +331,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "best": {name: min(r, key=lambda x: x["p50"]) for name, r in runs.items()},
     }
     table = render(payload)
-    C.write_results(args.name or ("http_latency_quick" if args.quick else "http_latency"), payload, table)
+    C.write_results(args.name or ("http_latency_quick" if args.quick else "http_latency"), payload, table, args.out)
     print(table)
 
 
