@@ -86,6 +86,13 @@ def config_pipeline(spec: str) -> Tuple[str, List[Dict[str, Any]], str]:
     return name or config_path.stem, pipeline, str(config.get("language") or "en")
 
 
+def file_stem(name: str) -> str:
+    """A row name (``bert+gpt2``, a ``--config`` NAME) as a file name: ``bert_gpt2``."""
+    import re
+
+    return re.sub(r"[^\w.-]", "_", name)
+
+
 def add_config_pipelines(parser: Any, specs: List[str], pipelines: Dict[str, Any], languages: Dict[str, str]) -> List[str]:
     """Add each ``--config`` pipeline to ``pipelines`` / ``languages`` under its row name; the names added.
     A bad file or a taken name is a usage error (exit 2) with what to change."""

@@ -22,7 +22,6 @@ import logging
 import os
 import platform
 import random
-import re
 import shutil
 import sys
 import tarfile
@@ -41,7 +40,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # no Rasa training cache: every row trains, so `train s` is training time, never a cache hit
 os.environ.setdefault("RASA_MAX_CACHE_SIZE", "0")
 
-from benchmarks._common import add_config_pipelines  # noqa: E402
+from benchmarks._common import add_config_pipelines, file_stem  # noqa: E402
 from benchmarks.datasets import DATASETS, prepare_dataset  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -478,7 +477,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         # the models the agreement checks train are kept (benchmarks/int8_schemes.py reuses them); --quick keeps its own
         agreement_dir = args.work / ("quick/agreement" if args.quick else "agreement") / dataset
         out_dir.mkdir(parents=True, exist_ok=True)
-        model, seconds = train(configs[name], train_file, out_dir, re.sub(r"[^\w.-]", "_", name), languages[name])
+        model, seconds = train(configs[name], train_file, out_dir, file_stem(name), languages[name])
         if name == "bert+gpt2":
             rows, fallback = evaluate_fallback(model, test_file, agreement_dir / "gpt2", compare=not args.no_agreement)
         else:

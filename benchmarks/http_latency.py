@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import random
-import re
 import signal
 import socket
 import subprocess
@@ -65,9 +64,8 @@ FOLDERS = {"bert": WORK / "chinese-bert-wwm-ext-random", "gpt2": WORK / "gpt2-ch
 
 def full_size_folders() -> Dict[str, Path]:
     """Random-weight hfl/chinese-bert-wwm-ext and uer/gpt2-chinese-cluecorpussmall, saved like hub downloads."""
-    folders = FOLDERS
-    if all((f / "config.json").is_file() for f in folders.values()):
-        return folders
+    if all((f / "config.json").is_file() for f in FOLDERS.values()):
+        return FOLDERS
     if not C.BERT_VOCAB.is_file():
         raise SystemExit(f"{C.BERT_VOCAB} not found: the full-size models need the 21,128-token Chinese BERT vocabulary")
     import torch
@@ -75,11 +73,11 @@ def full_size_folders() -> Dict[str, Path]:
 
     torch.manual_seed(0)
     tokenizer = BertTokenizerFast(vocab_file=str(C.BERT_VOCAB))
-    BertModel(BertConfig(**C.FULL_BERT)).save_pretrained(str(folders["bert"]))
-    tokenizer.save_pretrained(str(folders["bert"]))
-    GPT2LMHeadModel(GPT2Config(**GPT2_FULL)).save_pretrained(str(folders["gpt2"]))
-    tokenizer.save_pretrained(str(folders["gpt2"]))
-    return folders
+    BertModel(BertConfig(**C.FULL_BERT)).save_pretrained(str(FOLDERS["bert"]))
+    tokenizer.save_pretrained(str(FOLDERS["bert"]))
+    GPT2LMHeadModel(GPT2Config(**GPT2_FULL)).save_pretrained(str(FOLDERS["gpt2"]))
+    tokenizer.save_pretrained(str(FOLDERS["gpt2"]))
+    return FOLDERS
 
 
 def pipelines(folders: Dict[str, Path]) -> Dict[str, List[Dict[str, Any]]]:
@@ -107,15 +105,11 @@ def pipelines(folders: Dict[str, Path]) -> Dict[str, List[Dict[str, Any]]]:
     }
 
 
-def model_stem(name: str) -> str:
-    return re.sub(r"[^\w.-]", "_", name)
-
-
 def train(name: str, pipeline: List[Dict[str, Any]], nlu: Path, language: str = "zh", work: Path = WORK) -> Dict[str, Any]:
     """Train (once; reused while the pipeline is unchanged) with `rasa train nlu` in a subprocess."""
     out = work / "models"
     out.mkdir(parents=True, exist_ok=True)
-    stem = model_stem(name)
+    stem = C.file_stem(name)
     config = out / f"{stem}.config.yml"
     text = yaml.safe_dump({"recipe": "default.v1", "language": language, "pipeline": pipeline, "policies": []}, allow_unicode=True)
     text += f"# data: {nlu}\n"
@@ -313,7 +307,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     bar = tqdm(jobs, desc="serve", unit="server")
     for _, name in bar:
         bar.set_postfix_str(name)
-        model = args.work / "models" / f"{model_stem(name)}.tar.gz"
+        model = args.work / "models" / f"{C.file_stem(name)}.tar.gz"
         # the fallback runs on every message of the random-weight BERT: fewer messages keep its pass short
         fallback = name.startswith("bert+gpt2")
         count = n if not fallback else max(10, n // 10)
