@@ -352,6 +352,8 @@ class FineTuneSettings:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     max_grad_norm: float = 1.0
+    # "bf16": forward and backward under bf16 autocast (weights, gradients and AdamW stay fp32)
+    precision: str = "fp32"
 
 
 @dataclass
@@ -387,12 +389,16 @@ def fine_tune(
 
     ``make_epoch(epoch)`` returns that epoch's freshly sampled prompts. Early stopping: after
     ``patience`` epochs without a better validation accuracy of the scored decision (0: off).
+    ``settings.precision`` "bf16" trains under bf16 autocast (CPU or CUDA); validation scores in fp32.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
 
     started = time.perf_counter()
     device = next(model.parameters()).device
+    mixed = settings.precision == "bf16"
+    if mixed and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"bf16 fine-tuning runs on the CPU or a CUDA GPU, not on {device.type}")
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     first = make_epoch(0)
@@ -411,7 +417,8 @@ def fine_tune(
         losses = []
         for b in range(0, len(items), settings.batch_size):
             ids, mask, labels, positions = _batch(items[b : b + settings.batch_size], pad_id, device, position_anchor)
-            loss = answer_loss(model, ids, mask, labels, positions)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed):
+                loss = answer_loss(model, ids, mask, labels, positions)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)

@@ -190,6 +190,27 @@ def test_early_stopping_keeps_the_best_epoch(model, encoder, bot) -> None:
     assert [row["epoch"] for row in report.history] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("precision, matmul_dtype", [("fp32", "float32"), ("bf16", "bfloat16")])
+def test_fine_tuning_precision(model, encoder, bot, precision: str, matmul_dtype: str) -> None:
+    """`precision: bf16` runs the training forward under bf16 autocast; the weights stay fp32 and learn."""
+    import copy
+
+    import torch
+
+    bank = ExampleBank(bot[0])
+    pairs = [(t, i) for i in bank.intents for t in bank.examples[i][:3]]
+    val = _items(encoder, bank, pairs, random.Random(5))
+    student = copy.deepcopy(model)
+    seen: List[torch.dtype] = []
+    hook = student.transformer.h[0].mlp.c_fc.register_forward_hook(lambda m, i, out: seen.append(out.dtype) if m.training else None)
+    settings = FineTuneSettings(epochs=3, learning_rate=5e-3, batch_size=4, patience=0, seed=0, precision=precision)
+    report = fine_tune(student, lambda e: _items(encoder, bank, pairs, random.Random(e)), val, settings, pad_id=0)
+    hook.remove()
+    assert seen and set(seen) == {getattr(torch, matmul_dtype)}
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+    assert report.history[-1]["loss"] < report.history[0]["loss"]
+
+
 def test_fine_tuned_scratch_model_beats_chance_on_unseen_prompts(tokenizer) -> None:
     """A tiny GPT-2 from random weights, fine-tuned on prompts from 3 synthetic intents (~20 s)."""
     import torch

@@ -65,6 +65,7 @@ COMPONENT = "GPT2FewShotIntentClassifier"
 MAX_VALIDATION_PROMPTS = 200
 CHARS_PER_TOKEN = 16
 INFERENCE_PRECISIONS = {"onnxruntime": ("auto", "fp32", "int8"), "torch": ("auto", "fp32", "bf16")}
+FINE_TUNE_PRECISIONS = ("auto", "fp32", "bf16")
 # onnxruntime's `auto`: int8 was 2-2.5x faster than fp32 and a quarter of its memory, and chose the same answer
 # as fp32 for every one of 967 SMP2017 test messages (docs/inference.md); fp32 gives torch's scores to 1e-4
 ONNX_AUTO_PRECISION = "int8"
@@ -132,6 +133,9 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             "fine_tune_learning_rate": None,
             # prompts per optimisation step
             "fine_tune_batch_size": 8,
+            # auto: bf16 mixed precision (autocast; weights stay fp32) where the hardware computes bf16
+            # natively (CPUs with AVX-512 BF16 or AMX, CUDA GPUs with bf16), else fp32; or fp32, bf16
+            "fine_tune_precision": "auto",
             # stop after this many epochs without a better validation accuracy (0: never)
             "fine_tune_patience": 3,
             # share of each intent's examples held out to validate the scored decision
@@ -253,6 +257,9 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
                 bos_token_id=tokenizer.cls_token_id,
                 eos_token_id=tokenizer.sep_token_id,
                 pad_token_id=tokenizer.pad_token_id,
+                # no dropout on the attention weights: fine-tuning took 22% less time on SMP2017 with the
+                # same validation accuracy (residual and embedding dropout stay at 0.1)
+                attn_pdrop=0.0,
             )
             return tokenizer, GPT2LMHeadModel(config)
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -349,7 +356,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             self._scorer.cache.clear()
 
     def _fine_tune(self, bank: ExampleBank) -> Dict[str, Any]:
-        from nlu_bert.fewshot_scoring import FineTuneSettings, fine_tune
+        from nlu_bert.fewshot_scoring import FineTuneSettings, fine_tune, resolve_precision
 
         assert self._encoder is not None
         encoder, labels, seed = self._encoder, self._labels, self.config["random_seed"]
@@ -373,16 +380,24 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         lr = self.config["fine_tune_learning_rate"]
         if lr is None:
             lr = 5e-4 if backbones.is_scratch(self.config["model"]) else 5e-5
+        device = next(self._model.parameters()).device
+        precision = resolve_precision(self.config["fine_tune_precision"], device)
+        if precision == "bf16" and device.type not in ("cpu", "cuda"):
+            raise InvalidConfigException(
+                f"{COMPONENT}: `fine_tune_precision: bf16` runs on the CPU or a CUDA GPU, not on {device.type}. "
+                "Set `fine_tune_precision: fp32` (or auto) in config.yml."
+            )
         settings = FineTuneSettings(
             epochs=self.config["fine_tune_epochs"],
             learning_rate=float(lr),
             batch_size=self.config["fine_tune_batch_size"],
             patience=self.config["fine_tune_patience"],
             seed=seed,
+            precision=precision,
         )
         logger.info(
             f"{COMPONENT}: fine-tuning on {len(pairs)} prompts per epoch ({len(train_bank.intents)} intents), "
-            f"validating on {len(val_items)}"
+            f"validating on {len(val_items)}, {precision}" + (" mixed precision" if precision == "bf16" else "")
         )
         pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else encoder.end_id
         report = fine_tune(
@@ -395,8 +410,10 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             "best_val_accuracy": report.best_val_accuracy,
             "history": report.history,
             "seconds": round(report.seconds, 2),
+            "prompts_per_epoch": len(pairs),
             "validation_prompts": len(val_items),
             "learning_rate": float(lr),
+            "precision": precision,
         }
 
     # -- persistence ---------------------------------------------------------------------------
@@ -712,6 +729,8 @@ def validate_config(config: Dict[Text, Any], given: Optional[set] = None) -> Non
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1):
         fail("fine_tune_learning_rate", "a number between 0 and 1 (exclusive) or null")
     integer("fine_tune_batch_size", 1)
+    if config["fine_tune_precision"] not in FINE_TUNE_PRECISIONS:
+        fail("fine_tune_precision", f"one of {', '.join(FINE_TUNE_PRECISIONS)}")
     integer("fine_tune_patience", 0)
     number("fine_tune_validation_fraction", 0, 0.5, "between 0 and 0.5")
     number("not_applicable_rate", 0, 0.9, "between 0 and 0.9")

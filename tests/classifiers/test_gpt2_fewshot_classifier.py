@@ -81,6 +81,7 @@ def ranking(*pairs: Any) -> List[Dict[str, Any]]:
         ("max_prompt_tokens", 10, "GPT2FewShotIntentClassifier: `max_prompt_tokens` must be an integer from 64 to 8192, got 10. Set `max_prompt_tokens` in config.yml."),
         ("max_text_tokens", 400, "GPT2FewShotIntentClassifier: `max_text_tokens` must be at most half of `max_prompt_tokens` (256), got 400. Set `max_text_tokens` in config.yml."),
         ("fine_tune_learning_rate", 0, "GPT2FewShotIntentClassifier: `fine_tune_learning_rate` must be a number between 0 and 1 (exclusive) or null, got 0. Set `fine_tune_learning_rate` in config.yml."),
+        ("fine_tune_precision", "fp16", "GPT2FewShotIntentClassifier: `fine_tune_precision` must be one of auto, fp32, bf16, got 'fp16'. Set `fine_tune_precision` in config.yml."),
         ("device", "tpu", "GPT2FewShotIntentClassifier: `device` must be one of auto, cpu, cuda, mps, got 'tpu'. Set `device` in config.yml."),
         ("inference_precision", "fp16", "GPT2FewShotIntentClassifier: `inference_precision` must be one of auto, fp32, int8 with `inference_backend: onnxruntime`, got 'fp16'. Set `inference_precision` in config.yml."),
         ("inference_backend", "tensorrt", "GPT2FewShotIntentClassifier: `inference_backend` must be one of onnxruntime, torch, got 'tensorrt'. Set `inference_backend` in config.yml."),
@@ -327,6 +328,19 @@ def test_torch_backend_stores_the_weights(trained_torch: Component, storage, con
     assert "model.safetensors" in files and "vocab.txt" in files and not any(f.endswith(".onnx") for f in files)
     assert meta["inference"]["backend"] == "torch"
     assert Component.load(TORCH, storage, Resource("fewshot-torch"), context)._model is not None
+
+
+def test_scratch_fine_tuning_precision_and_attention_dropout(trained_torch: Component) -> None:
+    """`fine_tune_precision: auto` trains in bf16 where the CPU computes it natively, and a scratch model
+    has no attention dropout (its residual and embedding dropout stay)."""
+    import torch
+
+    from nlu_bert.fewshot_scoring import resolve_precision
+
+    report = trained_torch._report["fine_tune"]
+    assert report["precision"] == resolve_precision("auto", torch.device("cpu"))
+    config = trained_torch._model.config
+    assert config.attn_pdrop == 0.0 and config.resid_pdrop == 0.1 and config.embd_pdrop == 0.1
 
 
 TEXTS = ["我要退款", "订单到哪了", "你好呀", "拜拜", "查一下物流"]
