@@ -397,8 +397,6 @@ def fine_tune(
     started = time.perf_counter()
     device = next(model.parameters()).device
     mixed = settings.precision == "bf16"
-    if mixed and device.type not in ("cpu", "cuda"):
-        raise ValueError(f"bf16 fine-tuning runs on the CPU or a CUDA GPU, not on {device.type}")
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     first = make_epoch(0)
