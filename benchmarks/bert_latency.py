@@ -377,15 +377,11 @@ def floors_worker(args: argparse.Namespace) -> None:
 def model_gemms_int8_ms(threads: int, calls: int) -> Dict[str, float]:
     """p50 ms of BERT-base's 48 weight GEMMs alone at each of LENGTHS tokens, int8 as the component
     quantizes and serves them, weights read from memory as in the model (``int8_gemm_kernels.py``)."""
-    from benchmarks.int8_gemm_kernels import HIDDEN, onnxruntime_int8
+    from benchmarks.int8_gemm_kernels import HIDDEN, onnxruntime_int8, p50_ms
 
     run = onnxruntime_int8(threads)
     rng = np.random.default_rng(0)
-    out = {}
-    for n in LENGTHS:
-        x = rng.standard_normal((n, HIDDEN)).astype(np.float32)
-        out[str(n)] = round(float(np.median(C.time_calls(lambda: run(x), calls, warmup=5))) * 1e3, 2)
-    return out
+    return {str(n): round(p50_ms(run, rng.standard_normal((n, HIDDEN)).astype(np.float32), calls), 2) for n in LENGTHS}
 
 
 # =========================================================================================== orchestration

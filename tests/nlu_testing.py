@@ -29,6 +29,15 @@ TINY_BOT: Dict[str, List[str]] = {
 }
 
 
+def write_nlu(path: Path, bot: Dict[str, List[str]] = TINY_BOT) -> Path:
+    """``bot`` ({intent: texts}) as a Rasa NLU YAML file at ``path``."""
+    import yaml
+
+    nlu = [{"intent": intent, "examples": "".join(f"- {t}\n" for t in texts)} for intent, texts in bot.items()]
+    path.write_text(yaml.safe_dump({"version": "3.1", "nlu": nlu}, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def tiny_training_data(bot: Dict[str, List[str]] = TINY_BOT) -> TrainingData:
     examples = [
         Message(data={"text": text, "intent": intent}) for intent, texts in bot.items() for text in texts

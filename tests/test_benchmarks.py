@@ -9,19 +9,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import pytest
 import yaml
-from nlu_testing import REPO_ROOT, TINY_BOT, shared_dataset
+from nlu_testing import REPO_ROOT, TINY_BOT, shared_dataset, write_nlu
 
 pytestmark = pytest.mark.slow  # real `rasa train` in subprocesses
-
-
-def write_nlu(path: Path, bot: Dict[str, List[str]]) -> Path:
-    nlu = [{"intent": intent, "examples": "".join(f"- {t}\n" for t in texts)} for intent, texts in bot.items()]
-    path.write_text(yaml.safe_dump({"version": "3.1", "nlu": nlu}, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def run_accuracy(tmp_path: Path, *args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:

@@ -8,16 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from nlu_testing import REPO_ROOT, TINY_BOT
+from nlu_testing import REPO_ROOT, TINY_BOT, write_nlu
 
 SCRIPT = REPO_ROOT / "benchmarks" / "gpt2_finetune.py"
-
-
-def write_nlu(path: Path) -> Path:
-    nlu = [{"intent": intent, "examples": "".join(f"- {t}\n" for t in texts)} for intent, texts in TINY_BOT.items()]
-    path.write_text(yaml.safe_dump({"version": "3.1", "nlu": nlu}, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
 
 
 @pytest.mark.slow
