@@ -237,7 +237,7 @@ def evaluate_fallback(model: Path, test_file: Path, work: Path, compare: bool) -
     }
 
 
-INFERENCE_OPTIONS = [("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("torch", "int8"), ("torch", "bf16"), ("torch", "fp32")]
+INFERENCE_OPTIONS = [("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("native", "int8"), ("torch", "int8"), ("torch", "bf16"), ("torch", "fp32")]
 
 
 def inference_agreement(bert: Dict[str, Any], train_file: Path, test_file: Path, work: Path) -> List[Dict[str, Any]]:

@@ -53,6 +53,8 @@ VARIANTS: Dict[str, Tuple[str, str, Dict[str, Any]]] = {
     "torch-int8": ("torch", "int8", {}),
     "onnxruntime-fp32": ("onnxruntime", "fp32", {}),
     "onnxruntime-int8": ("onnxruntime", "int8", {}),
+    # nlu-bert's own int8 kernel (nlu_bert/native)
+    "native-int8": ("native", "int8", {}),
     # the thread settings behind the default (not in the agreement table: same logits); the default
     # spins between the ops of a run and stops when it returns
     "onnxruntime-int8-nospin": ("onnxruntime", "int8", {"allow_spinning": False}),
@@ -176,8 +178,8 @@ def train_on_smp2017(folder: Path, size: str, epochs: int, threads: int) -> Dict
     return {"size": size, "epochs": epochs, "train_examples": len(texts), "train_s": round(time.perf_counter() - start, 1)}
 
 
-def export_onnx_files(folder: Path) -> Dict[str, Any]:
-    """The onnxruntime files the component would store at train time, with timings and sizes."""
+def export_inference_files(folder: Path) -> Dict[str, Any]:
+    """The onnxruntime and native files the component would store at train time, with timings and sizes."""
     from nlu_bert import runtime
 
     out: Dict[str, Any] = {}
@@ -190,6 +192,16 @@ def export_onnx_files(folder: Path) -> Dict[str, Any]:
         report = runtime.export_onnx(model, target, precision)
         report["total_s"] = round(time.perf_counter() - start, 1)
         out[precision] = report
+        C.log(f"  exported {target.name}: {report['bytes'] / 1e6:.1f} MB in {report['total_s']} s")
+    from nlu_bert import native
+
+    target = folder / native.NATIVE_FILE
+    if not target.is_file():
+        model, _ = load_model(folder)
+        start = time.perf_counter()
+        report = native.export(model.state_dict(), model.encoder.config.to_dict(), target, "float16")
+        report["total_s"] = round(time.perf_counter() - start, 1)
+        out["native-int8"] = report
         C.log(f"  exported {target.name}: {report['bytes'] / 1e6:.1f} MB in {report['total_s']} s")
     marker = folder / "export_report.json"
     previous = json.loads(marker.read_text()) if marker.is_file() else {}
@@ -233,7 +245,7 @@ def make_predictor(variant: str, folder: Path, threads: int):
     from nlu_bert import runtime
 
     threads = options.get("threads", threads)
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "native"):
         return runtime.load_predictor(folder, backend, precision, threads, allow_spinning=options.get("allow_spinning"))
     model, _ = load_model(folder)
     if backend == "torch":
@@ -259,6 +271,8 @@ def worker(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     if backend == "onnxruntime":
         import onnxruntime  # noqa: F401
+    elif backend == "native":
+        from nlu_bert import native  # noqa: F401
     else:
         import torch  # noqa: F401
         import transformers  # noqa: F401
@@ -506,11 +520,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not (full / WEIGHTS_FILE).is_file():
         C.log("building the full-size random-weight model")
         full_size_random(full)
-    C.log("exporting ONNX files (as persist would)")
-    payload["export"] = export_onnx_files(full)
+    C.log("exporting the onnxruntime and native files (as persist would)")
+    payload["export"] = export_inference_files(full)
     payload["files_mb"] = {
         "safetensors_fp32": round((full / WEIGHTS_FILE).stat().st_size / 1e6, 1),
-        **{f: round((full / f).stat().st_size / 1e6, 1) for f in ("model.onnx", "model.int8.onnx")},
+        **{f: round((full / f).stat().st_size / 1e6, 1) for f in ("model.onnx", "model.int8.onnx", "model.native.safetensors")},
     }
 
     eval_models: Dict[str, Path] = {}
@@ -521,17 +535,17 @@ def main(argv: Optional[List[str]] = None) -> None:
             if not (small / WEIGHTS_FILE).is_file():
                 C.log(f"training the small agreement model on SMP2017 ({small_epochs} epochs)")
                 payload.setdefault("training", {})["small"] = train_on_smp2017(small, "small", small_epochs, args.threads)
-            export_onnx_files(small)
+            export_inference_files(small)
             eval_models["small BERT trained on SMP2017 (4x256 + n-grams)"] = small
         if args.full_epochs:
             big = WORK / f"smp2017_full_e{args.full_epochs}"
             if not (big / WEIGHTS_FILE).is_file():
                 C.log(f"training the full-size agreement model on SMP2017 ({args.full_epochs} epochs)")
                 payload.setdefault("training", {})["full"] = train_on_smp2017(big, "full", args.full_epochs, args.threads)
-            export_onnx_files(big)
+            export_inference_files(big)
             eval_models[f"full-size BERT trained on SMP2017 ({args.full_epochs} epochs from random init, no pre-training)"] = big
         if args.agreement_model:
-            export_onnx_files(args.agreement_model)
+            export_inference_files(args.agreement_model)
             eval_models[f"given model {args.agreement_model.name}"] = args.agreement_model
     eval_sets = {}
     for label, folder in eval_models.items():

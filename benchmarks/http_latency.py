@@ -13,6 +13,7 @@ Models (built here, random weights; the compute equals the pretrained models'):
   sample assistant's NLU data and served with the component's default inference (onnxruntime int8, worker
   threads spinning between the ops of a message);
 * ``bert-nospin``: the same with ``inference: {spinning: false}`` (worker threads sleep between ops);
+* ``bert-native``: the same with ``inference: {backend: native}`` (nlu-bert's own int8 kernel);
 * ``bert+gpt2``: ``bert`` + GPT2FewShotIntentClassifier on a local GPT-2 with the architecture of
   uer/gpt2-chinese-cluecorpussmall (both full-size models in one server: the memory target), with the
   fallback's default inference (onnxruntime int8);
@@ -99,6 +100,7 @@ def pipelines(folders: Dict[str, Path]) -> Dict[str, List[Dict[str, Any]]]:
         ],
         "bert": [tokenizer, bert],
         "bert-nospin": [tokenizer, nospin],
+        "bert-native": [tokenizer, {**bert, "inference": {"backend": "native"}}],
         "bert+gpt2": [tokenizer, bert, gpt2],
         "bert+gpt2-fp32": [tokenizer, bert, {**gpt2, "inference_precision": "fp32"}],
         "bert+gpt2-torch": [tokenizer, bert, {**gpt2, "inference_backend": "torch"}],

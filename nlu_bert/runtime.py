@@ -22,7 +22,13 @@ torch            Linear layers routed through oneDNN          bf16: model cast;
 onnxruntime      fused graph (Attention, SkipLayerNorm,       int8: dynamic quantization of the
                  BiasGelu, EmbedLayerNorm)                    fused graph (u8 activations, s8
                                                               weights, per-channel); bf16: none
+native           none                                         int8: nlu-bert's C kernel (s8
+                                                              weights per channel, u8 activations
+                                                              per token; AVX-512 VNNI), BERT only
 ===============  ===========================================  ================================
+
+Where the native kernel cannot run (another CPU, no compiled library), its file is served by torch with the
+int8 weights dequantized, and a warning says why.
 """
 from __future__ import annotations
 
@@ -44,10 +50,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "native")
 PRECISIONS = ("fp32", "bf16", "int8")
 # onnxruntime's CPU kernels have no bf16 GEMM on x86: a bf16 graph would be slower than fp32.
-SUPPORTED_PRECISIONS: Dict[str, Tuple[str, ...]] = {"torch": PRECISIONS, "onnxruntime": ("fp32", "int8")}
+# native: nlu-bert's own int8 BERT kernel (nlu_bert/native), int8 only.
+SUPPORTED_PRECISIONS: Dict[str, Tuple[str, ...]] = {
+    "torch": PRECISIONS,
+    "onnxruntime": ("fp32", "int8"),
+    "native": ("int8",),
+}
 
 # The fastest variant measured (docs/inference.md), with the smallest memory and archive; its top intent
 # agreed with fp32 on 99.93% of 1,437 SMP2017 texts for a trained full-size and a trained small model.
@@ -134,6 +145,7 @@ class Predictor:
     precision: str = ""
     num_threads: int = 0
     uses_ngrams: bool = False
+    num_labels: int = 0  # set by the native backend's predictors
 
     def __call__(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, ngram_ids: Optional[np.ndarray] = None
@@ -359,6 +371,56 @@ class OnnxRuntimePredictor(Predictor):
         return self.session.run(self.output_names, feed)[0]
 
 
+class NativePredictor(Predictor):
+    """nlu-bert's int8 kernel (:mod:`nlu_bert.native`): numpy and ctypes only, no torch, no onnxruntime."""
+
+    backend = "native"
+    precision = "int8"
+
+    def __init__(self, path: Path, num_threads: int) -> None:
+        from nlu_bert import native
+
+        self.path = Path(path)
+        self.num_threads = int(num_threads)
+        tensors, encoder_config = native.read(self.path)
+        self.model = native.NativeIntentModel(tensors, encoder_config, resolve_threads(num_threads))
+        self.uses_ngrams = self.model.uses_ngrams
+        self.num_labels = int(self.model.classifier_b.shape[0])
+
+    def _forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, ngram_ids: Optional[np.ndarray]
+    ) -> np.ndarray:
+        return self.model(input_ids, attention_mask, ngram_ids)
+
+
+def _native_fallback(path: Path, num_threads: int, reason: str, device: Any = None) -> Predictor:
+    """The native file served by torch (fp32 compute on the dequantized int8 weights) where the kernel cannot run."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from nlu_bert import native
+    from nlu_bert.modeling import IntentModel
+
+    logger.warning(
+        f"The native int8 kernel cannot run here ({reason}); serving {path.name} with torch instead (slower). "
+        "Set `inference.backend` to 'onnxruntime' and train again for the fastest backend on this machine."
+    )
+    tensors, encoder_config = native.read(path)
+    state = native.torch_state_dict(tensors, encoder_config)
+    encoder = BertModel(BertConfig(**encoder_config), add_pooling_layer=False)
+    ngrams = state.get("ngrams.weight")
+    model = IntentModel(
+        encoder,
+        num_labels=int(state["classifier.weight"].shape[0]),
+        ngram_buckets=0 if ngrams is None else int(ngrams.shape[0]),
+        ngram_dim=128 if ngrams is None else int(ngrams.shape[1]),
+    )
+    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=True)
+    predictor = TorchPredictor(model.eval(), "fp32", num_threads, device=device)
+    predictor.num_labels = int(state["classifier.weight"].shape[0])
+    return predictor
+
+
 # --------------------------------------------------------------------------------------------
 # tokenizer without transformers
 # --------------------------------------------------------------------------------------------
@@ -414,19 +476,27 @@ def _pad_token(folder: Path) -> Optional[str]:
 # --------------------------------------------------------------------------------------------
 # export (train time) and load
 # --------------------------------------------------------------------------------------------
-def export_for_inference(model: "IntentModel", folder: Path, backend: str, precision: str) -> List[str]:
+def export_for_inference(
+    model: "IntentModel", folder: Path, backend: str, precision: str, save_dtype: str = "float16"
+) -> List[str]:
     """Write what ``backend`` / ``precision`` loads into ``folder``; return the file names written.
 
     torch: nothing (the component's safetensors weights are all it needs). onnxruntime: ``model.onnx``
     (fp32) or ``model.int8.onnx`` (int8), exported with dynamic batch / sequence axes, the
     transformer fusions applied, and for int8 dynamically quantized. The exported graph is checked
-    against the torch model on a probe batch; an fp32 mismatch is an error.
+    against the torch model on a probe batch; an fp32 mismatch is an error. native: ``model.native.safetensors``
+    (int8 weight panels; the other tensors in ``save_dtype``).
     """
     validate_inference(backend, precision, 0)
     if backend == "torch":
         return []
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if backend == "native":
+        from nlu_bert import native
+
+        native.export(model.state_dict(), model.encoder.config.to_dict(), folder / native.NATIVE_FILE, save_dtype)
+        return [native.NATIVE_FILE]
     target = folder / ONNX_FILES[precision]
     export_onnx(model, target, precision)
     return [target.name]
@@ -680,12 +750,25 @@ def load_predictor(
     device: Any = None,
 ) -> Predictor:
     """The predictor for ``backend`` / ``precision``. torch needs the fp32 ``model`` (it is changed in
-    place); onnxruntime reads the file :func:`export_for_inference` wrote in ``folder``."""
+    place); onnxruntime and native read the file :func:`export_for_inference` wrote in ``folder``."""
     validate_inference(backend, precision, num_threads)
     if backend == "torch":
         if model is None:
             raise ValueError("the torch inference backend needs the loaded IntentModel: pass model=...")
         return TorchPredictor(model, precision, num_threads, device=device)
+    if backend == "native":
+        from nlu_bert import native
+
+        path = Path(folder) / native.NATIVE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: this model was not exported for `inference.backend` 'native'. Train again "
+                "with this inference config."
+            )
+        reason = native.unavailable_reason()
+        if reason:
+            return _native_fallback(path, num_threads, reason, device=device)
+        return NativePredictor(path, num_threads)
     path = Path(folder) / ONNX_FILES[precision]
     if not path.is_file():
         raise FileNotFoundError(

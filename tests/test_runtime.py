@@ -21,6 +21,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from nlu_bert import runtime  # noqa: E402
+from nlu_bert.native import NATIVE_FILE  # noqa: E402
 from nlu_bert.modeling import IntentModel  # noqa: E402
 from nlu_bert.ngrams import batch_ngram_ids  # noqa: E402
 from nlu_testing import REPO_ROOT, TINY_BOT  # noqa: E402
@@ -105,7 +106,7 @@ def trained(request, tokenizer) -> Tuple[IntentModel, bool]:
 
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
-    """One export folder per precision (each holds only what its backend needs)."""
+    """One export folder per onnxruntime precision, and one for native (each holds only what its backend needs)."""
     model, _ = trained
     folders = {}
     for precision in runtime.SUPPORTED_PRECISIONS["onnxruntime"]:
@@ -113,12 +114,17 @@ def exported(trained, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Pat
         written = runtime.export_for_inference(model, folder, "onnxruntime", precision)
         assert written == [runtime.ONNX_FILES[precision]]
         folders[precision] = folder
+    folder = tmp_path_factory.mktemp("native")
+    assert runtime.export_for_inference(model, folder, "native", "int8", save_dtype="float32") == [NATIVE_FILE]
+    folders["native"] = folder
     return folders
 
 
 def _predictor(backend: str, precision: str, model: IntentModel, folders: Dict[str, Path], threads: int = 1):
     if backend == "torch":
         return runtime.load_predictor(Path("unused"), backend, precision, threads, model=copy.deepcopy(model))
+    if backend == "native":
+        return runtime.load_predictor(folders["native"], backend, precision, threads)
     return runtime.load_predictor(folders[precision], backend, precision, threads)
 
 
@@ -222,10 +228,11 @@ def test_onnx_round_trip_from_a_fresh_folder(trained, exported, tokenizer, tmp_p
     batch = _encode(tokenizer, ["您好", "怎么退钱", "查询订单进度"], use_ngrams)
     folder = tmp_path / "copy"
     folder.mkdir()
-    for precision, src in exported.items():
+    onnx = {p: exported[p] for p in runtime.SUPPORTED_PRECISIONS["onnxruntime"]}
+    for precision, src in onnx.items():
         for f in src.iterdir():
             (folder / f.name).write_bytes(f.read_bytes())
-    for precision in exported:
+    for precision in onnx:
         first = runtime.load_predictor(exported[precision], "onnxruntime", precision, 1)
         again = runtime.load_predictor(folder, "onnxruntime", precision, 1)
         np.testing.assert_array_equal(
@@ -322,7 +329,7 @@ def test_valid_settings_pass():
             "tensorrt",
             "fp32",
             0,
-            "`inference.backend` must be one of 'torch', 'onnxruntime', got 'tensorrt'.",
+            "`inference.backend` must be one of 'torch', 'onnxruntime', 'native', got 'tensorrt'.",
         ),
         ("torch", "fp16", 0, "`inference.precision` must be one of 'fp32', 'bf16', 'int8', got 'fp16'."),
         (
@@ -331,6 +338,13 @@ def test_valid_settings_pass():
             0,
             "`inference.precision` 'bf16' is not available with `inference.backend` 'onnxruntime' "
             "(allowed there: 'fp32', 'int8'). Use `inference.backend` 'torch' for bf16, or another precision.",
+        ),
+        (
+            "native",
+            "fp32",
+            0,
+            "`inference.precision` 'fp32' is not available with `inference.backend` 'native' "
+            "(allowed there: 'int8'). Use `inference.backend` 'torch', 'onnxruntime' for fp32, or another precision.",
         ),
         ("torch", "int8", -1, "`inference.threads` must be an integer >= 0 (0 = all cores), got -1."),
         ("torch", "int8", 1.5, "`inference.threads` must be an integer >= 0 (0 = all cores), got 1.5."),

@@ -99,7 +99,8 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             # Intents in `intent_ranking` (0 = all).
             "ranking_length": 10,
             # dtype of the torch weights in the model archive: float16 (half the size) or float32.
-            # Only the `torch` inference backend stores them; `onnxruntime` stores its ONNX graph instead.
+            # Only the `torch` inference backend stores them; `onnxruntime` stores its ONNX graph instead,
+            # `native` its int8 weights with the other tensors in this dtype.
             "save_dtype": "float16",
             # `scratch` backbone size: hidden width, layers, attention heads.
             "scratch_hidden_size": 256,
@@ -116,8 +117,10 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             # Threads for training on CPU (0 = torch's default, all cores).
             "num_threads": 0,
             # How `rasa run` / `rasa shell` predict (docs/inference.md has the measurements):
-            #   backend: onnxruntime (the model is exported to ONNX at train time) or torch;
-            #   precision: int8 (dynamic quantization), fp32, or bf16 (torch only);
+            #   backend: onnxruntime (the model is exported to ONNX at train time), torch, or native
+            #   (nlu-bert's own int8 kernel for BERT encoders on CPUs with AVX-512 VNNI; elsewhere torch
+            #   serves its file);
+            #   precision: int8 (dynamic quantization), fp32, or bf16 (torch only); native is int8 only;
             #   threads: CPU threads for one message (0 = every core this process may use);
             #   spinning: onnxruntime's idle threads busy-wait for the next op: 13-19% faster on cores of
             #   its own, about 2x slower where other busy processes share the cores (docs/inference.md).
@@ -474,8 +477,13 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
 
     def _archive_files(self, backend: Optional[str] = None, precision: Optional[str] = None) -> List[str]:
         """What a backend loads (besides meta.json; default: the configured one): only these go into the archive."""
-        if (backend or self._backend) == "onnxruntime":
+        backend = backend or self._backend
+        if backend == "onnxruntime":
             return [runtime.ONNX_FILES[precision or self._precision], TOKENIZER_DIR]
+        if backend == "native":
+            from nlu_bert import native
+
+            return [native.NATIVE_FILE, TOKENIZER_DIR]
         return [WEIGHTS_FILE, ENCODER_CONFIG_FILE, TOKENIZER_DIR]
 
     def persist(self, report: Optional[Dict[str, Any]] = None) -> None:
@@ -510,16 +518,20 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         else:
             started = time.perf_counter()
             try:
-                runtime.export_for_inference(self.model, folder, self._backend, self._precision)
+                runtime.export_for_inference(
+                    self.model, folder, self._backend, self._precision, save_dtype=self.config["save_dtype"]
+                )
             except OSError:  # a full disk: persist() names that fix
                 raise
             except Exception as e:  # noqa: BLE001 - any export failure has the same way out
+                other = "onnxruntime" if self._backend == "native" else "torch"
                 raise RasaException(
-                    f"{COMPONENT}: exporting the trained model to ONNX failed ({type(e).__name__}: {e}). "
-                    "Set `inference: {backend: torch}` in config.yml to serve the model with torch instead."
+                    f"{COMPONENT}: exporting the trained model for `inference.backend` '{self._backend}' failed "
+                    f"({type(e).__name__}: {e}). Set `inference: {{backend: {other}}}` in config.yml to serve the "
+                    f"model with {other} instead."
                 ) from None
             meta["export_seconds"] = round(time.perf_counter() - started, 2)
-            logger.info(f"{COMPONENT}: exported the model for onnxruntime ({self._precision}) in {meta['export_seconds']} s")
+            logger.info(f"{COMPONENT}: exported the model for {self._backend} ({self._precision}) in {meta['export_seconds']} s")
         self.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
         (folder / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
         if report is not None:
@@ -581,6 +593,9 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
                     folder, backend, precision, threads, allow_spinning=spinning
                 )
                 outputs = predictor.session.get_outputs()[0].shape[-1]  # type: ignore[attr-defined]
+            elif backend == "native":
+                predictor = runtime.load_predictor(folder, backend, precision, threads, device=self._resolve_device())
+                outputs = predictor.num_labels
             else:
                 model = self._load_torch_model(folder, meta, labels)
                 outputs = model.classifier.out_features

@@ -57,7 +57,9 @@ INFERENCE_NOT_A_MAPPING = (
     "BertIntentClassifier: `inference` must be a mapping of `backend`, `precision`, `threads`, `spinning`, "
     "e.g. `inference: {{backend: torch}}`, got {value}. Set `inference` in config.yml."
 )
-INFERENCE_OPTIONS = [("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("torch", "int8"), ("torch", "bf16"), ("torch", "fp32")]
+INFERENCE_OPTIONS = [
+    ("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("native", "int8"), ("torch", "int8"), ("torch", "bf16"), ("torch", "fp32"),
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def _persist_copy(component: BertIntentClassifier, folder: Path, config: Dict[st
         ({"epoch": 3}, "BertIntentClassifier: unknown config key `epoch`. Did you mean `epochs`?"),
         (
             {"inference": {"backend": "tensorflow"}},
-            "BertIntentClassifier: `inference.backend` must be one of 'torch', 'onnxruntime', got 'tensorflow'. "
+            "BertIntentClassifier: `inference.backend` must be one of 'torch', 'onnxruntime', 'native', got 'tensorflow'. "
             "Set `inference.backend` in config.yml.",
         ),
         (
@@ -255,6 +257,9 @@ def test_every_inference_option_agrees_with_fp32(
     reference, got = component.predict_proba(texts), loaded.predict_proba(texts)
     tolerance = 1e-5 if precision == "fp32" else 5e-2
     np.testing.assert_allclose(got, reference, atol=tolerance)
+    with storage.read_from(resource) as folder:
+        names = {p.name for p in Path(folder).iterdir()} - {"tokenizer", "meta.json", "training_report.json"}
+    assert names == set(loaded._archive_files(backend, precision)) - {"tokenizer"}
     ordered = np.sort(reference, axis=1)
     clear = ordered[:, -1] - ordered[:, -2] > 2 * tolerance
     assert clear.mean() > 0.8
