@@ -593,8 +593,8 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
                     folder, backend, precision, threads, allow_spinning=spinning
                 )
                 outputs = predictor.session.get_outputs()[0].shape[-1]  # type: ignore[attr-defined]
-            elif backend == "native":
-                predictor = runtime.load_predictor(folder, backend, precision, threads, device=self._resolve_device())
+            elif backend == "native":  # CPU only: resolving `device` would import torch
+                predictor = runtime.load_predictor(folder, backend, precision, threads)
                 outputs = predictor.num_labels
             else:
                 model = self._load_torch_model(folder, meta, labels)

@@ -457,6 +457,23 @@ def test_onnxruntime_serving_imports_neither_torch_nor_transformers(trained: Tup
     assert (torch_loaded, transformers_loaded) == ("False", "False")
 
 
+def test_native_serving_imports_neither_torch_nor_transformers(
+    tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]
+) -> None:
+    import subprocess
+    import sys
+
+    component = trained[0]
+    config = {"inference": {"backend": "native"}}
+    storage, _ = _persist_copy(component, tmp_path, config)
+    code = ORT_LOAD_WITHOUT_TORCH.format(storage=str(storage._storage_path), config={**TINY, "ngram_features": True, **config})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    intent, torch_loaded, transformers_loaded = out.stdout.split()[-3:]
+    assert intent == messages_intent(component, "我要退款")
+    assert (torch_loaded, transformers_loaded) == ("False", "False")
+
+
 def messages_intent(component: BertIntentClassifier, text: str) -> str:
     msgs = messages([text])
     component.process(msgs)
