@@ -270,6 +270,15 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         logger.info(f"{COMPONENT}: backbone {backbones.describe_source(self.config['model'])}, device {self._device}")
 
         self.tokenizer, encoder, mlm_model = self._build_backbone(texts)
+        if self._backend == "native":  # refuse before training, not after it at export
+            from nlu_bert import native
+
+            reason = native.check_shape(encoder.config.to_dict())
+            if reason:
+                raise InvalidConfigException(
+                    f"{COMPONENT}: `inference.backend` 'native' cannot serve the backbone {self.config['model']!r}: "
+                    f"{reason}. Set `inference: {{backend: onnxruntime}}` in config.yml."
+                )
         token_lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
         summary, keep = training.summarize(texts, intents, token_lengths, self.config["max_length"])
         self._warn_about_data(summary)

@@ -557,6 +557,17 @@ def test_local_folder_backbone_trains_and_keeps_its_tokenizer(tmp_path: Path, ti
         assert_intent_contract(m, 10, TINY_BOT)
 
 
+def test_native_backend_refuses_a_backbone_it_cannot_run_before_training(tmp_path: Path) -> None:
+    config = {**TINY, "scratch_hidden_size": 40, "inference": {"backend": "native"}}
+    message = (
+        "BertIntentClassifier: `inference.backend` 'native' cannot serve the backbone 'scratch': hidden_size (40) and "
+        "intermediate_size (160) must be multiples of 16"
+    )
+    with pytest.raises(InvalidConfigException, match=re.escape(message)) as info:
+        train_component(tmp_path, config, tiny_training_data())
+    assert "Set `inference: {backend: onnxruntime}` in config.yml." in str(info.value)
+
+
 def test_unreachable_hub_model_names_the_three_ways_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError) as info:
