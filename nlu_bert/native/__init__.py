@@ -306,10 +306,7 @@ class NativeIntentModel:
 
     def _encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """The last hidden state in this model's own buffer, valid until the next call (hold ``_lock``).
-
-        No array of the size of the batch is allocated per call: in a process whose other threads run on other
-        cores, freeing such a buffer (munmap) makes the kernel interrupt those cores, and in a VM that stalled
-        forward passes for up to 100 ms."""
+        The buffers are allocated once per largest shape and kept, not allocated and freed on every call."""
         batch, seq = input_ids.shape
         if seq > self.max_positions:
             raise ValueError(f"{seq} tokens is more than this model's {self.max_positions} positions")
