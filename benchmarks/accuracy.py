@@ -29,6 +29,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+from unittest.mock import patch
 
 import yaml
 
@@ -237,7 +238,17 @@ def evaluate_fallback(model: Path, test_file: Path, work: Path, compare: bool) -
     }
 
 
-INFERENCE_OPTIONS = [("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("native", "int8"), ("torch", "int8"), ("torch", "bf16"), ("torch", "fp32")]
+# (name, backend, precision, environment while it loads); native-onnxruntime: the native file served where the C
+# kernel cannot run (its int8 weights as an onnxruntime graph)
+INFERENCE_OPTIONS = [
+    ("onnxruntime-int8", "onnxruntime", "int8", {}),
+    ("onnxruntime-fp32", "onnxruntime", "fp32", {}),
+    ("native-int8", "native", "int8", {}),
+    ("native-int8-onnxruntime", "native", "int8", {"NLU_BERT_NATIVE_KERNEL": "onnxruntime"}),
+    ("torch-int8", "torch", "int8", {}),
+    ("torch-bf16", "torch", "bf16", {}),
+    ("torch-fp32", "torch", "fp32", {}),
+]
 
 
 def inference_agreement(bert: Dict[str, Any], train_file: Path, test_file: Path, work: Path) -> List[Dict[str, Any]]:
@@ -270,23 +281,24 @@ def inference_agreement(bert: Dict[str, Any], train_file: Path, test_file: Path,
     texts, gold = [m.get("text") for m in examples], [m.get("intent") for m in examples]
     fp32_top = reference.predict_proba(texts).argmax(1)
     rows = []
-    for backend, precision in INFERENCE_OPTIONS:
+    for name, backend, precision, env in INFERENCE_OPTIONS:
         option = {**config, "inference": {"backend": backend, "precision": precision}}
-        target = storage(f"{backend}-{precision}")
+        target = storage(name)
         copy = BertIntentClassifier.create(option, target, Resource("bert"), context)
         copy.model, copy.tokenizer, copy.labels, copy.meta = reference.model, reference.tokenizer, reference.labels, reference.meta
         copy.persist()
-        loaded = BertIntentClassifier.load(option, target, Resource("bert"), context)
+        with patch.dict(os.environ, env):  # set while it loads, restored after
+            loaded = BertIntentClassifier.load(option, target, Resource("bert"), context)
         top, times = [], []
         for text in texts:  # one message at a time, as `rasa run` parses them
             start = time.perf_counter()
             top.append(int(loaded.predict_proba([text])[0].argmax()))
             times.append(time.perf_counter() - start)
         top = np.asarray(top)
-        size = sum(f.stat().st_size for f in (work / f"{backend}-{precision}").rglob("*") if f.is_file())
+        size = sum(f.stat().st_size for f in (work / name).rglob("*") if f.is_file())
         rows.append(
             {
-                "option": f"{backend}-{precision}",
+                "option": name,
                 "agreement_with_fp32": float(np.mean(top == fp32_top)),
                 "disagreements": int(np.sum(top != fp32_top)),
                 "accuracy": float(np.mean([loaded.labels[i] == g for i, g in zip(top, gold)])),

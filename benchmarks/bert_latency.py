@@ -53,14 +53,19 @@ VARIANTS: Dict[str, Tuple[str, str, Dict[str, Any]]] = {
     "torch-int8": ("torch", "int8", {}),
     "onnxruntime-fp32": ("onnxruntime", "fp32", {}),
     "onnxruntime-int8": ("onnxruntime", "int8", {}),
-    # nlu-bert's own int8 kernel (nlu_bert/native)
+    # nlu-bert's own int8 kernel (nlu_bert/native): AMX tiles where the CPU has them, else AVX-512 VNNI
     "native-int8": ("native", "int8", {}),
+    # the same kernel held to its AVX-512 VNNI path (on CPUs with AMX, to compare)
+    "native-int8-vnni": ("native", "int8", {"env": {"NLU_BERT_NATIVE_KERNEL": "vnni"}}),
+    # the same file where the C kernel cannot run: its int8 weights as an onnxruntime graph built at load
+    "native-int8-onnxruntime": ("native", "int8", {"env": {"NLU_BERT_NATIVE_KERNEL": "onnxruntime"}}),
     # the thread settings behind the default (not in the agreement table: same logits); the default
     # spins between the ops of a run and stops when it returns
     "onnxruntime-int8-nospin": ("onnxruntime", "int8", {"allow_spinning": False}),
     "onnxruntime-int8-1thread": ("onnxruntime", "int8", {"threads": 1}),
 }
-SETTINGS_ONLY = ("onnxruntime-int8-nospin", "onnxruntime-int8-1thread")
+# settings that leave the logits as they are (the tests hold native-int8-vnni to native-int8 bit for bit)
+SETTINGS_ONLY = ("onnxruntime-int8-nospin", "onnxruntime-int8-1thread", "native-int8-vnni")
 REFERENCE = "transformers-fp32-eager"
 NUM_LABELS = 31
 WORK = C.WORK / "bert_latency"
@@ -245,6 +250,7 @@ def make_predictor(variant: str, folder: Path, threads: int):
     from nlu_bert import runtime
 
     threads = options.get("threads", threads)
+    os.environ.update(options.get("env", {}))
     if backend in ("onnxruntime", "native"):
         return runtime.load_predictor(folder, backend, precision, threads, allow_spinning=options.get("allow_spinning"))
     model, _ = load_model(folder)

@@ -10,13 +10,14 @@ Models (built here, random weights; the compute equals the pretrained models'):
 
 * ``bert``: JiebaTokenizer + BertIntentClassifier on a local folder with the architecture of
   hfl/chinese-bert-wwm-ext (12 x 768, 21,128-token vocabulary from ../shared/datasets), trained 1 epoch on the
-  sample assistant's NLU data and served with the component's default inference (onnxruntime int8, worker
-  threads spinning between the ops of a message);
-* ``bert-nospin``: the same with ``inference: {spinning: false}`` (worker threads sleep between ops);
-* ``bert-native``: the same with ``inference: {backend: native}`` (nlu-bert's own int8 kernel);
+  sample assistant's NLU data and served with the component's default inference (``backend: auto``: native
+  int8 for a BERT encoder, by the C kernel on CPUs with AVX-512 VNNI, by onnxruntime elsewhere);
+* ``bert-onnxruntime``: the same with ``inference: {backend: onnxruntime}`` (the fused ONNX graph in int8,
+  worker threads spinning between the ops of a message);
+* ``bert-onnxruntime-nospin``: that with ``spinning: false`` (worker threads sleep between ops);
 * ``bert+gpt2``: ``bert`` + GPT2FewShotIntentClassifier on a local GPT-2 with the architecture of
   uer/gpt2-chinese-cluecorpussmall (both full-size models in one server: the memory target), with the
-  fallback's default inference (onnxruntime int8);
+  fallback's default inference (onnxruntime int8) and BERT's (native int8);
 * ``bert+gpt2-fp32``: the same with ``inference_precision: fp32`` for the fallback (onnxruntime fp32);
 * ``bert+gpt2-torch``: the same with ``inference_backend: torch`` for the fallback (torch bf16 on CPUs with
   AVX-512 BF16);
@@ -91,16 +92,17 @@ def pipelines(folders: Dict[str, Path]) -> Dict[str, List[Dict[str, Any]]]:
     }
     gpt2 = {"name": "nlu_bert.GPT2FewShotIntentClassifier", "model": str(folders["gpt2"])}
     tokenizer = {"name": "JiebaTokenizer"}
-    nospin = {**bert, "inference": {"spinning": False}}
+    onnx = {**bert, "inference": {"backend": "onnxruntime"}}
     return {
         "diet": [
             tokenizer,
             {"name": "CountVectorsFeaturizer", "analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4},
             {"name": "DIETClassifier", "epochs": 100},
         ],
+        # the defaults: `inference.backend` auto = native int8 for BERT
         "bert": [tokenizer, bert],
-        "bert-nospin": [tokenizer, nospin],
-        "bert-native": [tokenizer, {**bert, "inference": {"backend": "native"}}],
+        "bert-onnxruntime": [tokenizer, onnx],
+        "bert-onnxruntime-nospin": [tokenizer, {**onnx, "inference": {"backend": "onnxruntime", "spinning": False}}],
         "bert+gpt2": [tokenizer, bert, gpt2],
         "bert+gpt2-fp32": [tokenizer, bert, {**gpt2, "inference_precision": "fp32"}],
         "bert+gpt2-torch": [tokenizer, bert, {**gpt2, "inference_backend": "torch"}],

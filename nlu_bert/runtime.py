@@ -1,8 +1,10 @@
-"""Inference backends for :class:`nlu_bert.modeling.IntentModel`: torch or onnxruntime, fp32 / bf16 / int8.
+"""Inference backends for :class:`nlu_bert.modeling.IntentModel`: torch, onnxruntime or nlu-bert's native int8
+kernel, fp32 / bf16 / int8.
 
-The component calls three functions:
+The component calls four functions:
 
 * :func:`validate_inference` when it is created (a bad value is a clear ``ValueError``);
+* :func:`resolve_backend` when the encoder is known (train time): what ``auto`` (the default) becomes;
 * :func:`export_for_inference` when it persists a trained model: the onnxruntime backend
   exports the model to ONNX here (at train time), fuses the transformer graph and, for int8,
   quantizes it, so the archive holds exactly the file the backend loads;
@@ -27,8 +29,9 @@ native           none                                         int8: nlu-bert's C
                                                               per token; AVX-512 VNNI), BERT only
 ===============  ===========================================  ================================
 
-Where the native kernel cannot run (another CPU, no compiled library), its file is served by torch with the
-int8 weights dequantized, and a warning says why.
+The native kernel multiplies on AMX tiles where the CPU has them (Intel Sapphire Rapids and newer), else with
+AVX-512 VNNI. Where it cannot run (another CPU, no compiled library), its file is served by onnxruntime: the
+same int8 weights as a graph built at load (:mod:`nlu_bert.native.portable`); the log says why.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -60,9 +63,11 @@ SUPPORTED_PRECISIONS: Dict[str, Tuple[str, ...]] = {
     "native": ("int8",),
 }
 
-# The fastest variant measured (docs/inference.md), with the smallest memory and archive; its top intent
-# agreed with fp32 on 99.93% of 1,437 SMP2017 texts for a trained full-size and a trained small model.
-DEFAULT_BACKEND = "onnxruntime"
+# `auto` (a config value, resolved when the encoder is known, see resolve_backend): native for int8 BERT
+# encoders, the fastest option measured (docs/inference.md), with the smallest archive, served by its C kernel
+# on CPUs with AVX-512 VNNI and by onnxruntime elsewhere; onnxruntime for other encoders and fp32.
+AUTO = "auto"
+DEFAULT_BACKEND = AUTO
 DEFAULT_PRECISION = "int8"
 DEFAULT_NUM_THREADS = 0  # 0 = every core this process may run on
 
@@ -92,15 +97,15 @@ def validate_inference(
 ) -> None:
     """Raise ``ValueError`` naming the key, the value received and the allowed values."""
     keys = {**DEFAULT_KEY_NAMES, **(key_names or {})}
-    if backend not in BACKENDS:
+    if backend not in (AUTO,) + BACKENDS:
         raise ValueError(
-            f"`{keys['backend']}` must be one of {_quoted(BACKENDS)}, got {backend!r}."
+            f"`{keys['backend']}` must be one of {_quoted((AUTO,) + BACKENDS)}, got {backend!r}."
         )
     if precision not in PRECISIONS:
         raise ValueError(
             f"`{keys['precision']}` must be one of {_quoted(PRECISIONS)}, got {precision!r}."
         )
-    allowed = SUPPORTED_PRECISIONS[backend]
+    allowed = PRECISIONS if backend == AUTO else SUPPORTED_PRECISIONS[backend]
     if precision not in allowed:
         others = [b for b in BACKENDS if precision in SUPPORTED_PRECISIONS[b]]
         raise ValueError(
@@ -112,6 +117,18 @@ def validate_inference(
         raise ValueError(
             f"`{keys['num_threads']}` must be an integer >= 0 (0 = all cores), got {num_threads!r}."
         )
+
+
+def resolve_backend(backend: str, precision: str, encoder_config: Mapping[str, Any]) -> str:
+    """The backend that serves ``backend`` (``auto`` resolved): for int8, native where its kernel computes this
+    encoder (BERT), else onnxruntime; onnxruntime for fp32; torch for bf16 (the only backend that has it)."""
+    if backend != AUTO:
+        return backend
+    if precision == "int8":
+        from nlu_bert import native
+
+        return "native" if native.check_shape(encoder_config) is None else "onnxruntime"
+    return "onnxruntime" if precision in SUPPORTED_PRECISIONS["onnxruntime"] else "torch"
 
 
 def _quoted(values: Any) -> str:
@@ -326,8 +343,8 @@ def _route_linear_through_onednn(model: "IntentModel") -> int:
     return swapped
 
 
-def ort_session(path: Path, num_threads: int, allow_spinning: bool) -> Tuple[Any, Any]:
-    """A CPU ``InferenceSession`` and its options: ``num_threads`` intra-op threads (0 = all physical
+def ort_session(path: Union[Path, bytes], num_threads: int, allow_spinning: bool) -> Tuple[Any, Any]:
+    """A CPU ``InferenceSession`` (from a file or a serialized model) and its options: ``num_threads`` intra-op threads (0 = all physical
     cores), one inter-op thread, sequential execution, all graph optimizations; with ``allow_spinning``
     the worker threads busy-wait between the ops of a run and stop when it returns."""
     import onnxruntime as ort
@@ -341,7 +358,7 @@ def ort_session(path: Path, num_threads: int, allow_spinning: bool) -> Tuple[Any
     if allow_spinning:  # spin between the ops of a run only: no CPU burnt while the server waits
         options.add_session_config_entry("session.force_spinning_stop", "1")
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]), options
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"]), options
 
 
 class OnnxRuntimePredictor(Predictor):
@@ -372,18 +389,28 @@ class OnnxRuntimePredictor(Predictor):
 
 
 class NativePredictor(Predictor):
-    """nlu-bert's int8 kernel (:mod:`nlu_bert.native`): numpy and ctypes only, no torch, no onnxruntime."""
+    """The native file (:mod:`nlu_bert.native`): nlu-bert's C kernel where it runs (``kernel`` 'amx' or 'vnni'),
+    else the same int8 weights as an onnxruntime graph built at load (``kernel`` 'onnxruntime'). Never imports
+    torch."""
 
     backend = "native"
     precision = "int8"
 
-    def __init__(self, path: Path, num_threads: int) -> None:
+    def __init__(self, path: Path, num_threads: int, allow_spinning: Optional[bool] = None) -> None:
         from nlu_bert import native
 
         self.path = Path(path)
         self.num_threads = int(num_threads)
-        tensors, encoder_config = native.read(self.path)
-        self.model = native.NativeIntentModel(tensors, encoder_config, resolve_threads(num_threads))
+        spinning = ORT_ALLOW_SPINNING if allow_spinning is None else bool(allow_spinning)
+        self.model = native.load_model(self.path, resolve_threads(num_threads), allow_spinning=spinning)
+        self.kernel = self.model.kernel
+        if self.kernel == "onnxruntime" and self.model.kernel_note:
+            logger.info(
+                f"The native int8 kernel cannot run here ({self.model.kernel_note}); serving {self.path.name} with "
+                "onnxruntime's int8 kernels instead (about the speed of `inference.backend` 'onnxruntime')."
+            )
+        else:
+            logger.debug(f"Serving {self.path.name} with the native kernel's {self.kernel} path.")
         self.uses_ngrams = self.model.uses_ngrams
         self.num_labels = int(self.model.classifier_b.shape[0])
 
@@ -392,33 +419,8 @@ class NativePredictor(Predictor):
     ) -> np.ndarray:
         return self.model(input_ids, attention_mask, ngram_ids)
 
-
-def _native_fallback(path: Path, num_threads: int, reason: str, device: Any = None) -> Predictor:
-    """The native file served by torch (fp32 compute on the dequantized int8 weights) where the kernel cannot run."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    from nlu_bert import native
-    from nlu_bert.modeling import IntentModel
-
-    logger.warning(
-        f"The native int8 kernel cannot run here ({reason}); serving {path.name} with torch instead (slower). "
-        "Set `inference.backend` to 'onnxruntime' and train again for the fastest backend on this machine."
-    )
-    tensors, encoder_config = native.read(path)
-    state = native.torch_state_dict(tensors, encoder_config)
-    encoder = BertModel(BertConfig(**encoder_config), add_pooling_layer=False)
-    ngrams = state.get("ngrams.weight")
-    model = IntentModel(
-        encoder,
-        num_labels=int(state["classifier.weight"].shape[0]),
-        ngram_buckets=0 if ngrams is None else int(ngrams.shape[0]),
-        ngram_dim=128 if ngrams is None else int(ngrams.shape[1]),
-    )
-    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=True)
-    predictor = TorchPredictor(model.eval(), "fp32", num_threads, device=device)
-    predictor.num_labels = int(state["classifier.weight"].shape[0])
-    return predictor
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, kernel={self.kernel!r})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -765,10 +767,7 @@ def load_predictor(
                 f"{path} is missing: this model was not exported for `inference.backend` 'native'. Train again "
                 "with this inference config."
             )
-        reason = native.unavailable_reason()
-        if reason:
-            return _native_fallback(path, num_threads, reason, device=device)
-        return NativePredictor(path, num_threads)
+        return NativePredictor(path, num_threads, allow_spinning=allow_spinning)
     path = Path(folder) / ONNX_FILES[precision]
     if not path.is_file():
         raise FileNotFoundError(

@@ -319,7 +319,21 @@ def test_valid_settings_pass():
     for backend, precision in VARIANTS:
         runtime.validate_inference(backend, precision, 0)
         runtime.validate_inference(backend, precision, 4)
-    assert (runtime.DEFAULT_BACKEND, runtime.DEFAULT_PRECISION) in VARIANTS
+    assert runtime.DEFAULT_BACKEND == runtime.AUTO and runtime.DEFAULT_PRECISION == "int8"
+    for precision in runtime.PRECISIONS:
+        runtime.validate_inference(runtime.AUTO, precision, 0)
+
+
+def test_auto_resolves_to_native_for_int8_bert_and_to_what_serves_the_rest():
+    bert = {"model_type": "bert", "hidden_act": "gelu", "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072}
+    roberta = {**bert, "model_type": "roberta"}
+    assert runtime.resolve_backend("auto", "int8", bert) == "native"
+    assert runtime.resolve_backend("auto", "int8", roberta) == "onnxruntime"
+    assert runtime.resolve_backend("auto", "int8", {**bert, "hidden_act": "gelu_new"}) == "onnxruntime"
+    assert runtime.resolve_backend("auto", "fp32", bert) == "onnxruntime"
+    assert runtime.resolve_backend("auto", "bf16", bert) == "torch"
+    for backend in runtime.BACKENDS:  # a backend that is named is kept
+        assert runtime.resolve_backend(backend, "int8", roberta) == backend
 
 
 @pytest.mark.parametrize(
@@ -329,7 +343,7 @@ def test_valid_settings_pass():
             "tensorrt",
             "fp32",
             0,
-            "`inference.backend` must be one of 'torch', 'onnxruntime', 'native', got 'tensorrt'.",
+            "`inference.backend` must be one of 'auto', 'torch', 'onnxruntime', 'native', got 'tensorrt'.",
         ),
         ("torch", "fp16", 0, "`inference.precision` must be one of 'fp32', 'bf16', 'int8', got 'fp16'."),
         (

@@ -117,9 +117,10 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             # Threads for training on CPU (0 = torch's default, all cores).
             "num_threads": 0,
             # How `rasa run` / `rasa shell` predict (docs/inference.md has the measurements):
-            #   backend: onnxruntime (the model is exported to ONNX at train time), torch, or native
-            #   (nlu-bert's own int8 kernel for BERT encoders on CPUs with AVX-512 VNNI; elsewhere torch
-            #   serves its file);
+            #   backend: auto (native for int8 BERT encoders, else onnxruntime; bf16: torch), native
+            #   (nlu-bert's own int8 kernel, BERT encoders only: its C kernel on CPUs with AVX-512 VNNI,
+            #   onnxruntime on the same int8 weights elsewhere), onnxruntime (the model is exported to ONNX
+            #   at train time), or torch;
             #   precision: int8 (dynamic quantization), fp32, or bf16 (torch only); native is int8 only;
             #   threads: CPU threads for one message (0 = every core this process may use);
             #   spinning: onnxruntime's idle threads busy-wait for the next op: 13-19% faster on cores of
@@ -163,6 +164,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         self.encoder: Any = None  # texts -> (input_ids, attention_mask)
         self.meta: Dict[str, Any] = {}
         self._device: Any = None
+        self._resolved_backend: Optional[str] = None  # what `inference.backend` auto became for this model
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -270,15 +272,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         logger.info(f"{COMPONENT}: backbone {backbones.describe_source(self.config['model'])}, device {self._device}")
 
         self.tokenizer, encoder, mlm_model = self._build_backbone(texts)
-        if self._backend == "native":  # refuse before training, not after it at export
-            from nlu_bert import native
-
-            reason = native.check_shape(encoder.config.to_dict())
-            if reason:
-                raise InvalidConfigException(
-                    f"{COMPONENT}: `inference.backend` 'native' cannot serve the backbone {self.config['model']!r}: "
-                    f"{reason}. Set `inference: {{backend: onnxruntime}}` in config.yml."
-                )
+        self._resolve_backend(encoder.config.to_dict())
         token_lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
         summary, keep = training.summarize(texts, intents, token_lengths, self.config["max_length"])
         self._warn_about_data(summary)
@@ -478,7 +472,24 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
     # ------------------------------------------------------------------ persistence
     @property
     def _backend(self) -> str:
-        return self.config["inference"]["backend"]
+        """The configured backend, or what `auto` became for this model (set by train and load)."""
+        return self._resolved_backend or self.config["inference"]["backend"]
+
+    def _resolve_backend(self, encoder_config: Dict[str, Any]) -> None:
+        """Settle `inference.backend` for this encoder; `native` is refused before training, not after it."""
+        configured = self.config["inference"]["backend"]
+        if configured == "native":
+            from nlu_bert import native
+
+            reason = native.check_shape(encoder_config)
+            if reason:
+                raise InvalidConfigException(
+                    f"{COMPONENT}: `inference.backend` 'native' cannot serve the backbone {self.config['model']!r}: "
+                    f"{reason}. Set `inference: {{backend: auto}}` (or onnxruntime) in config.yml."
+                )
+        self._resolved_backend = runtime.resolve_backend(configured, self._precision, encoder_config)
+        if configured == runtime.AUTO:
+            logger.info(f"{COMPONENT}: `inference.backend` auto: {self._resolved_backend} ({self._precision})")
 
     @property
     def _precision(self) -> str:
@@ -512,8 +523,11 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
 
     def _write(self, folder: Path, report: Optional[Dict[str, Any]]) -> None:
         import torch
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
+        if self._backend == runtime.AUTO:  # a model given to a component that did not train it
+            self._resolve_backend(self.model.encoder.config.to_dict())
         files = self._archive_files()
         meta = {**self.meta, "inference": {"backend": self._backend, "precision": self._precision}, "files": files}
         if WEIGHTS_FILE in files:
@@ -530,7 +544,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
                 runtime.export_for_inference(
                     self.model, folder, self._backend, self._precision, save_dtype=self.config["save_dtype"]
                 )
-            except OSError:  # a full disk: persist() names that fix
+            except (OSError, SafetensorError):  # a full disk: persist() names that fix
                 raise
             except Exception as e:  # noqa: BLE001 - any export failure has the same way out
                 other = "onnxruntime" if self._backend == "native" else "torch"
@@ -603,7 +617,8 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
                 )
                 outputs = predictor.session.get_outputs()[0].shape[-1]  # type: ignore[attr-defined]
             elif backend == "native":  # CPU only: resolving `device` would import torch
-                predictor = runtime.load_predictor(folder, backend, precision, threads)
+                spinning = self.config["inference"]["spinning"]  # where onnxruntime serves the file
+                predictor = runtime.load_predictor(folder, backend, precision, threads, allow_spinning=spinning)
                 outputs = predictor.num_labels
             else:
                 model = self._load_torch_model(folder, meta, labels)
@@ -623,14 +638,18 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         self.predictor, self.encoder, self.labels, self.meta = predictor, encoder, labels, meta
 
     def _serving_backend(self, meta: Dict[str, Any]) -> Tuple[str, str]:
-        """The configured backend, except for archives written before the `inference` block (nlu-bert 0.1.0
-        without it): they hold torch weights only, so they are served by torch (every precision runs there)."""
+        """The configured backend (for `auto`: the one the archive was made for), except for archives written
+        before the `inference` block (nlu-bert 0.1.0 without it): they hold torch weights only, so they are
+        served by torch (every precision runs there)."""
+        made = meta.get("inference")
+        if isinstance(made, dict) and self.config["inference"]["backend"] == runtime.AUTO:
+            self._resolved_backend = str(made.get("backend"))
         if "inference" in meta or self._backend == "torch":
             return self._backend, self._precision
         rasa.shared.utils.io.raise_warning(
             f"{COMPONENT}: this model was trained before nlu-bert stored ONNX graphs, so it is served with "
             f"`inference.backend` 'torch' ({self._precision}) instead of '{self._backend}'. Train the model again "
-            "with `rasa train` for the faster onnxruntime backend."
+            "with `rasa train` for a faster backend."
         )
         return "torch", self._precision
 

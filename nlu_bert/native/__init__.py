@@ -5,7 +5,9 @@ computes them at 640 GFLOP/s when the weights are in cache but does not overlap 
 arithmetic (``benchmarks/int8_gemm_kernels.py``), so the products alone take about 2× this machine's int8 FLOP
 floor. ``bert_int8.c`` streams each 16-column weight panel once, with software prefetch, into 16 VNNI
 accumulators per 16-token tile, and runs attention, GELU and LayerNorm between the GEMMs in the same OpenMP
-region.
+region. On CPUs with AMX (Intel Sapphire Rapids and newer) the same products run on AMX tiles (TDPBUSD on
+16 x 64 u8 x s8 tiles), which at 32-64 tokens is about twice the VNNI path; the int32 sums and the epilogue
+are the same, so are the logits.
 
 What it computes is the ``IntentModel`` of :mod:`nlu_bert.modeling` with a BERT encoder:
 
@@ -15,15 +17,17 @@ What it computes is the ``IntentModel`` of :mod:`nlu_bert.modeling` with a BERT 
 * embeddings, attention, GELU (exact erf), LayerNorm, pooling and the head in fp32.
 
 At train time :func:`export` writes ``model.native.safetensors`` (int8 weight panels, fp32 scales, and the other
-tensors in the archive's ``save_dtype``). :func:`load` reads it with numpy only (no torch, no onnxruntime). The
+tensors in the archive's ``save_dtype``). :func:`read` reads it with numpy only (no torch, no onnxruntime). The
 kernel needs an x86-64 CPU with AVX-512 (F, BW, VL) and AVX-512 VNNI, and the compiled library (built by
-``pip install`` when a C compiler with OpenMP is there); :func:`unavailable_reason` says why it cannot run
-here, and the runtime then serves the same file with torch (:func:`torch_state_dict`).
+``pip install`` when a C compiler with OpenMP is there); :func:`choose_kernel` picks AMX, VNNI or, where the
+C kernel cannot run (:func:`unavailable_reason` says why), onnxruntime on the same file
+(:class:`OnnxIntentModel`, the graph from :mod:`nlu_bert.native.portable`).
 """
 from __future__ import annotations
 
 import ctypes
 import json
+import os
 import platform
 import sys
 import threading
@@ -35,8 +39,12 @@ import numpy as np
 NATIVE_FILE = "model.native.safetensors"
 FORMAT = 1
 LIBRARY_STEM = "_bert_int8"
-ABI_VERSION = 2  # nb_abi_version() in bert_int8.c
+ABI_VERSION = 3  # nb_abi_version() in bert_int8.c
+KERNEL_ENV = "NLU_BERT_NATIVE_KERNEL"
+KERNELS = ("auto", "amx", "vnni", "onnxruntime")  # the values of KERNEL_ENV
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")
+AMX_CPU_FLAGS = ("amx_tile", "amx_int8")
+AMX_BLOCK = 64  # the AMX path needs hidden and intermediate sizes that are multiples of this
 # the four int8 products of a layer, in the order of nb_layer.w in bert_int8.c
 PRODUCTS = ("qkv", "attention_output", "ffn_in", "ffn_out")
 _HF_LINEARS: Dict[str, Tuple[str, ...]] = {
@@ -71,8 +79,20 @@ def library_path() -> Optional[Path]:
     return None
 
 
+def kernel_choice() -> str:
+    """``NLU_BERT_NATIVE_KERNEL``: ``auto`` (the default: AMX, else VNNI, else onnxruntime), or one of ``amx``,
+    ``vnni`` (a C kernel path, an error where it cannot run) and ``onnxruntime`` (to compare, or to rule the C
+    kernel out)."""
+    choice = os.environ.get(KERNEL_ENV, "auto").strip().lower() or "auto"
+    if choice not in KERNELS:
+        raise ValueError(f"{KERNEL_ENV} must be one of {', '.join(repr(k) for k in KERNELS)}, got {choice!r}.")
+    return choice
+
+
 def unavailable_reason() -> Optional[str]:
-    """None when the native kernel can run on this machine, else what is missing (for logs and errors)."""
+    """None when the native C kernel can run on this machine, else what is missing (for logs and errors)."""
+    if kernel_choice() == "onnxruntime":
+        return f"{KERNEL_ENV}=onnxruntime turns it off"
     if sys.platform != "linux" or platform.machine().lower() not in ("x86_64", "amd64"):
         return f"it runs on x86-64 Linux only (this is {sys.platform} {platform.machine()})"
     missing = [flag for flag in CPU_FLAGS if flag not in cpu_flags()]
@@ -84,6 +104,51 @@ def unavailable_reason() -> Optional[str]:
             "and OpenMP; reinstall with a C compiler present)"
         )
     return None
+
+
+_AMX_GRANTED: Optional[bool] = None
+
+
+def amx_unavailable_reason(encoder_config: Mapping[str, Any]) -> Optional[str]:
+    """None when the kernel's AMX path can run this encoder here, else why not (the VNNI path runs instead)."""
+    global _AMX_GRANTED
+    reason = unavailable_reason()
+    if reason:
+        return reason
+    missing = [flag for flag in AMX_CPU_FLAGS if flag not in cpu_flags()]
+    if missing:
+        return f"this CPU lacks {', '.join(missing)}"
+    hidden, inter = int(encoder_config["hidden_size"]), int(encoder_config["intermediate_size"])
+    if hidden % AMX_BLOCK or inter % AMX_BLOCK:
+        return f"hidden_size ({hidden}) and intermediate_size ({inter}) are not multiples of {AMX_BLOCK}"
+    lib = _library()
+    if not lib.nb_amx_compiled():
+        return "the library was built by a compiler without AMX support (gcc >= 11 has it; reinstall nlu-bert)"
+    if _AMX_GRANTED is None:
+        _AMX_GRANTED = lib.nb_amx_request() == 0
+    if not _AMX_GRANTED:
+        return "Linux refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM; a kernel older than 5.16?)"
+    return None
+
+
+def choose_kernel(encoder_config: Mapping[str, Any]) -> Tuple[str, Optional[str]]:
+    """The fastest engine for this encoder here, ``amx``, ``vnni`` or ``onnxruntime``, and why the faster ones
+    cannot run (None when the first choice runs). ``NLU_BERT_NATIVE_KERNEL`` names one instead; a named C
+    kernel path that cannot run is a ``RuntimeError``."""
+    choice = kernel_choice()
+    if choice == "onnxruntime":
+        return "onnxruntime", None
+    reason = unavailable_reason()
+    amx_reason = reason or amx_unavailable_reason(encoder_config)
+    if choice == "amx" and amx_reason:
+        raise RuntimeError(f"{KERNEL_ENV}=amx, but the native kernel's AMX path cannot run here: {amx_reason}. Unset {KERNEL_ENV} to let nlu-bert choose.")
+    if choice == "vnni" and reason:
+        raise RuntimeError(f"{KERNEL_ENV}=vnni, but the native int8 kernel cannot run here: {reason}. Unset {KERNEL_ENV} to serve the file with onnxruntime.")
+    if choice == "vnni":
+        return "vnni", None
+    if amx_reason is None:
+        return "amx", None
+    return ("vnni", None) if reason is None else ("onnxruntime", reason)
 
 
 class _Layer(ctypes.Structure):
@@ -120,13 +185,16 @@ def _library() -> ctypes.CDLL:
         lib.nb_encode.argtypes = [
             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
             ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Layer), ctypes.c_float, ctypes.c_int, ctypes.c_void_p,
+            ctypes.c_int,
         ]  # fmt: skip
+        lib.nb_amx_compiled.restype = ctypes.c_int
+        lib.nb_amx_request.restype = ctypes.c_int
         _LIBRARY = lib
     return _LIBRARY
 
 
 # --------------------------------------------------------------------------------------------
-# weights: quantize and pack (train time), unpack (the torch fallback)
+# weights: quantize and pack (train time), unpack
 # --------------------------------------------------------------------------------------------
 def quantize_linear(weight: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """A Linear weight ``[out, in]`` -> (int8 panels ``[out/16, in/4, 16, 4]``, fp32 scale per output)."""
@@ -136,6 +204,14 @@ def quantize_linear(weight: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     scale[scale == 0] = 1.0
     q = np.clip(np.rint(weight / scale[:, None]), -127, 127).astype(np.int8)
     return np.ascontiguousarray(q.reshape(n // 16, 16, k // 4, 4).transpose(0, 2, 1, 3)), scale.astype(np.float32)
+
+
+def amx_groups(panels: np.ndarray) -> np.ndarray:
+    """Panels ``[N/16, K/4, 16, 4]`` regrouped for the AMX path: ``[N/64, K/64, 4, 16, 64]``, the four panels'
+    64 x 16 tiles of each 64-deep step side by side (the same bytes, in the order the kernel reads them)."""
+    p, k4, _, _ = panels.shape
+    tiles = panels.reshape(p // 4, 4, k4 // 16, 16, 64)
+    return np.ascontiguousarray(tiles.transpose(0, 2, 1, 3, 4))
 
 
 def dequantize_linear(panels: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -225,40 +301,17 @@ def read(path: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
     return tensors, json.loads(metadata["encoder_config"])
 
 
-def torch_state_dict(tensors: Mapping[str, np.ndarray], encoder_config: Mapping[str, Any]) -> Dict[str, np.ndarray]:
-    """An ``IntentModel`` state dict (numpy) from a native file: the int8 weights dequantized. For machines
-    where the kernel cannot run: torch then computes what the kernel would, up to activation rounding."""
-    hidden = int(encoder_config["hidden_size"])
-    state: Dict[str, np.ndarray] = {}
-    for name in _EMBEDDINGS + ("LayerNorm.weight", "LayerNorm.bias"):
-        state[f"encoder.embeddings.{name}"] = tensors[f"embeddings.{name}"]
-    for layer in range(int(encoder_config["num_hidden_layers"])):
-        prefix = f"encoder.encoder.layer.{layer}."
-        for product in PRODUCTS:
-            weight = dequantize_linear(tensors[f"layer.{layer}.{product}.panels"], tensors[f"layer.{layer}.{product}.scale"])
-            bias = tensors[f"layer.{layer}.{product}.bias"]
-            parts = _HF_LINEARS[product]
-            for i, part in enumerate(parts):
-                rows = slice(i * hidden, (i + 1) * hidden) if len(parts) > 1 else slice(None)
-                state[prefix + part + ".weight"] = np.ascontiguousarray(weight[rows])
-                state[prefix + part + ".bias"] = np.ascontiguousarray(bias[rows])
-        for short, hf in _HF_LAYER_NORMS.items():
-            state[prefix + hf + ".weight"] = tensors[f"layer.{layer}.{short}.weight"]
-            state[prefix + hf + ".bias"] = tensors[f"layer.{layer}.{short}.bias"]
-    for name in ("classifier.weight", "classifier.bias", "ngrams.weight"):
-        if name in tensors:
-            state[name] = tensors[name]
-    return state
-
-
 # --------------------------------------------------------------------------------------------
 # the forward pass
 # --------------------------------------------------------------------------------------------
-class NativeIntentModel:
-    """``model(input_ids, attention_mask, ngram_ids) -> logits``: the IntentModel through the C kernel."""
+class _NumpyEnds:
+    """The parts of the IntentModel outside the encoder layers, in numpy: embeddings and their LayerNorm,
+    mean pooling, the n-gram bag and the head. Subclasses run the layers (:meth:`_layers`)."""
+
+    kernel = ""
+    kernel_note: Optional[str] = None  # why no faster kernel serves the model (set by load_model)
 
     def __init__(self, tensors: Dict[str, np.ndarray], encoder_config: Mapping[str, Any], num_threads: int) -> None:
-        self._lib = _library()
         self.num_threads = int(num_threads)
         self.hidden = int(encoder_config["hidden_size"])
         self.heads = int(encoder_config["num_attention_heads"])
@@ -266,7 +319,6 @@ class NativeIntentModel:
         self.n_layers = int(encoder_config["num_hidden_layers"])
         self.eps = float(encoder_config.get("layer_norm_eps", 1e-12))
         self.max_positions = int(encoder_config.get("max_position_embeddings", 512))
-        self._keep: List[np.ndarray] = []  # every array the C structs point into
         self.word = tensors["embeddings.word_embeddings.weight"]
         self.position = tensors["embeddings.position_embeddings.weight"]
         self.token_type = tensors["embeddings.token_type_embeddings.weight"][0]
@@ -276,28 +328,8 @@ class NativeIntentModel:
         self.classifier_b = tensors["classifier.bias"]
         self.ngrams = tensors.get("ngrams.weight")
         self.uses_ngrams = self.ngrams is not None
-        self._workspace = np.empty(0, dtype=np.uint8)
         self._hidden = np.empty(0, dtype=np.float32)
         self._lock = threading.Lock()  # one forward pass at a time: they share the buffers
-        self._layers = (_Layer * self.n_layers)()
-        for layer in range(self.n_layers):
-            entry = self._layers[layer]
-            for i, product in enumerate(PRODUCTS):
-                panels = self._pin(tensors[f"layer.{layer}.{product}.panels"], np.int8)
-                entry.w[i] = panels.ctypes.data
-                entry.scale[i] = self._pin(tensors[f"layer.{layer}.{product}.scale"], np.float32).ctypes.data
-                colsum = panels.astype(np.int32).sum(axis=(1, 3)).reshape(-1)  # per output column
-                entry.colsum[i] = self._pin(colsum, np.int32).ctypes.data
-                entry.bias[i] = self._pin(tensors[f"layer.{layer}.{product}.bias"], np.float32).ctypes.data
-            entry.ln1_gamma = self._pin(tensors[f"layer.{layer}.ln1.weight"], np.float32).ctypes.data
-            entry.ln1_beta = self._pin(tensors[f"layer.{layer}.ln1.bias"], np.float32).ctypes.data
-            entry.ln2_gamma = self._pin(tensors[f"layer.{layer}.ln2.weight"], np.float32).ctypes.data
-            entry.ln2_beta = self._pin(tensors[f"layer.{layer}.ln2.bias"], np.float32).ctypes.data
-
-    def _pin(self, array: np.ndarray, dtype: Any) -> np.ndarray:
-        array = np.ascontiguousarray(array, dtype=dtype)
-        self._keep.append(array)
-        return array
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """The encoder's last hidden state ``[batch, seq, hidden]`` (fp32, a copy)."""
@@ -305,14 +337,16 @@ class NativeIntentModel:
             return self._encode(input_ids, attention_mask).copy()
 
     def _encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """The last hidden state in this model's own buffer, valid until the next call (hold ``_lock``).
+        """The last hidden state, maybe in this model's own buffer: valid until the next call (hold ``_lock``).
         The buffers are allocated once per largest shape and kept, not allocated and freed on every call."""
         batch, seq = input_ids.shape
         if seq > self.max_positions:
             raise ValueError(f"{seq} tokens is more than this model's {self.max_positions} positions")
         if input_ids.min() < 0 or input_ids.max() >= self.word.shape[0]:
             raise ValueError(f"token ids must lie in [0, {self.word.shape[0]}), got {input_ids.min()}..{input_ids.max()}")
-        x, workspace = self._buffers(batch, seq)
+        if self._hidden.size < batch * seq * self.hidden:
+            self._hidden = np.empty(batch * seq * self.hidden, dtype=np.float32)
+        x = self._hidden[: batch * seq * self.hidden].reshape(batch, seq, self.hidden)
         np.take(self.word, input_ids, axis=0, out=x)
         x += self.position[:seq]
         x += self.token_type
@@ -325,23 +359,10 @@ class NativeIntentModel:
         x *= scale[..., None]
         x *= self.emb_gamma
         x += self.emb_beta
-        mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
-        self._lib.nb_encode(
-            x.ctypes.data, mask.ctypes.data, batch, seq, self.hidden, self.heads, self.inter, self.n_layers,
-            self._layers, self.eps, self.num_threads, workspace,
-        )  # fmt: skip
-        return x
+        return self._layers(x, np.ascontiguousarray(attention_mask, dtype=np.int64))
 
-    def _buffers(self, batch: int, seq: int) -> Tuple[np.ndarray, int]:
-        """The hidden-state buffer and the address of a 64-byte aligned C workspace for ``batch`` × ``seq``
-        tokens; both are kept and only grow."""
-        need = int(self._lib.nb_workspace_bytes(batch, seq, self.hidden, self.inter)) + 64
-        if self._workspace.size < need:
-            self._workspace = np.empty(need, dtype=np.uint8)
-        if self._hidden.size < batch * seq * self.hidden:
-            self._hidden = np.empty(batch * seq * self.hidden, dtype=np.float32)
-        address = self._workspace.ctypes.data
-        return self._hidden[: batch * seq * self.hidden].reshape(batch, seq, self.hidden), address + (-address % 64)
+    def _layers(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray, ngram_ids: Optional[np.ndarray]) -> np.ndarray:
         if self.ngrams is not None and ngram_ids is None:
@@ -358,3 +379,94 @@ class NativeIntentModel:
         # einsum, not `@`: numpy's BLAS would start its own threads, whose busy-waiting (sched_yield) took the
         # cores from the kernel's threads and stalled forward passes for up to 100 ms
         return (np.einsum("bh,hl->bl", features, self.classifier_w) + self.classifier_b).astype(np.float32)
+
+
+class NativeIntentModel(_NumpyEnds):
+    """``model(input_ids, attention_mask, ngram_ids) -> logits``: the IntentModel through the C kernel, its
+    products on AMX tiles with ``amx`` (``kernel`` 'amx'; the caller checks :func:`amx_unavailable_reason`),
+    else with AVX-512 VNNI (``kernel`` 'vnni'). Both give the same logits, bit for bit."""
+
+    def __init__(
+        self, tensors: Dict[str, np.ndarray], encoder_config: Mapping[str, Any], num_threads: int, amx: bool = False
+    ) -> None:
+        super().__init__(tensors, encoder_config, num_threads)
+        reason = amx_unavailable_reason(encoder_config) if amx else None  # also asks Linux for the tile state
+        if reason:
+            raise RuntimeError(f"the native kernel's AMX path cannot run this model here: {reason}")
+        self._lib = _library()
+        self.amx = bool(amx)
+        self.kernel = "amx" if self.amx else "vnni"
+        self._keep: List[np.ndarray] = []  # every array the C structs point into
+        self._workspace = np.empty(0, dtype=np.uint8)
+        self._layers_c = (_Layer * self.n_layers)()
+        for layer in range(self.n_layers):
+            entry = self._layers_c[layer]
+            for i, product in enumerate(PRODUCTS):
+                panels = np.ascontiguousarray(tensors[f"layer.{layer}.{product}.panels"], dtype=np.int8)
+                colsum = panels.astype(np.int32).sum(axis=(1, 3)).reshape(-1)  # per output column
+                entry.w[i] = self._pin(amx_groups(panels) if self.amx else panels, np.int8).ctypes.data
+                entry.scale[i] = self._pin(tensors[f"layer.{layer}.{product}.scale"], np.float32).ctypes.data
+                entry.colsum[i] = self._pin(colsum, np.int32).ctypes.data
+                entry.bias[i] = self._pin(tensors[f"layer.{layer}.{product}.bias"], np.float32).ctypes.data
+            entry.ln1_gamma = self._pin(tensors[f"layer.{layer}.ln1.weight"], np.float32).ctypes.data
+            entry.ln1_beta = self._pin(tensors[f"layer.{layer}.ln1.bias"], np.float32).ctypes.data
+            entry.ln2_gamma = self._pin(tensors[f"layer.{layer}.ln2.weight"], np.float32).ctypes.data
+            entry.ln2_beta = self._pin(tensors[f"layer.{layer}.ln2.bias"], np.float32).ctypes.data
+
+    def _pin(self, array: np.ndarray, dtype: Any) -> np.ndarray:
+        array = np.ascontiguousarray(array, dtype=dtype)
+        self._keep.append(array)
+        return array
+
+    def _layers(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The C kernel, in place on ``x`` (this model's buffer), with a 64-byte aligned workspace that is
+        kept and only grows."""
+        batch, seq, _ = x.shape
+        need = int(self._lib.nb_workspace_bytes(batch, seq, self.hidden, self.inter)) + 64
+        if self._workspace.size < need:
+            self._workspace = np.empty(need, dtype=np.uint8)
+        address = self._workspace.ctypes.data
+        self._lib.nb_encode(
+            x.ctypes.data, mask.ctypes.data, batch, seq, self.hidden, self.heads, self.inter, self.n_layers,
+            self._layers_c, self.eps, self.num_threads, address + (-address % 64), int(self.amx),
+        )  # fmt: skip
+        return x
+
+
+class OnnxIntentModel(_NumpyEnds):
+    """The same file and model where the C kernel cannot run: the encoder layers as an onnxruntime int8 graph
+    built in memory (:mod:`nlu_bert.native.portable`). ``allow_spinning`` as for the onnxruntime backend."""
+
+    kernel = "onnxruntime"
+
+    def __init__(
+        self, tensors: Dict[str, np.ndarray], encoder_config: Mapping[str, Any], num_threads: int,
+        allow_spinning: bool = True, signed_weights: Optional[bool] = None,
+    ) -> None:  # fmt: skip
+        from nlu_bert.native import portable
+        from nlu_bert.runtime import ort_session
+
+        super().__init__(tensors, encoder_config, num_threads)
+        if signed_weights is None:
+            signed_weights = portable.signed_weights_fast(cpu_flags())
+        self.signed_weights = bool(signed_weights)
+        graph = portable.encoder_graph(tensors, encoder_config, self.signed_weights)
+        self.session, _ = ort_session(graph, num_threads, allow_spinning)
+
+    def _layers(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        bias = (1.0 - mask[:, None, None, :].astype(np.float32)) * np.finfo(np.float32).min
+        return self.session.run(["last_hidden"], {"hidden": x, "mask_bias": bias})[0]
+
+
+def load_model(path: Path, num_threads: int, allow_spinning: bool = True) -> _NumpyEnds:
+    """The fastest engine for ``path`` on this machine (:func:`choose_kernel`): the C kernel with AMX, or with
+    AVX-512 VNNI, else the onnxruntime graph. ``model.kernel`` says which; ``model.kernel_note`` why no faster one."""
+    tensors, encoder_config = read(path)
+    kernel, reason = choose_kernel(encoder_config)
+    model: _NumpyEnds
+    if kernel == "onnxruntime":
+        model = OnnxIntentModel(tensors, encoder_config, num_threads, allow_spinning=allow_spinning)
+    else:
+        model = NativeIntentModel(tensors, encoder_config, num_threads, amx=kernel == "amx")
+    model.kernel_note = reason
+    return model

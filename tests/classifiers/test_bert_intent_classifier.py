@@ -53,6 +53,7 @@ def train_component(storage_dir: Path, config: Dict[str, Any], data: TrainingDat
 
 
 TORCH_FP32 = {"inference": {"backend": "torch", "precision": "fp32"}}
+ONNX_INT8 = {"inference": {"backend": "onnxruntime"}}
 INFERENCE_NOT_A_MAPPING = (
     "BertIntentClassifier: `inference` must be a mapping of `backend`, `precision`, `threads`, `spinning`, "
     "e.g. `inference: {{backend: torch}}`, got {value}. Set `inference` in config.yml."
@@ -64,7 +65,7 @@ INFERENCE_OPTIONS = [
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Tuple[BertIntentClassifier, LocalModelStorage, Resource]:
-    """Default inference: onnxruntime int8."""
+    """Default inference: `auto`, which is native int8 for this BERT."""
     return train_component(tmp_path_factory.mktemp("bert"), {**TINY, "ngram_features": True}, tiny_training_data())
 
 
@@ -106,11 +107,11 @@ def _persist_copy(component: BertIntentClassifier, folder: Path, config: Dict[st
         ({"epoch": 3}, "BertIntentClassifier: unknown config key `epoch`. Did you mean `epochs`?"),
         (
             {"inference": {"backend": "tensorflow"}},
-            "BertIntentClassifier: `inference.backend` must be one of 'torch', 'onnxruntime', 'native', got 'tensorflow'. "
+            "BertIntentClassifier: `inference.backend` must be one of 'auto', 'torch', 'onnxruntime', 'native', got 'tensorflow'. "
             "Set `inference.backend` in config.yml.",
         ),
         (
-            {"inference": {"precision": "bf16"}},
+            {"inference": {"backend": "onnxruntime", "precision": "bf16"}},
             "BertIntentClassifier: `inference.precision` 'bf16' is not available with `inference.backend` 'onnxruntime' "
             "(allowed there: 'fp32', 'int8'). Use `inference.backend` 'torch' for bf16, or another precision. "
             "Set `inference.precision` in config.yml.",
@@ -292,7 +293,7 @@ def test_round_trip_gives_identical_predictions(trained: Tuple[BertIntentClassif
 
 @pytest.mark.parametrize(
     "fixture, weights",
-    [("trained", {"model.int8.onnx"}), ("trained_torch", {"model.safetensors", "encoder_config.json"})],
+    [("trained", {"model.native.safetensors"}), ("trained_torch", {"model.safetensors", "encoder_config.json"})],
 )
 def test_archive_holds_only_what_the_backend_loads(fixture: str, weights: set, request: pytest.FixtureRequest) -> None:
     _, storage, resource = request.getfixturevalue(fixture)
@@ -369,13 +370,16 @@ def _edit_meta(folder: Path, **changes: Any) -> None:
 @pytest.mark.parametrize(
     "config, damage, expected",
     [
-        ({}, lambda f: (f / "model.int8.onnx").unlink(), "model.int8.onnx is missing"),
-        ({}, lambda f: (f / "model.int8.onnx").write_bytes(b"\x00" * 100), "the model archive is damaged or incomplete"),
+        ({}, lambda f: (f / "model.native.safetensors").unlink(), "model.native.safetensors is missing"),
+        ({}, lambda f: (f / "model.native.safetensors").write_bytes(b"\x00" * 100), "the model archive is damaged or incomplete"),
+        (ONNX_INT8, lambda f: (f / "model.int8.onnx").unlink(), "model.int8.onnx is missing"),
+        (ONNX_INT8, lambda f: (f / "model.int8.onnx").write_bytes(b"\x00" * 100), "the model archive is damaged or incomplete"),
         (TORCH_FP32, lambda f: (f / "model.safetensors").unlink(), "model.safetensors is missing"),
         (TORCH_FP32, lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 100), "the model archive is damaged or incomplete"),
         ({}, lambda f: __import__("shutil").rmtree(f / "tokenizer"), "tokenizer is missing"),
         ({}, lambda f: (f / "tokenizer" / "tokenizer.json").write_text("{"), "the model archive is damaged or incomplete"),
         ({}, lambda f: _edit_meta(f, labels=["a", "b", "c"]), "the weights have 4 outputs but meta.json lists 3 intents"),
+        (ONNX_INT8, lambda f: _edit_meta(f, labels=["a", "b", "c"]), "the weights have 4 outputs but meta.json lists 3 intents"),
         (TORCH_FP32, lambda f: _edit_meta(f, labels=["a", "b", "c"]), "the weights have 4 outputs but meta.json lists 3 intents"),
         ({}, lambda f: _edit_meta(f, archive_format=99, nlu_bert_version="9.0"), "this model was trained by nlu-bert 9.0 with archive format 99"),
         ({}, lambda f: (f / "meta.json").write_text("[1, 2"), "meta.json is unreadable"),
@@ -397,7 +401,7 @@ def test_archive_exported_for_another_backend_names_both(tmp_path: Path, trained
     with pytest.raises(ModelArchiveError) as info:
         BertIntentClassifier.load({**TINY, **TORCH_FP32}, storage, resource, _context())
     assert str(info.value).startswith(
-        "BertIntentClassifier: this model was exported for `inference.backend` 'onnxruntime' with "
+        "BertIntentClassifier: this model was exported for `inference.backend` 'native' with "
         "`inference.precision` 'int8', but the config asks for 'torch' / 'fp32' (model.safetensors is not in the archive)."
     )
 
@@ -405,7 +409,7 @@ def test_archive_exported_for_another_backend_names_both(tmp_path: Path, trained
 def test_archive_from_before_the_inference_block_is_served_by_torch(
     tmp_path: Path, trained_torch: Tuple[BertIntentClassifier, Any, Any]
 ) -> None:
-    # such archives hold model.safetensors and a meta.json without `inference`; the default config asks for onnxruntime
+    # such archives hold model.safetensors and a meta.json without `inference`; the default config asks for `auto`
     component, _, _ = trained_torch
     storage, resource = _persist_copy(component, tmp_path, TORCH_FP32)
     with storage.read_from(resource) as folder:
@@ -413,20 +417,36 @@ def test_archive_from_before_the_inference_block_is_served_by_torch(
         for key in ("inference", "files"):
             meta.pop(key)
         (Path(folder) / "meta.json").write_text(json.dumps(meta))
-    with pytest.warns(UserWarning, match=re.escape("it is served with `inference.backend` 'torch' (int8) instead of 'onnxruntime'")):
+    with pytest.warns(UserWarning, match=re.escape("it is served with `inference.backend` 'torch' (int8) instead of 'auto'")):
         loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, storage, resource, _context())
     assert (loaded.predictor.backend, loaded.predictor.precision) == ("torch", "int8")
     texts = list(HELD_OUT.values())
     assert (loaded.predict_proba(texts).argmax(1) == component.predict_proba(texts).argmax(1)).all()
 
 
-def test_threads_and_spinning_can_change_at_load_time(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
-    _, storage, resource = trained
-    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1, "spinning": True}}, storage, resource, _context())
-    assert loaded.predictor.num_threads == 1
-    options = loaded.predictor.session.get_session_options()
+def test_threads_and_spinning_can_change_at_load_time(
+    tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nlu_bert import native
+
+    component, storage, resource = trained
+    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1}}, storage, resource, _context())
+    assert loaded.predictor.backend == "native" and loaded.predictor.model.num_threads == 1
+    onnx_storage, _ = _persist_copy(component, tmp_path, ONNX_INT8)
+    for spinning in (True, False):
+        config = {**TINY, "inference": {"backend": "onnxruntime", "threads": 1, "spinning": spinning}}
+        loaded = BertIntentClassifier.load(config, onnx_storage, resource, _context())
+        assert loaded.predictor.num_threads == 1
+        options = loaded.predictor.session.get_session_options()
+        assert options.intra_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spinning))
+    # the native file where its C kernel cannot run: onnxruntime serves it, with the same settings
+    monkeypatch.setenv(native.KERNEL_ENV, "onnxruntime")
+    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1, "spinning": False}}, storage, resource, _context())
+    assert loaded.predictor.kernel == "onnxruntime"
+    options = loaded.predictor.model.session.get_session_options()
     assert options.intra_op_num_threads == 1
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 ORT_LOAD_WITHOUT_TORCH = """
@@ -444,12 +464,15 @@ print(message.get("intent")["name"], "torch" in sys.modules, "transformers" in s
 """
 
 
-def test_onnxruntime_serving_imports_neither_torch_nor_transformers(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+def test_onnxruntime_serving_imports_neither_torch_nor_transformers(
+    tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]
+) -> None:
     import subprocess
     import sys
 
-    component, storage, _ = trained
-    code = ORT_LOAD_WITHOUT_TORCH.format(storage=str(storage._storage_path), config={**TINY, "ngram_features": True})
+    component = trained[0]
+    storage, _ = _persist_copy(component, tmp_path, ONNX_INT8)
+    code = ORT_LOAD_WITHOUT_TORCH.format(storage=str(storage._storage_path), config={**TINY, "ngram_features": True, **ONNX_INT8})
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     intent, torch_loaded, transformers_loaded = out.stdout.split()[-3:]
@@ -565,7 +588,20 @@ def test_native_backend_refuses_a_backbone_it_cannot_run_before_training(tmp_pat
     )
     with pytest.raises(InvalidConfigException, match=re.escape(message)) as info:
         train_component(tmp_path, config, tiny_training_data())
-    assert "Set `inference: {backend: onnxruntime}` in config.yml." in str(info.value)
+    assert "Set `inference: {backend: auto}` (or onnxruntime) in config.yml." in str(info.value)
+
+
+def test_auto_backend_serves_a_backbone_the_native_kernel_cannot_run_with_onnxruntime(tmp_path: Path) -> None:
+    config = {**TINY, "scratch_hidden_size": 40, "epochs": 2}  # 40 is no multiple of 16
+    component, storage, resource = train_component(tmp_path, config, tiny_training_data())
+    with storage.read_from(resource) as folder:
+        meta = json.loads((Path(folder) / "meta.json").read_text())
+        assert meta["inference"] == {"backend": "onnxruntime", "precision": "int8"}
+        assert "model.int8.onnx" in meta["files"] and "model.native.safetensors" not in meta["files"]
+    loaded = BertIntentClassifier.load(config, storage, resource, _context())
+    assert loaded.predictor.backend == "onnxruntime"
+    texts = list(HELD_OUT.values())
+    np.testing.assert_allclose(loaded.predict_proba(texts), component.predict_proba(texts), atol=1e-6)
 
 
 def test_unreachable_hub_model_names_the_three_ways_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
