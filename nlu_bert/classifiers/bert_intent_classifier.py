@@ -118,8 +118,8 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             "num_threads": 0,
             # How `rasa run` / `rasa shell` predict (docs/inference.md has the measurements):
             #   backend: auto (native for int8 BERT encoders, else onnxruntime; bf16: torch), native
-            #   (nlu-bert's own int8 kernel, BERT encoders only: its C kernel on CPUs with AVX-512 VNNI,
-            #   onnxruntime on the same int8 weights elsewhere), onnxruntime (the model is exported to ONNX
+            #   (nlu-bert's own int8 kernel, BERT encoders only: its C kernel on CPUs with AMX or AVX-512
+            #   VNNI, onnxruntime on the same int8 weights elsewhere), onnxruntime (the model is exported to ONNX
             #   at train time), or torch;
             #   precision: int8 (dynamic quantization), fp32, or bf16 (torch only); native is int8 only;
             #   threads: CPU threads for one message (0 = every core this process may use);
