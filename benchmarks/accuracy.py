@@ -325,19 +325,58 @@ def epochs_note(row: Dict[str, Any]) -> str:
     return f" (GPT-2 {row['gpt2_fine_tune_epochs']} epochs)" if "gpt2_fine_tune_epochs" in row else ""
 
 
+def options_table(results: List[Dict[str, Any]]) -> str:
+    """The inference options' agreement with fp32, as markdown ('' when no result has them)."""
+    rows = [
+        f"| {r['dataset']} | {o['option']} | {o['agreement_with_fp32']:.2%} ({o['disagreements']} of {o['texts']} differ) | "
+        f"{o['accuracy']:.4f} | {o['component_mb']:.1f} | {o['predict_ms_p50']:.2f} |"
+        for r in results
+        for o in r.get("inference_options", [])
+    ]
+    if not rows:
+        return ""
+    header = [
+        "| dataset | BERT inference option | top-1 agreement with fp32 | accuracy | component MB | predict ms p50 (batch 1, in-process) |",
+        "|---|---|---|---|---|---|",
+    ]
+    return "\n".join(header + rows)
+
+
+def merge_stored(stored: Path, results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """``results`` after the stored ones, a later run replacing the same dataset × pipeline."""
+    if not stored.exists():
+        return results
+    new_keys = {(r["dataset"], r["pipeline"]) for r in results}
+    previous = json.loads(stored.read_text(encoding="utf-8")).get("results", [])
+    return [r for r in previous if (r["dataset"], r["pipeline"]) not in new_keys] + results
+
+
+def write_agreement(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
+    """--agreement-only: agreement[-quick].{json,md} in --out, merged with the stored ones."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "agreement-quick" if args.quick else "agreement"
+    results = merge_stored(args.out / f"{stem}.json", results)
+    command = "python benchmarks/accuracy.py " + " ".join(sys.argv[1:])
+    payload = {"command": command, "machine": machine_info(), "quick": args.quick, "results": results}
+    (args.out / f"{stem}.json").write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
+    table = options_table(results)
+    (args.out / f"{stem}.md").write_text(f"`{command}`\n\n{table}\n", encoding="utf-8")
+    print(table)
+
+
+def machine_info() -> Dict[str, Any]:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
 def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
     """Merge ``results`` into the stored ones (a later run replaces the same dataset × pipeline) and write all."""
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     stem = "accuracy-quick" if args.quick else "accuracy"
-    stored = out / f"{stem}.json"
-    if stored.exists():
-        new_keys = {(r["dataset"], r["pipeline"]) for r in results}
-        previous = json.loads(stored.read_text(encoding="utf-8")).get("results", [])
-        results = [r for r in previous if (r["dataset"], r["pipeline"]) not in new_keys] + results
+    results = merge_stored(out / f"{stem}.json", results)
     payload = {
         "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": machine_info(),
         "quick": args.quick,
         "results": results,
     }
@@ -353,18 +392,9 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
             f"{r['archive_mb']:.1f} | {r['parse_ms_p50']:.1f} | {fb} |"
         )
     table = "\n".join(lines)
-    options = [
-        "| dataset | BERT inference option | top-1 agreement with fp32 | accuracy | component MB | predict ms p50 (batch 1, in-process) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        for o in r.get("inference_options", []):
-            options.append(
-                f"| {r['dataset']} | {o['option']} | {o['agreement_with_fp32']:.2%} ({o['disagreements']} of {o['texts']} differ) | "
-                f"{o['accuracy']:.4f} | {o['component_mb']:.1f} | {o['predict_ms_p50']:.2f} |"
-            )
-    if len(options) > 2:
-        table += "\n\n" + "\n".join(options)
+    options = options_table(results)
+    if options:
+        table += "\n\n" + options
     fallback = [
         "| dataset | GPT-2 scorer (every test message sent to the fallback) | same fallback answer as fp32 | same final intent | accuracy | scorer MB | fallback ms p50 (in-process) |",
         "|---|---|---|---|---|---|---|",
@@ -406,6 +436,22 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
         print(f"(no chart: {e})")
 
 
+def dataset_files(dataset: str, own: Dict[str, Tuple[Path, Path]], args: argparse.Namespace) -> Tuple[Path, Path]:
+    """(train, test) Rasa NLU files of ``dataset``: the user's own, or converted from ../shared/datasets; subsampled
+    with --quick."""
+    train_file, test_file = own[dataset] if dataset in own else prepare_dataset(dataset, args.work / "data")
+    if args.quick:
+        train_file = subsample(train_file, args.work / "quick" / dataset / "train.yml", 20, None, args.seed)
+        test_file = subsample(test_file, args.work / "quick" / dataset / "test.yml", None, 300, args.seed)
+    return train_file, test_file
+
+
+def agreement_folder(dataset: str, args: argparse.Namespace) -> Path:
+    """Where the agreement checks keep the models they train (benchmarks/int8_schemes.py reuses them); --quick
+    keeps its own."""
+    return args.work / ("quick/agreement" if args.quick else "agreement") / dataset
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=None, choices=sorted(DATASETS))
@@ -442,7 +488,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         help="skip the per-dataset checks against fp32: every BERT inference option (it trains BERT once more) and "
         "the GPT-2 fallback's int8 scorer (every test message sent to the fallback, twice)",
     )
+    parser.add_argument(
+        "--agreement-only", action="store_true",
+        help="only the check of every BERT inference option against fp32 (the `bert` pipeline's classifier, trained "
+        "once, in-process), no pipeline trained through Rasa; writes agreement.{json,md} in --out",
+    )
     args = parser.parse_args(argv)
+    if args.agreement_only and args.no_agreement:
+        parser.error("--agreement-only and --no-agreement exclude each other")
     if args.test is not None and args.train is None:
         parser.error("--test needs --train (your training data)")
     if args.test_fraction is not None:
@@ -477,17 +530,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     from tqdm import tqdm
 
     results = []
+    if args.agreement_only:
+        for dataset in tqdm(datasets, desc="agreement", unit="dataset"):
+            train_file, test_file = dataset_files(dataset, own, args)
+            options = inference_agreement(configs["bert"][1], train_file, test_file, agreement_folder(dataset, args))
+            results.append({"dataset": dataset, "pipeline": "bert", "inference_options": options})
+        write_agreement(results, args)
+        return
     jobs = [(d, p) for d in datasets for p in args.pipelines]
     bar = tqdm(jobs, desc="benchmark", unit="run")
     for dataset, name in bar:
         bar.set_postfix_str(f"{dataset}/{name}")
-        train_file, test_file = own[dataset] if dataset in own else prepare_dataset(dataset, args.work / "data")
-        if args.quick:
-            train_file = subsample(train_file, args.work / "quick" / dataset / "train.yml", 20, None, args.seed)
-            test_file = subsample(test_file, args.work / "quick" / dataset / "test.yml", None, 300, args.seed)
+        train_file, test_file = dataset_files(dataset, own, args)
         out_dir = args.work / "models" / dataset
-        # the models the agreement checks train are kept (benchmarks/int8_schemes.py reuses them); --quick keeps its own
-        agreement_dir = args.work / ("quick/agreement" if args.quick else "agreement") / dataset
+        agreement_dir = agreement_folder(dataset, args)
         out_dir.mkdir(parents=True, exist_ok=True)
         model, seconds = train(configs[name], train_file, out_dir, file_stem(name), languages[name])
         if name == "bert+gpt2":

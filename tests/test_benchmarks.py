@@ -61,6 +61,32 @@ def test_accuracy_benchmark_on_own_data(tmp_path: Path) -> None:
     assert sorted((r["dataset"], r["pipeline"]) for r in merged) == [("tinybot", "bert"), ("tinybot", "logreg")]
 
 
+def test_agreement_only_checks_every_inference_option_without_training_pipelines(tmp_path: Path, monkeypatch) -> None:
+    """`--agreement-only`: the `bert` classifier trained once in-process, each inference option's top intent set
+    against fp32's on the test split; no pipeline trained through Rasa, no accuracy table written."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    from benchmarks.accuracy import INFERENCE_OPTIONS
+
+    train = write_nlu(tmp_path / "train.yml", {intent: texts[:9] for intent, texts in TINY_BOT.items()})
+    test = write_nlu(tmp_path / "test.yml", {intent: texts[9:] for intent, texts in TINY_BOT.items()})
+    done = run_accuracy(tmp_path, "--train", str(train), "--test", str(test), "--name", "tinybot", "--quick", "--agreement-only")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    payload = json.loads((tmp_path / "results" / "agreement-quick.json").read_text(encoding="utf-8"))
+    [row] = payload["results"]
+    assert (row["dataset"], row["pipeline"]) == ("tinybot", "bert")
+    options = {o["option"]: o for o in row["inference_options"]}
+    assert list(options) == [name for name, *_ in INFERENCE_OPTIONS]
+    for o in options.values():
+        assert o["texts"] == 12
+        assert o["disagreements"] == round((1 - o["agreement_with_fp32"]) * 12)
+        assert o["component_mb"] > 0 and o["predict_ms_p50"] > 0
+    assert options["native-int8"]["component_mb"] < options["onnxruntime-fp32"]["component_mb"]
+    assert "| tinybot | native-int8 |" in (tmp_path / "results" / "agreement-quick.md").read_text(encoding="utf-8")
+    assert not (tmp_path / "results" / "accuracy-quick.json").exists()
+    assert not (tmp_path / "work" / "models").exists()  # nothing trained through Rasa
+
+
 CHAR_BIGRAMS = {"name": "CountVectorsFeaturizer", "analyzer": "char", "min_ngram": 1, "max_ngram": 2}
 
 
@@ -151,6 +177,7 @@ def test_http_latency_serves_a_bots_own_pipeline(tmp_path: Path) -> None:
         (["--config", "NOPIPE"], "has no `pipeline` list"),
         (["--config", "bert=BOTCONFIG"], "the name 'bert' is taken"),
         (["--config", "missing.yml"], "missing.yml is not a file"),
+        (["--agreement-only", "--no-agreement"], "--agreement-only and --no-agreement exclude each other"),
     ],
 )
 def test_accuracy_benchmark_rejects_bad_arguments(tmp_path: Path, args: List[str], message: str) -> None:
