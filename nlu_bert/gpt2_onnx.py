@@ -177,8 +177,11 @@ def export_scorer(model: Any, target: Path, precision: str, check: bool = True) 
 
 def quantize_scorer(src: Path, out: Path) -> None:
     """Dynamic int8 weight products: the blocks' linear layers (exported as Gemm) and the output layer (an int8
-    copy of the tied embedding table); attention products, embedding lookups and LayerNorms stay fp32."""
+    copy of the tied embedding table); attention products and LayerNorms stay fp32. The token and position
+    embedding tables that the lookups read are stored in fp16 (:func:`runtime.half_lookup_tables`: 34 MB
+    less for GPT-2 base, on disk and in memory)."""
     runtime.quantize_int8(src, out, ["MatMul", "Gemm"])
+    runtime.half_lookup_tables(out)
 
 
 def _probe_check(model: Any, path: Path, precision: str) -> Dict[str, Any]:

@@ -91,6 +91,13 @@ def test_int8_graph_is_smaller_and_close(model, encoder, bot, exported) -> None:
     a = np.asarray(fp32.score(prefix, query, options).log_likelihoods)
     b = np.asarray(int8.score(prefix, query, options).log_likelihoods)
     assert np.max(np.abs(a - b)) < 0.05 and report["probe_max_abs_diff"] < 0.05
+    import onnx
+
+    # the int8 graph's embedding lookups read fp16 tables (half the memory); the fp32 graph stays all fp32
+    tables = {p: {i.name: i.data_type for i in onnx.load(str(exported[p][0])).graph.initializer} for p in ("fp32", "int8")}
+    lookups = {name for name in tables["int8"] if name.endswith(("wte.weight", "wpe.weight"))}
+    assert len(lookups) == 2 and all(tables["int8"][n] == onnx.TensorProto.FLOAT16 for n in lookups)
+    assert all(tables["fp32"][n] == onnx.TensorProto.FLOAT for n in lookups)
 
 
 def test_cached_prefix_arrays_are_never_changed(encoder, bot, exported) -> None:

@@ -93,7 +93,8 @@ def test_export_writes_int8_panels_and_reads_back(tmp_path: Path) -> None:
     assert config["hidden_size"] == 64 and config["num_hidden_layers"] == 2
     assert tensors["layer.0.qkv.panels"].dtype == np.int8 and tensors["layer.0.qkv.panels"].shape == (12, 16, 16, 4)
     assert tensors["layer.1.ffn_out.panels"].shape == (4, 64, 16, 4)  # 256 -> 64
-    assert all(v.dtype != np.float16 for v in tensors.values())  # fp16 in the file, fp32 when read
+    # fp16 in the file; fp32 when read, but for the lookup tables, of which a forward pass converts a few rows
+    assert {k for k, v in tensors.items() if v.dtype == np.float16} == set(native.LOOKUP_TABLES)
     expected = {k: v.numpy() for k, v in model.state_dict().items()}
     qkv = np.concatenate([expected[f"encoder.encoder.layer.1.attention.self.{p}.weight"] for p in ("query", "key", "value")])
     back = native.dequantize_linear(tensors["layer.1.qkv.panels"], tensors["layer.1.qkv.scale"])
@@ -176,6 +177,23 @@ def test_amx_and_vnni_paths_give_the_same_logits_bit_for_bit(tmp_path: Path) -> 
         ids, mask = _batch(batch, seq, seed=seq)
         ngrams = np.random.default_rng(seq).integers(0, 31, (batch, 5)).astype(np.int64)
         np.testing.assert_array_equal(amx(ids, mask, ngrams), vnni(ids, mask, ngrams))
+
+
+@needs_kernel
+def test_fp16_lookup_tables_give_the_logits_of_tables_converted_up_front(tmp_path: Path) -> None:
+    """read() keeps the word embeddings and n-gram table in fp16 (half the memory); converting the rows a
+    message looks up gives the same logits, bit for bit, as converting the whole tables when read."""
+    tensors, config = native.read(_exported(_model(ngrams=31), tmp_path, dtype="float16"))
+    assert tensors["embeddings.word_embeddings.weight"].dtype == np.float16
+    converted = {k: v.astype(np.float32) if k in native.LOOKUP_TABLES else v for k, v in tensors.items()}
+    kept = native.NativeIntentModel(tensors, config, num_threads=2)
+    up_front = native.NativeIntentModel(converted, config, num_threads=2)
+    ids, mask = _batch(4, 19, seed=11)
+    ngrams = np.random.default_rng(11).integers(0, 31, (4, 6)).astype(np.int64)
+    logits = kept(ids, mask, ngrams)
+    assert logits.dtype == np.float32
+    np.testing.assert_array_equal(logits, up_front(ids, mask, ngrams))
+    np.testing.assert_array_equal(kept.encode(ids, mask), up_front.encode(ids, mask))
 
 
 def test_amx_groups_put_the_four_panels_of_each_step_side_by_side() -> None:

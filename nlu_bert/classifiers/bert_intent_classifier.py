@@ -577,6 +577,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             # Rasa raises ValueError when the resource does not exist: the component was not trained
             # (no intent examples), so it predicts no intent.
             logger.debug(f"{COMPONENT}: no trained model in the archive for resource '{resource.name}'.")
+        runtime.return_freed_memory()
         return component
 
     def _load_from(self, folder: Path) -> None:

@@ -41,7 +41,7 @@ from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY, INTENT_RANKING_KE
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from nlu_bert import backbones
+from nlu_bert import backbones, runtime
 from nlu_bert.config_checks import DefaultsBlock, merge_blocks
 from nlu_bert.prompts import (
     EXAMPLE_SELECTIONS,
@@ -464,6 +464,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
                 meta = component._stored_meta(folder)
                 if component._serving_backend(meta) == "onnxruntime":
                     component._install_onnx(folder, meta)
+                    runtime.return_freed_memory()
                     return component
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -481,6 +482,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         model.to(backbones.resolve_device(component.config["device"]))
         component._install_stored(meta, model, tokenizer)
         component._set_precision()
+        runtime.return_freed_memory()
         return component
 
     @staticmethod
