@@ -129,7 +129,9 @@ def train(name: str, pipeline: List[Dict[str, Any]], nlu: Path, language: str = 
     start = time.perf_counter()
     proc = subprocess.run(
         [RASA, "train", "nlu", "-c", str(config), "--nlu", str(nlu), "--out", str(out), "--fixed-model-name", stem],
-        cwd=str(C.ROOT), env=server_env(), capture_output=True, text=True,
+        # no Rasa training cache: it keys components by config and data, not by nlu-bert's code, so after a
+        # change it would hand back components that the old code trained and exported
+        cwd=str(C.ROOT), env={**server_env(), "RASA_MAX_CACHE_SIZE": "0"}, capture_output=True, text=True,
     )
     if proc.returncode != 0 or not model.is_file():
         raise RuntimeError(f"training {name} failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")

@@ -98,6 +98,24 @@ def test_int8_graph_is_smaller_and_close(model, encoder, bot, exported) -> None:
     lookups = {name for name in tables["int8"] if name.endswith(("wte.weight", "wpe.weight"))}
     assert len(lookups) == 2 and all(tables["int8"][n] == onnx.TensorProto.FLOAT16 for n in lookups)
     assert all(tables["fp32"][n] == onnx.TensorProto.FLOAT for n in lookups)
+    # and the int8 graph's key/value cache goes in and out in fp16
+    assert {i.type for i in int8.session.get_inputs() if i.name.startswith("past_")} == {"tensor(float16)"}
+    assert {o.type for o in int8.session.get_outputs() if o.name.startswith("present_")} == {"tensor(float16)"}
+    assert {i.type for i in fp32.session.get_inputs() if i.name.startswith("past_")} == {"tensor(float)"}
+
+
+def test_the_int8_scorers_prefix_cache_takes_half_the_bytes(encoder, bot, exported) -> None:
+    prefix, query, options = _prompt(encoder, bot, ["weather", "music", "taxi"], "明天下雨吗")
+    cached = {}
+    for precision in ("fp32", "int8"):
+        scorer = gpt2_onnx.OnnxCandidateScorer(exported[precision][0], num_threads=1, cache_size=2)
+        first = scorer.score(prefix, query, options)
+        again = scorer.score(prefix, query, options)  # served from the fp16 cache: the same numbers
+        assert not first.cache_hit and again.cache_hit and again.log_likelihoods == first.log_likelihoods
+        cached[precision] = next(iter(scorer.cache._items.values()))
+    assert {a.dtype for a in cached["int8"]} == {np.dtype(np.float16)}
+    assert [a.shape for a in cached["int8"]] == [a.shape for a in cached["fp32"]]
+    assert sum(a.nbytes for a in cached["int8"]) * 2 == sum(a.nbytes for a in cached["fp32"])
 
 
 def test_cached_prefix_arrays_are_never_changed(encoder, bot, exported) -> None:

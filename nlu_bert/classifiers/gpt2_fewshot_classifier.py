@@ -158,7 +158,8 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             # natively, else fp32), fp32 or bf16. See docs/inference.md for speed and agreement.
             "inference_precision": "auto",
             # how many few-shot prefixes keep their key/value cache across messages (0: none); one entry
-            # holds ~37 kB (bf16) / ~74 kB (fp32) per prompt token of a GPT-2 base model
+            # holds ~37 kB (onnxruntime int8 and torch bf16: 16-bit caches) / ~74 kB (fp32) per prompt token of a
+            # GPT-2 base model
             "prefix_cache_size": 8,
             # seed for example sampling and fine-tuning
             "random_seed": 42,
