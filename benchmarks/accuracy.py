@@ -351,36 +351,39 @@ def merge_stored(stored: Path, results: List[Dict[str, Any]]) -> List[Dict[str, 
     return [r for r in previous if (r["dataset"], r["pipeline"]) not in new_keys] + results
 
 
-def write_agreement(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
-    """--agreement-only: agreement[-quick].{json,md} in --out, merged with the stored ones."""
+def out_path(name: str, extension: str, args: argparse.Namespace) -> Path:
+    """--out/``name``.``extension``, ``name``-quick.``extension`` with --quick."""
+    return args.out / f"{name}{'-quick' if args.quick else ''}.{extension}"
+
+
+def store_results(name: str, results: List[Dict[str, Any]], args: argparse.Namespace) -> Tuple[List[Dict[str, Any]], str]:
+    """Write ``name``[-quick].json in --out, ``results`` merged into the stored ones (:func:`merge_stored`), with
+    the command and the machine. Returns the merged results and the command."""
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "agreement-quick" if args.quick else "agreement"
-    results = merge_stored(args.out / f"{stem}.json", results)
+    path = out_path(name, "json", args)
+    results = merge_stored(path, results)
     command = "python benchmarks/accuracy.py " + " ".join(sys.argv[1:])
-    payload = {"command": command, "machine": machine_info(), "quick": args.quick, "results": results}
-    (args.out / f"{stem}.json").write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
-    table = options_table(results)
-    (args.out / f"{stem}.md").write_text(f"`{command}`\n\n{table}\n", encoding="utf-8")
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    payload = {"command": command, "machine": machine, "quick": args.quick, "results": results}
+    path.write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
+    return results, command
+
+
+def write_table(name: str, command: str, table: str, args: argparse.Namespace) -> None:
+    """``name``[-quick].md in --out: the command, then the table; the table is printed too."""
+    out_path(name, "md", args).write_text(f"`{command}`\n\n{table}\n", encoding="utf-8")
     print(table)
 
 
-def machine_info() -> Dict[str, Any]:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+def write_agreement(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
+    """--agreement-only: agreement[-quick].{json,md} in --out, merged with the stored ones."""
+    results, command = store_results("agreement", results, args)
+    write_table("agreement", command, options_table(results), args)
 
 
 def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
     """Merge ``results`` into the stored ones (a later run replaces the same dataset × pipeline) and write all."""
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "accuracy-quick" if args.quick else "accuracy"
-    results = merge_stored(out / f"{stem}.json", results)
-    payload = {
-        "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
-        "machine": machine_info(),
-        "quick": args.quick,
-        "results": results,
-    }
-    (out / f"{stem}.json").write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
+    results, command = store_results("accuracy", results, args)
     lines = [
         "| dataset | pipeline | accuracy | macro-F1 | train s | archive MB | parse p50 ms | fallback acted / fixed / broke |",
         "|---|---|---|---|---|---|---|---|",
@@ -410,8 +413,7 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
             )
     if len(fallback) > 2:
         table += "\n\n" + "\n".join(fallback)
-    (out / f"{stem}.md").write_text(f"`{payload['command']}`\n\n{table}\n", encoding="utf-8")
-    print(table)
+    write_table("accuracy", command, table, args)
     try:
         import matplotlib
 
@@ -431,7 +433,7 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
         ax.legend(loc="lower right")
         ax.set_title("Intent accuracy by pipeline" + (" (--quick)" if args.quick else ""))
         fig.tight_layout()
-        fig.savefig(out / f"{stem}.png", dpi=110)
+        fig.savefig(out_path("accuracy", "png", args), dpi=110)
     except Exception as e:  # noqa: BLE001 - the chart is a nicety
         print(f"(no chart: {e})")
 

@@ -182,20 +182,24 @@ def quantize_scorer(src: Path, out: Path) -> None:
     embedding tables that the lookups read are stored in fp16 (:func:`runtime.half_lookup_tables`: 34 MB
     less for GPT-2 base, on disk and in memory), and the key/value cache goes in and out in fp16
     (:func:`half_key_value_cache`)."""
+    import onnx
+
     runtime.quantize_int8(src, out, ["MatMul", "Gemm"])
-    runtime.half_lookup_tables(out)
-    half_key_value_cache(out)
+    model = onnx.load(str(out))
+    runtime.half_lookup_tables(model.graph)
+    half_key_value_cache(model.graph)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
 
 
-def half_key_value_cache(path: Path) -> None:
-    """Make the graph at ``path`` take its ``past_*`` key/value inputs and give its ``present_*`` outputs in fp16,
-    with a ``Cast`` to or from fp32 at each: the prefix cache then holds half the bytes (about 37 kB per prompt
-    token of GPT-2 base instead of 74 kB), and onnxruntime converts them inside the run. Rewrites ``path``."""
+def half_key_value_cache(graph: Any) -> None:
+    """Make ``graph`` (an ONNX ``GraphProto``, changed in place) take its ``past_*`` key/value inputs and give its
+    ``present_*`` outputs in fp16, with a ``Cast`` to or from fp32 at each: the prefix cache then holds half the
+    bytes (about 37 kB per prompt token of GPT-2 base instead of 74 kB), and onnxruntime converts them inside the
+    run."""
     import onnx
     from onnx import TensorProto, helper
 
-    model = onnx.load(str(path))
-    graph = model.graph
     inputs, outputs = {}, {}
     for value, names, prefix in ((graph.input, inputs, "past_"), (graph.output, outputs, "present_")):
         for v in value:
@@ -214,8 +218,6 @@ def half_key_value_cache(path: Path) -> None:
     nodes += [helper.make_node("Cast", [fp32], [n], to=TensorProto.FLOAT16, name=f"{n}_to_fp16") for n, fp32 in outputs.items()]
     graph.ClearField("node")
     graph.node.extend(nodes)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
 
 
 def _probe_check(model: Any, path: Path, precision: str) -> Dict[str, Any]:

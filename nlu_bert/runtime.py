@@ -741,17 +741,15 @@ def return_freed_memory() -> bool:
     return True
 
 
-def half_lookup_tables(path: Path) -> List[str]:
-    """Store in fp16 the fp32 tables of the graph at ``path`` that only ``Gather`` nodes read (embedding lookups
-    such as GPT-2's 21,128 x 768 token table, 65 MB in fp32), each of those Gathers followed by a ``Cast`` to
-    fp32: half their bytes on disk and in memory, and only the looked-up rows are converted. A table that any
-    other node reads stays fp32, and a graph with subgraphs (If, Loop, Scan) is left as it is. Rewrites ``path``;
-    returns the names of the tables it converted."""
+def half_lookup_tables(graph: Any) -> List[str]:
+    """Store in fp16 the fp32 tables of ``graph`` (an ONNX ``GraphProto``, changed in place) that only ``Gather``
+    nodes read (embedding lookups such as GPT-2's 21,128 x 768 token table, 65 MB in fp32), each of those Gathers
+    followed by a ``Cast`` to fp32: half their bytes on disk and in memory, and only the looked-up rows are
+    converted. A table that any other node reads stays fp32, and a graph with subgraphs (If, Loop, Scan) is left as
+    it is. Returns the names of the tables it converted."""
     import onnx
     from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
-    model = onnx.load(str(path))
-    graph = model.graph
     if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for node in graph.node for a in node.attribute):
         return []  # a subgraph may read a table from the outer scope
     readers: Dict[str, List[Tuple[Any, int]]] = {}
@@ -783,8 +781,6 @@ def half_lookup_tables(path: Path) -> List[str]:
             nodes.append(helper.make_node("Cast", [node.output[0]], [rows], to=TensorProto.FLOAT, name=f"{node.name}_to_fp32"))
     graph.ClearField("node")
     graph.node.extend(nodes)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
     return sorted(tables)
 
 
