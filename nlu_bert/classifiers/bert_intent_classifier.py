@@ -32,7 +32,7 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu_bert import backbones, runtime
 from nlu_bert.config_checks import ConfigChecker, DefaultsBlock, merge_blocks
-from nlu_bert.version import ARCHIVE_FORMAT, __version__
+from nlu_bert.version import BERT_ARCHIVE_FORMAT, __version__
 
 logger = logging.getLogger(__name__)
 
@@ -452,7 +452,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
 
     def _meta(self, use_ngrams: bool) -> Dict[str, Any]:
         return {
-            "archive_format": ARCHIVE_FORMAT,
+            "archive_format": BERT_ARCHIVE_FORMAT,
             "nlu_bert_version": __version__,
             "labels": self.labels,
             "max_length": self.config["max_length"],
@@ -589,11 +589,11 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise ModelArchiveError(_archive_message(folder, f"{META_FILE} is unreadable ({e})")) from None
-        if not isinstance(meta, dict) or meta.get("archive_format") != ARCHIVE_FORMAT:
+        if not isinstance(meta, dict) or meta.get("archive_format") != BERT_ARCHIVE_FORMAT:
             meta = meta if isinstance(meta, dict) else {}
             raise ModelArchiveError(
                 f"{COMPONENT}: this model was trained by nlu-bert {meta.get('nlu_bert_version', '?')} with archive "
-                f"format {meta.get('archive_format')!r}; this nlu-bert ({__version__}) reads format {ARCHIVE_FORMAT}. "
+                f"format {meta.get('archive_format')!r}; this nlu-bert ({__version__}) reads format {BERT_ARCHIVE_FORMAT}. "
                 "Train the model again with `rasa train`, or install the nlu-bert version that trained it."
             )
         backend, precision = self._serving_backend(meta)

@@ -54,7 +54,7 @@ from nlu_bert.prompts import (
     sample_episode,
     template_problem,
 )
-from nlu_bert.version import ARCHIVE_FORMAT, __version__
+from nlu_bert.version import GPT2_ARCHIVE_FORMAT, GPT2_ARCHIVE_FORMATS_READ, __version__
 
 logger = logging.getLogger(__name__)
 
@@ -439,7 +439,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
                 self._model.save_pretrained(str(model_dir), safe_serialization=True)
             self._tokenizer.save_pretrained(str(model_dir))
             meta = {
-                "archive_format": ARCHIVE_FORMAT,
+                "archive_format": GPT2_ARCHIVE_FORMAT,
                 "component": COMPONENT,
                 "nlu_bert_version": __version__,
                 "labels": self._labels,
@@ -493,11 +493,12 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         if not meta_path.exists():
             raise ValueError(f"no {META_FILE}")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("archive_format") != ARCHIVE_FORMAT:
+        if meta.get("archive_format") not in GPT2_ARCHIVE_FORMATS_READ:
             raise RasaException(
                 f"{COMPONENT}: the model archive holds archive format {meta.get('archive_format')!r} "
                 f"(written by nlu-bert {meta.get('nlu_bert_version', 'unknown')}); this nlu-bert "
-                f"{__version__} reads format {ARCHIVE_FORMAT} only. Train the model again with `rasa train`."
+                f"{__version__} reads formats {', '.join(map(str, GPT2_ARCHIVE_FORMATS_READ))}. Train the model again "
+                "with `rasa train`, or install the nlu-bert version that trained it."
             )
         return meta
 

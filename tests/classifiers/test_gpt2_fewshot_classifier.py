@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+import numpy as np
 import pytest
 from rasa.engine.graph import ExecutionContext
 from rasa.engine.storage.local_model_storage import LocalModelStorage
@@ -15,6 +16,7 @@ from rasa.shared.exceptions import InvalidConfigException, RasaException
 from rasa.shared.nlu.training_data.message import Message
 
 from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier as Component
+from nlu_bert.version import __version__
 from contract import assert_intent_contract
 from gpt2_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 from gpt2_fixtures import TINY_SIZES, tiny_tokenizer
@@ -292,7 +294,7 @@ def test_round_trip_through_model_storage(fewshot: Component, storage, context) 
     # only what onnxruntime loads: no torch weights
     assert {"scorer.int8.onnx", "config.json", "tokenizer.json", "vocab.txt"} <= files
     assert "scorer.onnx" not in files and not any(f.endswith((".safetensors", ".bin", ".pkl")) for f in files)
-    assert meta["archive_format"] == 1 and set(meta["labels"]) == BOT_INTENTS
+    assert meta["archive_format"] == 2 and set(meta["labels"]) == BOT_INTENTS
     assert meta["inference"]["backend"] == "onnxruntime" and meta["inference"]["precision"] == "int8"
     assert meta["inference"]["export"]["probe_max_abs_diff"] < 0.05
 
@@ -304,7 +306,8 @@ def test_other_archive_formats_are_refused(fewshot: Component, storage, context)
         original = meta_path.read_text(encoding="utf-8")
     try:
         meta_path.write_text(json.dumps({**json.loads(original), "archive_format": 99}), encoding="utf-8")
-        with pytest.raises(RasaException, match=re.escape("holds archive format 99") + ".*" + re.escape("Train the model again with `rasa train`.")):
+        message = f"holds archive format 99 (written by nlu-bert {__version__}); this nlu-bert {__version__} reads formats 1, 2. Train the model again with `rasa train`, or install the nlu-bert version that trained it."
+        with pytest.raises(RasaException, match=re.escape(message)):
             Component.load(TINY, storage, resource, context)
     finally:
         meta_path.write_text(original, encoding="utf-8")
@@ -405,6 +408,30 @@ def test_archives_from_before_the_onnx_scorer_are_served_by_torch(trained_torch:
     with pytest.warns(UserWarning, match=re.escape("served with `inference_backend` 'torch' instead of 'onnxruntime'")):
         legacy = Component.load({**TINY, "inference_precision": "fp32"}, storage, Resource("fewshot-torch"), context)
     assert legacy._model is not None and _answers(legacy, texts) == expected
+
+
+def test_a_format_1_archive_of_nlu_bert_0_1_0_is_still_served(trained: Component, trained_torch: Component, storage, context, meta_of, tmp_path: Path) -> None:
+    """nlu-bert 0.1.0 wrote archive format 1: its int8 scorer took and gave the key/value cache in fp32."""
+    from nlu_bert import gpt2_onnx, runtime
+
+    fp32 = tmp_path / "scorer.onnx"
+    gpt2_onnx.export_scorer(trained_torch._model, fp32, "fp32")
+    runtime.quantize_int8(fp32, tmp_path / "old.int8.onnx", ["MatMul", "Gemm"])  # 0.1.0's int8 scorer
+    expected = _answers(trained, TEXTS)
+    with storage.read_from(Resource("fewshot")) as folder:
+        scorer = folder / "model" / "scorer.int8.onnx"
+        kept = scorer.with_suffix(".kept")
+        scorer.rename(kept)
+    try:
+        (tmp_path / "old.int8.onnx").rename(scorer)
+        meta_of("fewshot", lambda meta: {**meta, "archive_format": 1, "nlu_bert_version": "0.1.0"})
+        old = Component.load(TINY, storage, Resource("fewshot"), context)
+        assert old._scorer.cache_dtype == np.float32
+        for a, b in zip(_answers(old, TEXTS), expected):
+            assert a["intent"]["name"] == b["intent"]["name"]
+            assert a["intent"]["confidence"] == pytest.approx(b["intent"]["confidence"], abs=0.05)
+    finally:
+        kept.replace(scorer)
 
 
 @pytest.mark.parametrize(
