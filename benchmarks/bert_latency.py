@@ -705,7 +705,6 @@ def render(payload: Dict[str, Any]) -> str:
             f"{r['batch_msgs_per_s']:.0f}",
             f"{lat['16']['p50'] / floor16:.1f} / {lat['32']['p50'] / floor32:.1f}",
         ] + ([] if reread is None else [f"{lat['16']['p50'] / max(floor16, reread):.1f} / {lat['32']['p50'] / max(floor32, reread):.1f}"]))
-    blank = [""] * (reread is not None)
     for precision in ("int8", "bf16", "fp32"):
         rate = rates[precision]
         flop = [C.flops_per_message(n) / (rate * 1e9) * 1e3 for n in LENGTHS]
@@ -713,26 +712,26 @@ def render(payload: Dict[str, Any]) -> str:
         batch = 32 * C.flops_per_message(32) / (rate * 1e9)
         rows.append([
             f"floor: {precision} GEMM at {rate:.0f} GFLOP/s", "", "", "",
-            *[f"{f:.1f}" for f in flop], f"{32 / batch:.0f}", "", *blank,
+            *[f"{f:.1f}" for f in flop], f"{32 / batch:.0f}",
         ])
         rows.append([
             f"floor: streaming {precision} weights ({weight_bytes(precision) / 1e6:.0f} MB) at {bandwidth:.0f} GB/s",
-            "", "", "", *[f"{stream:.1f}" for _ in LENGTHS], "", "", *blank,
+            "", "", "", *[f"{stream:.1f}" for _ in LENGTHS],
         ])
     if reread is not None:
         rows.append([
             f"floor: re-reading the int8 weights' {weight_bytes('int8') / 1e6:.0f} MB back to back at "
             f"{floors['int8_weights_reread_gb_s']:.0f} GB/s (from the last-level cache where it holds them)", "", "", "",
-            *[f"{reread:.1f}" for _ in LENGTHS], "", f"{reread / floor16:.1f} / {reread / floor32:.1f}", *blank,
+            *[f"{reread:.1f}" for _ in LENGTHS], "", f"{reread / floor16:.1f} / {reread / floor32:.1f}",
         ])
     if "model_gemms_int8_ms" in floors:
         gemms = floors["model_gemms_int8_ms"]
         rows.append([
             "measured: the model's 48 int8 weight GEMMs alone (onnxruntime, weights from memory)", "", "", "",
             *[f"{gemms[str(n)]:.1f}" for n in LENGTHS], "",
-            f"{gemms['16'] / floor16:.1f} / {gemms['32'] / floor32:.1f}", *blank,
+            f"{gemms['16'] / floor16:.1f} / {gemms['32'] / floor32:.1f}",
         ])
-    lines.append(C.markdown_table(header, rows))
+    lines.append(C.markdown_table(header, [row + [""] * (len(header) - len(row)) for row in rows]))  # floors: empty cells
     tok = payload["tokenizer"]
     lines += [
         "",

@@ -460,13 +460,19 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         **kwargs: Any,
     ) -> GPT2FewShotIntentClassifier:
         component = cls(config, model_storage, resource, execution_context)
+        component._load_from(model_storage, resource)
+        runtime.return_freed_memory()  # what loading read and converted goes back to the system
+        return component
+
+    def _load_from(self, model_storage: ModelStorage, resource: Resource) -> None:
+        """Install the stored model: the onnxruntime scorer, or the torch model in its serving dtype. A resource
+        without a trained model leaves the component untrained (it will not act)."""
         try:
             with model_storage.read_from(resource) as folder:
-                meta = component._stored_meta(folder)
-                if component._serving_backend(meta) == "onnxruntime":
-                    component._install_onnx(folder, meta)
-                    runtime.return_freed_memory()
-                    return component
+                meta = self._stored_meta(folder)
+                if self._serving_backend(meta) == "onnxruntime":
+                    self._install_onnx(folder, meta)
+                    return
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
                 from nlu_bert.fewshot_scoring import precision_dtype
@@ -475,16 +481,14 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
                 tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
                 # straight into the serving dtype: no fp32 copy on the way (half the memory for bf16)
                 model = AutoModelForCausalLM.from_pretrained(
-                    path, local_files_only=True, torch_dtype=precision_dtype(component._torch_precision())
+                    path, local_files_only=True, torch_dtype=precision_dtype(self._torch_precision())
                 )
         except ValueError as e:
             logger.debug(f"{COMPONENT}: resource '{resource.name}' holds no trained model ({e}); it will not act.")
-            return component
-        model.to(backbones.resolve_device(component.config["device"]))
-        component._install_stored(meta, model, tokenizer)
-        component._set_precision()
-        runtime.return_freed_memory()
-        return component
+            return
+        model.to(backbones.resolve_device(self.config["device"]))
+        self._install_stored(meta, model, tokenizer)
+        self._set_precision()
 
     @staticmethod
     def _stored_meta(folder: Path) -> Dict[str, Any]:
