@@ -189,7 +189,7 @@ def evaluate_fallback(model: Path, test_file: Path, work: Path, compare: bool) -
     counts the same answers (acted on or not) and the same final intents."""
     from rasa.core.agent import Agent
 
-    from nlu_bert import gpt2_onnx
+    from nlu_bert.fewshot import onnx_scorer as gpt2_onnx
     from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier
 
     agent = Agent.load(str(model))

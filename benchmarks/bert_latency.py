@@ -93,7 +93,7 @@ def load_model(folder: Path) -> Tuple[Any, Dict[str, Any]]:
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel
 
-    from nlu_bert.modeling import IntentModel
+    from nlu_bert.bert.model import IntentModel
 
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     config = AutoConfig.from_pretrained(str(folder / ENCODER_CONFIG_FILE), local_files_only=True)
@@ -113,7 +113,7 @@ def full_size_random(folder: Path) -> None:
     import torch
     from transformers import BertConfig, BertModel
 
-    from nlu_bert.modeling import IntentModel
+    from nlu_bert.bert.model import IntentModel
 
     torch.manual_seed(0)
     encoder = BertModel(BertConfig(**C.FULL_BERT), add_pooling_layer=False)
@@ -130,8 +130,8 @@ def train_on_smp2017(folder: Path, size: str, epochs: int, threads: int) -> Dict
     import torch
     from transformers import BertConfig, BertModel
 
-    from nlu_bert.modeling import IntentModel
-    from nlu_bert.ngrams import batch_ngram_ids
+    from nlu_bert.bert.model import IntentModel
+    from nlu_bert.bert.ngrams import batch_ngram_ids
 
     texts, labels = C.smp2017_split("train")
     if not texts:
@@ -185,7 +185,7 @@ def train_on_smp2017(folder: Path, size: str, epochs: int, threads: int) -> Dict
 
 def export_inference_files(folder: Path) -> Dict[str, Any]:
     """The onnxruntime and native files the component would store at train time, with timings and sizes."""
-    from nlu_bert import runtime
+    from nlu_bert.bert import predictors as runtime
 
     out: Dict[str, Any] = {}
     for precision in runtime.SUPPORTED_PRECISIONS["onnxruntime"]:
@@ -198,7 +198,7 @@ def export_inference_files(folder: Path) -> Dict[str, Any]:
         report["total_s"] = round(time.perf_counter() - start, 1)
         out[precision] = report
         C.log(f"  exported {target.name}: {report['bytes'] / 1e6:.1f} MB in {report['total_s']} s")
-    from nlu_bert import native
+    from nlu_bert.bert import native
 
     target = folder / native.NATIVE_FILE
     if not target.is_file():
@@ -217,7 +217,7 @@ def export_inference_files(folder: Path) -> Dict[str, Any]:
 
 def encode_eval_set(folder: Path, target: Path, limit: Optional[int] = None) -> Dict[str, Any]:
     """Tokenized SMP2017 develop + test (or synthetic texts), in batches of 32 sorted by length (as the component does)."""
-    from nlu_bert.ngrams import batch_ngram_ids
+    from nlu_bert.bert.ngrams import batch_ngram_ids
 
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     dev, dev_y = C.smp2017_split("develop")
@@ -247,7 +247,7 @@ def encode_eval_set(folder: Path, target: Path, limit: Optional[int] = None) -> 
 # =========================================================================================== worker
 def make_predictor(variant: str, folder: Path, threads: int):
     backend, precision, options = VARIANTS[variant]
-    from nlu_bert import runtime
+    from nlu_bert.bert import predictors as runtime
 
     threads = options.get("threads", threads)
     os.environ.update(options.get("env", {}))
@@ -278,11 +278,11 @@ def worker(args: argparse.Namespace) -> None:
     if backend == "onnxruntime":
         import onnxruntime  # noqa: F401
     elif backend == "native":
-        from nlu_bert import native  # noqa: F401
+        from nlu_bert.bert import native  # noqa: F401
     else:
         import torch  # noqa: F401
         import transformers  # noqa: F401
-    from nlu_bert import runtime  # noqa: F401
+    from nlu_bert.bert import predictors as runtime  # noqa: F401
 
     result["import_s"] = round(time.perf_counter() - start, 3)
     folder = Path(args.folder)
@@ -335,7 +335,7 @@ def floors_worker(args: argparse.Namespace) -> None:
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
-    from nlu_bert import runtime
+    from nlu_bert.bert import predictors as runtime
 
     threads = runtime.resolve_threads(args.threads)
     torch.set_num_threads(threads)
@@ -431,8 +431,8 @@ def tokenizer_timing(n: int) -> Dict[str, Any]:
     ``runtime.TextEncoder`` the onnxruntime path can use, and the hashed n-gram ids."""
     import tempfile
 
-    from nlu_bert.ngrams import batch_ngram_ids
-    from nlu_bert.runtime import TextEncoder
+    from nlu_bert.bert.ngrams import batch_ngram_ids
+    from nlu_bert.bert.predictors import TextEncoder
 
     tokenizer = C.load_bert_tokenizer()
     with tempfile.TemporaryDirectory() as tmp:

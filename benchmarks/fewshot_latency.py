@@ -88,7 +88,7 @@ def build_component(model: Any, tokenizer: Any, k: int, rng: random.Random) -> T
     from rasa.engine.storage.resource import Resource
 
     from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier
-    from nlu_bert.prompts import ExampleBank
+    from nlu_bert.fewshot.prompts import ExampleBank
 
     # 5 candidates: the default template (1 or 2 shots each, whichever comes closer to 200 tokens);
     # 20 candidates: 1 shot each and the separator-free template (the twelve-dash separator
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from transformers import BertTokenizerFast, GPT2Config, GPT2LMHeadModel
 
     from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier
-    from nlu_bert.gpt2_onnx import OnnxCandidateScorer
+    from nlu_bert.fewshot.onnx_scorer import OnnxCandidateScorer
 
     load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def export_scorers(model: Any) -> Dict[str, Path]:
     """The component's ONNX scoring graphs of ``model`` (fp32, int8), exported once and kept in benchmarks/work."""
-    from nlu_bert import gpt2_onnx
+    from nlu_bert.fewshot import onnx_scorer as gpt2_onnx
 
     folder = REPO / "benchmarks" / "work" / "fewshot_latency"
     files = {}
@@ -239,7 +239,7 @@ def export_scorers(model: Any) -> Dict[str, Path]:
 
 
 def same_decisions(k: int, fp32: List[List[float]], bf16: List[List[float]]) -> Dict[str, Any]:
-    from nlu_bert.fewshot_scoring import softmax
+    from nlu_bert.fewshot.scoring import softmax
 
     def argmax(v: List[float]) -> int:
         return max(range(len(v)), key=v.__getitem__)

@@ -84,7 +84,7 @@ def bert_gemm_graph(distinct_layers: int = LAYERS, seed: int = 0) -> Any:
 
 def onnxruntime_int8(threads: int, distinct_layers: int = LAYERS) -> Callable[[np.ndarray], Any]:
     """The component's int8 (``runtime.quantize_int8`` of the MatMuls) in its served session settings."""
-    from nlu_bert import runtime
+    from nlu_bert.bert import predictors as runtime
 
     model = bert_gemm_graph(distinct_layers)
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +98,7 @@ def onnxruntime_int8(threads: int, distinct_layers: int = LAYERS) -> Callable[[n
 def onnxruntime_nbits(threads: int, block_size: int) -> Callable[[np.ndarray], Any]:
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    from nlu_bert import runtime
+    from nlu_bert.bert import predictors as runtime
 
     model = bert_gemm_graph()
     quantizer = MatMulNBitsQuantizer(model, algo_config=DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4))
@@ -228,7 +228,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     import torch
 
-    from nlu_bert import runtime
+    from nlu_bert.bert import predictors as runtime
 
     started = time.perf_counter()
     threads = runtime.resolve_threads(args.threads)

@@ -54,7 +54,7 @@ def load_component(folder: Path, backend: str, precision: str) -> Any:
 
 def build(dataset: str, scheme: str) -> Path:
     """A component folder with the fp32 graph of ``dataset`` quantized by ``scheme``; returns the storage root."""
-    from nlu_bert import runtime
+    from nlu_bert.bert import predictors as runtime
 
     source = AGREEMENT / dataset / "onnxruntime-int8" / "bert"
     root = OUT / dataset / scheme
@@ -91,7 +91,7 @@ def agreement(dataset: str, roots: Dict[str, Path]) -> Dict[str, Any]:
 def latency(rounds: int, calls: int) -> Dict[str, Any]:
     """p50 per round of the full-size graph (bert_latency.py's random-weight hfl/chinese-bert-wwm-ext architecture)
     quantized both ways, served settings, at 16 and 32 tokens (batch 1)."""
-    from nlu_bert import runtime
+    from nlu_bert.bert import predictors as runtime
 
     fp32_graph = C.WORK / "bert_latency" / "full_random" / runtime.ONNX_FILES["fp32"]
     if not fp32_graph.is_file():

@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from nlu_bert.prompts import TEMPLATES
+from nlu_bert.fewshot.prompts import TEMPLATES
 from nlu_bert.vocab import build_char_vocab, make_tokenizer
 
 NOT_APPLICABLE = "不知道"

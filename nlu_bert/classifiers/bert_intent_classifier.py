@@ -30,8 +30,9 @@ from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from nlu_bert import backbones, runtime
-from nlu_bert.config_checks import ConfigChecker, DefaultsBlock, merge_blocks
+from nlu_bert import backbones
+from nlu_bert.bert import predictors as runtime
+from nlu_bert.config import ConfigChecker, DefaultsBlock, merge_blocks
 from nlu_bert.version import BERT_ARCHIVE_FORMAT, __version__
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         self._resource = resource
         self._execution_context = execution_context
         self.labels: List[str] = []
-        self.model: Any = None  # the trained torch nlu_bert.modeling.IntentModel (after train only)
+        self.model: Any = None  # the trained torch nlu_bert.bert.model.IntentModel (after train only)
         self.tokenizer: Any = None  # the transformers tokenizer (after train only)
         self.predictor: Optional[runtime.Predictor] = None  # what predicts, once trained or loaded
         self.encoder: Any = None  # texts -> (input_ids, attention_mask)
@@ -262,7 +263,8 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
 
         import torch
 
-        from nlu_bert import modeling, training
+        from nlu_bert.bert import model as modeling
+        from nlu_bert.bert import training
 
         started = time.perf_counter()
         backbones.seed_everything(self.config["seed"])
@@ -375,7 +377,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         `AGREEMENT_TEXTS` examples, the held-out validation texts first. Below 99.5% it warns."""
         import torch
 
-        from nlu_bert import training
+        from nlu_bert.bert import training
 
         idx = idx[:AGREEMENT_TEXTS]
         reference = training.predict(self.model, make_batch, idx, self.config["batch_size"], torch.device("cpu"))
@@ -398,7 +400,8 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         """(tokenizer, encoder, mlm_model or None). Hub and folder failures raise ModelUnavailableError."""
         from transformers import AutoModel, AutoTokenizer, BertForMaskedLM
 
-        from nlu_bert import modeling, vocab
+        from nlu_bert import vocab
+        from nlu_bert.bert import model as modeling
 
         if self.is_scratch:
             import tempfile
@@ -463,7 +466,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         }
 
     def _ngram_ids(self, texts: List[str]) -> np.ndarray:
-        from nlu_bert.ngrams import batch_ngram_ids
+        from nlu_bert.bert.ngrams import batch_ngram_ids
 
         return batch_ngram_ids(
             texts, self.meta["ngram_buckets"], tuple(self.meta["ngram_range"]), self.meta["max_ngrams"]
@@ -479,7 +482,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         """Settle `inference.backend` for this encoder; `native` is refused before training, not after it."""
         configured = self.config["inference"]["backend"]
         if configured == "native":
-            from nlu_bert import native
+            from nlu_bert.bert import native
 
             reason = native.check_shape(encoder_config)
             if reason:
@@ -501,7 +504,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         if backend == "onnxruntime":
             return [runtime.ONNX_FILES[precision or self._precision], TOKENIZER_DIR]
         if backend == "native":
-            from nlu_bert import native
+            from nlu_bert.bert import native
 
             return [native.NATIVE_FILE, TOKENIZER_DIR]
         return [WEIGHTS_FILE, ENCODER_CONFIG_FILE, TOKENIZER_DIR]
@@ -661,7 +664,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         from safetensors.torch import load_file
         from transformers import AutoConfig, AutoModel
 
-        from nlu_bert import modeling
+        from nlu_bert.bert import model as modeling
 
         try:
             encoder_config = AutoConfig.from_pretrained(str(folder / ENCODER_CONFIG_FILE), local_files_only=True)

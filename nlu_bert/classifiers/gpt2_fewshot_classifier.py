@@ -41,9 +41,10 @@ from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY, INTENT_RANKING_KE
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from nlu_bert import backbones, runtime
-from nlu_bert.config_checks import DefaultsBlock, merge_blocks
-from nlu_bert.prompts import (
+from nlu_bert import backbones
+from nlu_bert.bert import predictors as runtime
+from nlu_bert.config import DefaultsBlock, merge_blocks
+from nlu_bert.fewshot.prompts import (
     EXAMPLE_SELECTIONS,
     ExampleBank,
     PromptEncoder,
@@ -213,7 +214,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         backbones.seed_everything(self.config["random_seed"])
         tokenizer, model = self._backbone(bank, labels)
         if self._backend() == "onnxruntime":
-            from nlu_bert.gpt2_onnx import export_problem
+            from nlu_bert.fewshot.onnx_scorer import export_problem
 
             problem = export_problem(model.config)
             if problem:  # before any fine-tuning time is spent
@@ -223,7 +224,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
                 )
         model.to(backbones.resolve_device(self.config["device"]))
         report = {"source": backbones.describe_source(self.config["model"])}
-        # scratch models put the user's line at a fixed position (see nlu_bert.fewshot_scoring)
+        # scratch models put the user's line at a fixed position (see nlu_bert.fewshot.scoring)
         self._install(model, tokenizer, bank, labels, report, anchored=backbones.is_scratch(self.config["model"]))
         if self.config["fine_tune"]:
             self._report["fine_tune"] = self._fine_tune(bank)
@@ -286,7 +287,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
     ) -> None:
         """Wire a model (or an ONNX ``scorer`` and the model's ``model_config``), tokenizer, examples and
         labels into a ready-to-score component."""
-        from nlu_bert.fewshot_scoring import CandidateScorer
+        from nlu_bert.fewshot.scoring import CandidateScorer
 
         if model is not None:
             model.eval()
@@ -334,7 +335,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         if self._backend() == "onnxruntime":
             setting = self.config["inference_precision"]
             return ONNX_AUTO_PRECISION if setting == "auto" else setting
-        from nlu_bert.fewshot_scoring import resolve_precision
+        from nlu_bert.fewshot.scoring import resolve_precision
 
         return resolve_precision(self.config["inference_precision"], backbones.resolve_device(self.config["device"]))
 
@@ -343,13 +344,13 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         torch (an archive from before the ONNX scorer) fp32 when asked for, else torch's ``auto``."""
         if self._backend() == "torch":
             return self._precision()
-        from nlu_bert.fewshot_scoring import resolve_precision
+        from nlu_bert.fewshot.scoring import resolve_precision
 
         setting = "fp32" if self.config["inference_precision"] == "fp32" else "auto"
         return resolve_precision(setting, backbones.resolve_device(self.config["device"]))
 
     def _set_precision(self) -> None:
-        from nlu_bert.fewshot_scoring import precision_dtype
+        from nlu_bert.fewshot.scoring import precision_dtype
 
         dtype = precision_dtype(self._torch_precision())
         if self._model is not None and self._model.dtype != dtype:
@@ -357,7 +358,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             self._scorer.cache.clear()
 
     def _fine_tune(self, bank: ExampleBank) -> Dict[str, Any]:
-        from nlu_bert.fewshot_scoring import FineTuneSettings, fine_tune, resolve_precision
+        from nlu_bert.fewshot.scoring import FineTuneSettings, fine_tune, resolve_precision
 
         assert self._encoder is not None
         encoder, labels, seed = self._encoder, self._labels, self.config["random_seed"]
@@ -427,7 +428,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         with self._model_storage.write_to(self._resource) as folder:
             model_dir = folder / MODEL_DIR
             if backend == "onnxruntime":
-                from nlu_bert import gpt2_onnx
+                from nlu_bert.fewshot import onnx_scorer as gpt2_onnx
 
                 # only what onnxruntime loads: the scoring graph, the tokenizer and the model's config
                 model_dir.mkdir(parents=True, exist_ok=True)
@@ -475,7 +476,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
                     return
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-                from nlu_bert.fewshot_scoring import precision_dtype
+                from nlu_bert.fewshot.scoring import precision_dtype
 
                 path = str(folder / MODEL_DIR)
                 tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -528,7 +529,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         return stored
 
     def _install_onnx(self, folder: Path, meta: Dict[str, Any]) -> None:
-        from nlu_bert import gpt2_onnx
+        from nlu_bert.fewshot import onnx_scorer as gpt2_onnx
 
         model_dir = folder / MODEL_DIR
         precision = meta["inference"].get("precision")
@@ -597,7 +598,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         encoder = self._encoder
         options = [encoder.answer_ids(self._labels[c]) for c in candidates] + [encoder.answer_ids(encoder.not_applicable)]
         scores = self._scorer.score(prefix, encoder.query_ids(text), options, mode="cached")
-        from nlu_bert.fewshot_scoring import softmax
+        from nlu_bert.fewshot.scoring import softmax
 
         probs = softmax(scores.log_likelihoods)
         names = candidates + [DEFAULT_NLU_FALLBACK_INTENT_NAME]

@@ -153,7 +153,7 @@ def test_inference_block_written_as_a_value_is_reported_through_rasas_graph(valu
 def test_a_partial_inference_block_is_filled_in_with_the_defaults_through_rasas_graph(model_storage: LocalModelStorage) -> None:
     from rasa.engine.graph import GraphNode
 
-    from nlu_bert import runtime
+    from nlu_bert.bert import predictors as runtime
 
     node = GraphNode(
         "bert", BertIntentClassifier, "create", {**TINY, "inference": {"precision": "fp32"}}, "train", {}, True,
@@ -427,7 +427,7 @@ def test_archive_from_before_the_inference_block_is_served_by_torch(
 def test_threads_and_spinning_can_change_at_load_time(
     tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nlu_bert import native
+    from nlu_bert.bert import native
 
     component, storage, resource = trained
     loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1}}, storage, resource, _context())

@@ -201,7 +201,7 @@ def test_answers_only_with_bot_intents_or_nlu_fallback(fewshot: Component) -> No
 
 
 def test_not_applicable_maps_to_nlu_fallback(fewshot: Component, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nlu_bert.fewshot_scoring import Scores
+    from nlu_bert.fewshot.scoring import Scores
 
     monkeypatch.setattr(
         fewshot._scorer, "score", lambda prefix, query, options, mode: Scores([-3.0] * (len(options) - 1) + [-0.1])
@@ -338,7 +338,7 @@ def test_scratch_fine_tuning_precision_and_attention_dropout(trained_torch: Comp
     has no attention dropout (its residual and embedding dropout stay)."""
     import torch
 
-    from nlu_bert.fewshot_scoring import resolve_precision
+    from nlu_bert.fewshot.scoring import resolve_precision
 
     report = trained_torch._report["fine_tune"]
     assert report["precision"] == resolve_precision("auto", torch.device("cpu"))
@@ -412,7 +412,8 @@ def test_archives_from_before_the_onnx_scorer_are_served_by_torch(trained_torch:
 
 def test_a_format_1_archive_of_nlu_bert_0_1_0_is_still_served(trained: Component, trained_torch: Component, storage, context, meta_of, tmp_path: Path) -> None:
     """nlu-bert 0.1.0 wrote archive format 1: its int8 scorer took and gave the key/value cache in fp32."""
-    from nlu_bert import gpt2_onnx, runtime
+    from nlu_bert.bert import predictors as runtime
+    from nlu_bert.fewshot import onnx_scorer as gpt2_onnx
 
     fp32 = tmp_path / "scorer.onnx"
     gpt2_onnx.export_scorer(trained_torch._model, fp32, "fp32")

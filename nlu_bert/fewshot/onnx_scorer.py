@@ -1,6 +1,6 @@
 """The GPT-2 few-shot scorer on onnxruntime: export at train time, a torch-free scorer at serving time.
 
-The exported graph is the ``cached`` / ``packed`` scoring step of :mod:`nlu_bert.fewshot_scoring`
+The exported graph is the ``cached`` / ``packed`` scoring step of :mod:`nlu_bert.fewshot.scoring`
 as one ONNX function::
 
     (input_ids [1, n], position_ids [1, n], bias [1, 1, n, past + n], rows [r], targets [r],
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nlu_bert import runtime
-from nlu_bert.fewshot_scoring import ScorerBase
+from nlu_bert.bert import predictors as runtime
+from nlu_bert.fewshot.scoring import ScorerBase
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -222,7 +222,7 @@ def half_key_value_cache(graph: Any) -> None:
 
 def _probe_check(model: Any, path: Path, precision: str) -> Dict[str, Any]:
     """Score one made-up prompt both ways (torch ``cached`` mode and the exported graph)."""
-    from nlu_bert.fewshot_scoring import CandidateScorer
+    from nlu_bert.fewshot.scoring import CandidateScorer
 
     vocab = int(model.config.vocab_size)
     rng = np.random.default_rng(0)

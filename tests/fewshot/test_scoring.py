@@ -6,7 +6,7 @@ from typing import Any, List
 
 import pytest
 
-from nlu_bert.fewshot_scoring import (
+from nlu_bert.fewshot.scoring import (
     MODES,
     CandidateScorer,
     FineTuneSettings,
@@ -16,7 +16,7 @@ from nlu_bert.fewshot_scoring import (
     fine_tune,
     softmax,
 )
-from nlu_bert.prompts import TEMPLATES, ExampleBank, PromptEncoder, encode_episode, sample_episode
+from nlu_bert.fewshot.prompts import TEMPLATES, ExampleBank, PromptEncoder, encode_episode, sample_episode
 from gpt2_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 from gpt2_fixtures import NOT_APPLICABLE, synthetic_bot, tiny_gpt2, tiny_tokenizer
 
@@ -154,7 +154,7 @@ def _items(encoder: PromptEncoder, bank: ExampleBank, pairs, rng: random.Random)
 
 def test_answer_loss_equals_the_models_own_loss_and_gradients(model, encoder, bot) -> None:
     """The fine-tuning loss applies the output layer to answer positions only; same loss, same gradients."""
-    from nlu_bert.fewshot_scoring import _batch
+    from nlu_bert.fewshot.scoring import _batch
 
     bank = ExampleBank(bot[0])
     pairs = [(t, i) for i in bank.intents for t in bank.examples[i][:2]]

@@ -5,7 +5,7 @@ Imported only when a component trains or loads (it imports torch).
 The n-gram branch is a fastText-style bag of hashed character 1..3-grams. It gives a model
 trained from ``scratch`` (no pre-training) the sparse lexical signal that Rasa's DIET gets from
 ``CountVectorsFeaturizer``; with a pre-trained backbone it costs little and is optional.
-The n-gram ids come from :mod:`nlu_bert.ngrams` (torch-free, shared with the onnxruntime path).
+The n-gram ids come from :mod:`nlu_bert.bert.ngrams` (torch-free, shared with the onnxruntime path).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ region. On CPUs with AMX (Intel Sapphire Rapids and newer) the same products run
 16 x 64 u8 x s8 tiles), which at 32-64 tokens is about twice the VNNI path; the int32 sums and the epilogue
 are the same, so are the logits.
 
-What it computes is the ``IntentModel`` of :mod:`nlu_bert.modeling` with a BERT encoder:
+What it computes is the ``IntentModel`` of :mod:`nlu_bert.bert.model` with a BERT encoder:
 
 * weights: symmetric int8 per output channel (the scheme of the onnxruntime int8 default);
 * activations: asymmetric u8 per token row, so a message's logits do not depend on the other messages of
@@ -21,7 +21,7 @@ tensors in the archive's ``save_dtype``). :func:`read` reads it with numpy only 
 kernel needs an x86-64 CPU with AVX-512 (F, BW, VL) and AVX-512 VNNI, and the compiled library (built by
 ``pip install`` when a C compiler with OpenMP is there); :func:`choose_kernel` picks AMX, VNNI or, where the
 C kernel cannot run (:func:`unavailable_reason` says why), onnxruntime on the same file
-(:class:`OnnxIntentModel`, the graph from :mod:`nlu_bert.native.portable`).
+(:class:`OnnxIntentModel`, the graph from :mod:`nlu_bert.bert.native.portable`).
 """
 from __future__ import annotations
 
@@ -439,7 +439,7 @@ class NativeIntentModel(_NumpyEnds):
 
 class OnnxIntentModel(_NumpyEnds):
     """The same file and model where the C kernel cannot run: the encoder layers as an onnxruntime int8 graph
-    built in memory (:mod:`nlu_bert.native.portable`). ``allow_spinning`` as for the onnxruntime backend."""
+    built in memory (:mod:`nlu_bert.bert.native.portable`). ``allow_spinning`` as for the onnxruntime backend."""
 
     kernel = "onnxruntime"
 
@@ -447,8 +447,8 @@ class OnnxIntentModel(_NumpyEnds):
         self, tensors: Dict[str, np.ndarray], encoder_config: Mapping[str, Any], num_threads: int,
         allow_spinning: bool = True, signed_weights: Optional[bool] = None,
     ) -> None:  # fmt: skip
-        from nlu_bert.native import portable
-        from nlu_bert.runtime import ort_session
+        from nlu_bert.bert.native import portable
+        from nlu_bert.bert.predictors import ort_session
 
         super().__init__(tensors, encoder_config, num_threads)
         if signed_weights is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nlu_bert.prompts import (
+from nlu_bert.fewshot.prompts import (
     MAX_SHOT,
     MAX_WAY,
     TEMPLATES,

@@ -1,4 +1,4 @@
-"""nlu_bert.runtime: every backend / precision against torch fp32, export -> load round trips, threads, errors.
+"""nlu_bert.bert.predictors: every backend / precision against torch fp32, export -> load round trips, threads, errors.
 
 The models are tiny IntentModels (hidden 32, 2 layers, the characters of the tiny bot as vocabulary),
 trained for a few seconds so that their top intents have real margins.
@@ -20,10 +20,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from nlu_bert import runtime  # noqa: E402
-from nlu_bert.native import NATIVE_FILE  # noqa: E402
-from nlu_bert.modeling import IntentModel  # noqa: E402
-from nlu_bert.ngrams import batch_ngram_ids  # noqa: E402
+from nlu_bert.bert import predictors as runtime  # noqa: E402
+from nlu_bert.bert.native import NATIVE_FILE  # noqa: E402
+from nlu_bert.bert.model import IntentModel  # noqa: E402
+from nlu_bert.bert.ngrams import batch_ngram_ids  # noqa: E402
 from nlu_testing import REPO_ROOT, TINY_BOT  # noqa: E402
 
 NGRAM_BUCKETS = 97
@@ -248,7 +248,7 @@ def test_onnx_round_trip_from_a_fresh_folder(trained, exported, tokenizer, tmp_p
     code = (
         "import sys, numpy as np\n"
         "from pathlib import Path\n"
-        "from nlu_bert.runtime import load_predictor\n"
+        "from nlu_bert.bert.predictors import load_predictor\n"
         f"p = load_predictor(Path({str(folder)!r}), 'onnxruntime', 'int8', 1)\n"
         f"out = p(np.load({str(tmp_path / 'ids.npy')!r}), np.load({str(tmp_path / 'mask.npy')!r}), {ngrams})\n"
         f"np.save({str(tmp_path / 'out.npy')!r}, out)\n"

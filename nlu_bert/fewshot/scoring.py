@@ -37,7 +37,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
-from nlu_bert.prompts import ScoringItem
+from nlu_bert.fewshot.prompts import ScoringItem
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -1,4 +1,4 @@
-"""Inference backends for :class:`nlu_bert.modeling.IntentModel`: torch, onnxruntime or nlu-bert's native int8
+"""Inference backends for :class:`nlu_bert.bert.model.IntentModel`: torch, onnxruntime or nlu-bert's native int8
 kernel, fp32 / bf16 / int8.
 
 The component calls four functions:
@@ -31,7 +31,7 @@ native           none                                         int8: nlu-bert's C
 
 The native kernel multiplies on AMX tiles where the CPU has them (Intel Sapphire Rapids and newer), else with
 AVX-512 VNNI. Where it cannot run (another CPU, no compiled library), its file is served by onnxruntime: the
-same int8 weights as a graph built at load (:mod:`nlu_bert.native.portable`); the log says why.
+same int8 weights as a graph built at load (:mod:`nlu_bert.bert.native.portable`); the log says why.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from nlu_bert.modeling import IntentModel
+    from nlu_bert.bert.model import IntentModel
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def resolve_backend(backend: str, precision: str, encoder_config: Mapping[str, A
     if backend != AUTO:
         return backend
     if precision == "int8":
-        from nlu_bert import native
+        from nlu_bert.bert import native
 
         return "native" if native.check_shape(encoder_config) is None else "onnxruntime"
     return "onnxruntime" if precision in SUPPORTED_PRECISIONS["onnxruntime"] else "torch"
@@ -389,7 +389,7 @@ class OnnxRuntimePredictor(Predictor):
 
 
 class NativePredictor(Predictor):
-    """The native file (:mod:`nlu_bert.native`): nlu-bert's C kernel where it runs (``kernel`` 'amx' or 'vnni'),
+    """The native file (:mod:`nlu_bert.bert.native`): nlu-bert's C kernel where it runs (``kernel`` 'amx' or 'vnni'),
     else the same int8 weights as an onnxruntime graph built at load (``kernel`` 'onnxruntime'). Never imports
     torch."""
 
@@ -397,7 +397,7 @@ class NativePredictor(Predictor):
     precision = "int8"
 
     def __init__(self, path: Path, num_threads: int, allow_spinning: Optional[bool] = None) -> None:
-        from nlu_bert import native
+        from nlu_bert.bert import native
 
         self.path = Path(path)
         self.num_threads = int(num_threads)
@@ -495,7 +495,7 @@ def export_for_inference(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if backend == "native":
-        from nlu_bert import native
+        from nlu_bert.bert import native
 
         native.export(model.state_dict(), model.encoder.config.to_dict(), folder / native.NATIVE_FILE, save_dtype)
         return [native.NATIVE_FILE]
@@ -820,7 +820,7 @@ def load_predictor(
             raise ValueError("the torch inference backend needs the loaded IntentModel: pass model=...")
         return TorchPredictor(model, precision, num_threads, device=device)
     if backend == "native":
-        from nlu_bert import native
+        from nlu_bert.bert import native
 
         path = Path(folder) / native.NATIVE_FILE
         if not path.is_file():

@@ -8,9 +8,9 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 
-from nlu_bert import gpt2_onnx
-from nlu_bert.fewshot_scoring import CandidateScorer
-from nlu_bert.prompts import TEMPLATES, ExampleBank, PromptEncoder
+from nlu_bert.fewshot import onnx_scorer as gpt2_onnx
+from nlu_bert.fewshot.scoring import CandidateScorer
+from nlu_bert.fewshot.prompts import TEMPLATES, ExampleBank, PromptEncoder
 from gpt2_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 from gpt2_fixtures import NOT_APPLICABLE, synthetic_bot, tiny_gpt2, tiny_tokenizer
 

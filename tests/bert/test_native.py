@@ -1,4 +1,4 @@
-"""nlu_bert.native: nlu-bert's int8 BERT kernel against transformers' BertModel in fp32.
+"""nlu_bert.bert.native: nlu-bert's int8 BERT kernel against transformers' BertModel in fp32.
 
 The models are small random BERTs built here (a few layers, hidden 48-64, head widths that are and are not
 multiples of 16). What the kernel must keep: the encoder's hidden states (cosine with fp32), the top intent, a
@@ -16,8 +16,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from nlu_bert import native, runtime  # noqa: E402
-from nlu_bert.modeling import IntentModel  # noqa: E402
+from nlu_bert.bert import native  # noqa: E402
+from nlu_bert.bert import predictors as runtime  # noqa: E402
+from nlu_bert.bert.model import IntentModel  # noqa: E402
 
 REASON = native.unavailable_reason()
 needs_kernel = pytest.mark.skipif(REASON is not None, reason=f"native kernel unavailable: {REASON}")
@@ -250,7 +251,7 @@ def test_machines_without_the_kernel_serve_the_file_with_onnxruntime(
     model = _model(ngrams=31, layers=3)
     _exported(model, tmp_path)
     monkeypatch.setattr(native, "unavailable_reason", lambda: "this CPU lacks avx512_vnni")
-    with caplog.at_level(logging.INFO, logger="nlu_bert.runtime"):
+    with caplog.at_level(logging.INFO, logger="nlu_bert.bert.predictors"):
         predictor = runtime.load_predictor(tmp_path, "native", "int8", 1)
     assert predictor.backend == "native" and predictor.kernel == "onnxruntime" and predictor.num_labels == LABELS
     assert "kernel='onnxruntime'" in repr(predictor)
@@ -274,7 +275,7 @@ def test_onnxruntime_graph_hidden_states_follow_fp32_with_signed_and_unsigned_we
 
 
 def test_unsigned_weights_are_chosen_where_the_cpu_lacks_vnni() -> None:
-    from nlu_bert.native import portable
+    from nlu_bert.bert.native import portable
 
     assert not portable.signed_weights_fast(["avx2", "avx512f", "avx512bw"])
     assert portable.signed_weights_fast(["avx2", "avx_vnni"]) and portable.signed_weights_fast(["avx512_vnni"])
