@@ -60,7 +60,7 @@ def pipelines(bert_model: str, gpt2_model: str, quick: bool, gpt2_epochs: Option
         gpt2["fine_tune"] = True
     # the fp32 scorer in the archive, so that `evaluate_fallback` can compare it with the int8 graph it
     # quantizes from it (the default's graph), which is the one the rows are parsed with
-    gpt2["inference_precision"] = "fp32"
+    gpt2["inference"] = {"precision": "fp32"}
     tokenizer = {"name": "JiebaTokenizer"}
     char_ngrams = {"name": "CountVectorsFeaturizer", "analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4}
     return {
@@ -184,29 +184,31 @@ def evaluate_fallback(model: Path, test_file: Path, work: Path, compare: bool) -
     """Evaluate `bert+gpt2` as the defaults serve it, and compare the fallback's int8 scorer with fp32.
 
     The pipeline is trained with the fp32 scorer; its int8 graph is quantized from that file here, which is the
-    very graph the default (`inference_precision: auto` = int8) exports at train time. The rows are parsed with
+    very graph the default (`inference: {precision: auto}` = int8) exports at train time. The rows are parsed with
     int8. The comparison sends every test message to the fallback (``threshold`` 1.0) once per scorer, and
     counts the same answers (acted on or not) and the same final intents."""
     from rasa.core.agent import Agent
 
-    from nlu_bert.fewshot import onnx_scorer as gpt2_onnx
+    from nlu_bert import archive
+    from nlu_bert.fewshot import export as fewshot_export
+    from nlu_bert.fewshot import onnx_scorer
     from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier
 
     agent = Agent.load(str(model))
     nodes = agent.processor.graph_runner._instantiated_nodes.values()  # Rasa 3.6 DaskGraphRunner
     component = next(n._component for n in nodes if isinstance(n._component, GPT2FewShotIntentClassifier))
     fp32 = component._scorer
-    if not isinstance(fp32, gpt2_onnx.OnnxCandidateScorer) or fp32.precision != "fp32":
+    if not isinstance(fp32, onnx_scorer.OnnxCandidateScorer) or fp32.precision != "fp32":
         return evaluate_agent(agent, test_file), {}
     work.mkdir(parents=True, exist_ok=True)
     # Rasa unpacks the archive to a temporary folder it deletes after loading: take the graph from the archive
-    fp32_path, int8_path = work / gpt2_onnx.ONNX_FILES["fp32"], work / gpt2_onnx.ONNX_FILES["int8"]
+    fp32_path, int8_path = work / archive.GPT2_ONNX_FILES["fp32"], work / archive.GPT2_ONNX_FILES["int8"]
     with tarfile.open(model) as archive:
-        member = next(m for m in archive.getmembers() if m.name.endswith(f"/model/{gpt2_onnx.ONNX_FILES['fp32']}"))
+        member = next(m for m in archive.getmembers() if m.name.endswith(f"/model/{archive.GPT2_ONNX_FILES['fp32']}"))
         with archive.extractfile(member) as src, fp32_path.open("wb") as dst:  # type: ignore[union-attr]
             shutil.copyfileobj(src, dst)
-    gpt2_onnx.quantize_scorer(fp32_path, int8_path)
-    int8 = gpt2_onnx.OnnxCandidateScorer(int8_path, cache_size=component.config["prefix_cache_size"], position_anchor=fp32.position_anchor)
+    fewshot_export.quantize_scorer(fp32_path, int8_path)
+    int8 = onnx_scorer.OnnxCandidateScorer(int8_path, cache_size=component.config["prefix_cache_size"], position_anchor=fp32.position_anchor)
     component._scorer = int8
     rows = evaluate_agent(agent, test_file)
     if not compare:

@@ -185,16 +185,20 @@ def train_on_smp2017(folder: Path, size: str, epochs: int, threads: int) -> Dict
 
 def export_inference_files(folder: Path) -> Dict[str, Any]:
     """The onnxruntime and native files the component would store at train time, with timings and sizes."""
-    from nlu_bert.bert import predictors as runtime
+    from nlu_bert import archive
+    from nlu_bert.bert import export as bert_export
+    from nlu_bert import hardware
+    from nlu_bert.bert import predictors
+    from nlu_bert import tokenizer_files
 
     out: Dict[str, Any] = {}
-    for precision in runtime.SUPPORTED_PRECISIONS["onnxruntime"]:
-        target = folder / runtime.ONNX_FILES[precision]
+    for precision in predictors.SUPPORTED_PRECISIONS["onnxruntime"]:
+        target = folder / archive.BERT_ONNX_FILES[precision]
         if target.is_file():
             continue
         model, _ = load_model(folder)
         start = time.perf_counter()
-        report = runtime.export_onnx(model, target, precision)
+        report = bert_export.export_onnx(model, target, precision)
         report["total_s"] = round(time.perf_counter() - start, 1)
         out[precision] = report
         C.log(f"  exported {target.name}: {report['bytes'] / 1e6:.1f} MB in {report['total_s']} s")
@@ -247,18 +251,22 @@ def encode_eval_set(folder: Path, target: Path, limit: Optional[int] = None) -> 
 # =========================================================================================== worker
 def make_predictor(variant: str, folder: Path, threads: int):
     backend, precision, options = VARIANTS[variant]
-    from nlu_bert.bert import predictors as runtime
+    from nlu_bert import archive
+    from nlu_bert.bert import export as bert_export
+    from nlu_bert import hardware
+    from nlu_bert.bert import predictors
+    from nlu_bert import tokenizer_files
 
     threads = options.get("threads", threads)
     os.environ.update(options.get("env", {}))
     if backend in ("onnxruntime", "native"):
-        return runtime.load_predictor(folder, backend, precision, threads, allow_spinning=options.get("allow_spinning"))
+        return predictors.load_predictor(folder, backend, precision, threads, allow_spinning=options.get("allow_spinning"))
     model, _ = load_model(folder)
     if backend == "torch":
-        return runtime.load_predictor(folder, backend, precision, threads, model=model)
+        return predictors.load_predictor(folder, backend, precision, threads, model=model)
     import torch
 
-    torch.set_num_threads(runtime.resolve_threads(threads))
+    torch.set_num_threads(hardware.resolve_threads(threads))
 
     def plain(ids: np.ndarray, mask: np.ndarray, ngrams: Optional[np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
@@ -282,7 +290,11 @@ def worker(args: argparse.Namespace) -> None:
     else:
         import torch  # noqa: F401
         import transformers  # noqa: F401
-    from nlu_bert.bert import predictors as runtime  # noqa: F401
+    from nlu_bert import archive  # noqa: F401
+    from nlu_bert.bert import export as bert_export  # noqa: F401
+    from nlu_bert import hardware  # noqa: F401
+    from nlu_bert.bert import predictors  # noqa: F401
+    from nlu_bert import tokenizer_files  # noqa: F401
 
     result["import_s"] = round(time.perf_counter() - start, 3)
     folder = Path(args.folder)
@@ -335,9 +347,13 @@ def floors_worker(args: argparse.Namespace) -> None:
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
-    from nlu_bert.bert import predictors as runtime
+    from nlu_bert import archive
+    from nlu_bert.bert import export as bert_export
+    from nlu_bert import hardware
+    from nlu_bert.bert import predictors
+    from nlu_bert import tokenizer_files
 
-    threads = runtime.resolve_threads(args.threads)
+    threads = hardware.resolve_threads(args.threads)
     torch.set_num_threads(threads)
     m = n = k = 2048
     flops = 2.0 * m * n * k
@@ -348,7 +364,7 @@ def floors_worker(args: argparse.Namespace) -> None:
     rates: Dict[str, Dict[str, float]] = {"fp32": {}, "bf16": {}, "int8": {}}
     a, b = torch.randn(m, k), torch.randn(k, n)
     rates["fp32"]["torch (MKL)"] = best_rate(lambda: a @ b)
-    if runtime.onednn_linear_available():
+    if predictors.onednn_linear_available():
         packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), None)
         rates["fp32"]["torch oneDNN linear"] = best_rate(lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], ""))
     ab, bb = a.bfloat16(), b.bfloat16()
@@ -428,11 +444,11 @@ def start_busy(n: int) -> List[subprocess.Popen]:
 
 def tokenizer_timing(n: int) -> Dict[str, Any]:
     """Per-message cost of turning text into model inputs: transformers' tokenizer, the torch-free
-    ``runtime.TextEncoder`` the onnxruntime path can use, and the hashed n-gram ids."""
+    ``tokenizer_files.TextEncoder`` the onnxruntime path can use, and the hashed n-gram ids."""
     import tempfile
 
     from nlu_bert.bert.ngrams import batch_ngram_ids
-    from nlu_bert.bert.predictors import TextEncoder
+    from nlu_bert.tokenizer_files import TextEncoder
 
     tokenizer = C.load_bert_tokenizer()
     with tempfile.TemporaryDirectory() as tmp:
@@ -737,7 +753,7 @@ def render(payload: Dict[str, Any]) -> str:
         "",
         f"Text to inputs, one message (median {tok['tokens_median']}, p95 {tok['tokens_p95']} tokens), p50 / p95 ms: "
         f"transformers BertTokenizerFast {tok['transformers_ms']['p50']:.3f} / {tok['transformers_ms']['p95']:.3f}; "
-        f"runtime.TextEncoder (tokenizers only, no torch) {tok['text_encoder_ms']['p50']:.3f} / {tok['text_encoder_ms']['p95']:.3f}; "
+        f"tokenizer_files.TextEncoder (tokenizers only, no torch) {tok['text_encoder_ms']['p50']:.3f} / {tok['text_encoder_ms']['p95']:.3f}; "
         f"hashed n-gram ids {tok['ngram_ids_ms']['p50']:.3f} / {tok['ngram_ids_ms']['p95']:.3f}.",
         "",
         "Files (full-size): " + ", ".join(f"{k} {v:.1f} MB" for k, v in payload["files_mb"].items())

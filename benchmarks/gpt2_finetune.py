@@ -6,7 +6,7 @@
 
 `GPT2FewShotIntentClassifier` with `model: scratch` fine-tunes inside `rasa train`, and on a CPU that is most
 of the training time of the `bert+gpt2` pipeline. Each variant trains the component exactly as `rasa train`
-does (`inference_backend: torch`, so no ONNX export is timed; `fine_tune_patience: 0`, so every variant runs
+does (`inference: {backend: torch}`, so no ONNX export is timed; `fine_tune_early_stopping_patience: 0`, so every variant runs
 the same epochs), in its own process, on the same prompts with the same seed, and reports the fine-tuning
 time and the validation accuracy of the scored decision after each epoch:
 
@@ -64,8 +64,8 @@ def worker(train_file: Path, precision: str, attn_dropout: float, epochs: int, s
         transformers.GPT2Config.__init__ = with_dropout
     config = {
         **GPT2FewShotIntentClassifier.get_default_config(),
-        "model": "scratch", "fine_tune": True, "fine_tune_epochs": epochs, "fine_tune_patience": 0,
-        "fine_tune_precision": precision, "inference_backend": "torch", "random_seed": seed,
+        "model": "scratch", "fine_tune": True, "fine_tune_epochs": epochs, "fine_tune_early_stopping_patience": 0,
+        "fine_tune_precision": precision, "inference": {"backend": "torch"}, "random_seed": seed,
     }
     with tempfile.TemporaryDirectory() as tmp:
         component = GPT2FewShotIntentClassifier.create(

@@ -18,8 +18,8 @@ Models (built here, random weights; the compute equals the pretrained models'):
 * ``bert+gpt2``: ``bert`` + GPT2FewShotIntentClassifier on a local GPT-2 with the architecture of
   uer/gpt2-chinese-cluecorpussmall (both full-size models in one server: the memory target), with the
   fallback's default inference (onnxruntime int8) and BERT's (native int8);
-* ``bert+gpt2-fp32``: the same with ``inference_precision: fp32`` for the fallback (onnxruntime fp32);
-* ``bert+gpt2-torch``: the same with ``inference_backend: torch`` for the fallback (torch bf16 on CPUs with
+* ``bert+gpt2-fp32``: the same with ``inference: {precision: fp32}`` for the fallback (onnxruntime fp32);
+* ``bert+gpt2-torch``: the same with ``inference: {backend: torch}`` for the fallback (torch bf16 on CPUs with
   AVX-512 BF16);
 * ``diet``: JiebaTokenizer + CountVectorsFeaturizer (char_wb 1-4) + DIETClassifier (Rasa's own baseline).
 
@@ -104,8 +104,8 @@ def pipelines(folders: Dict[str, Path]) -> Dict[str, List[Dict[str, Any]]]:
         "bert-onnxruntime": [tokenizer, onnx],
         "bert-onnxruntime-nospin": [tokenizer, {**onnx, "inference": {"backend": "onnxruntime", "spinning": False}}],
         "bert+gpt2": [tokenizer, bert, gpt2],
-        "bert+gpt2-fp32": [tokenizer, bert, {**gpt2, "inference_precision": "fp32"}],
-        "bert+gpt2-torch": [tokenizer, bert, {**gpt2, "inference_backend": "torch"}],
+        "bert+gpt2-fp32": [tokenizer, bert, {**gpt2, "inference": {"precision": "fp32"}}],
+        "bert+gpt2-torch": [tokenizer, bert, {**gpt2, "inference": {"backend": "torch"}}],
     }
 
 

@@ -9,7 +9,7 @@ not fit in a 32 MB L3, so every message reads them all from memory. This script 
 GEMMs alone (per layer: Q+K+V 768x2304, O 768x768, FFN in 768x3072, FFN out 3072x768; 12 layers), with no
 attention, GELU or LayerNorm between them, through every int8 kernel that is installed here:
 
-* ``onnxruntime dynamic int8``: the component's own (``runtime.quantize_int8``: DynamicQuantizeMatMul, s8 weights
+* ``onnxruntime dynamic int8``: the component's own (``onnx_tools.quantize_int8``: DynamicQuantizeMatMul, s8 weights
   per output channel, u8 activations quantized per call), in the served session settings (spinning threads);
 * the same kernel with one layer's weights (7 MB) repeated 12 times, so they stay in cache: what the kernel does
   when memory is not the limit;
@@ -83,31 +83,33 @@ def bert_gemm_graph(distinct_layers: int = LAYERS, seed: int = 0) -> Any:
 
 
 def onnxruntime_int8(threads: int, distinct_layers: int = LAYERS) -> Callable[[np.ndarray], Any]:
-    """The component's int8 (``runtime.quantize_int8`` of the MatMuls) in its served session settings."""
-    from nlu_bert.bert import predictors as runtime
+    """The component's int8 (``onnx_tools.quantize_int8`` of the MatMuls) in its served session settings."""
+    from nlu_bert import hardware
+    from nlu_bert import onnx_tools
 
     model = bert_gemm_graph(distinct_layers)
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "gemms.onnx", Path(tmp) / "gemms.int8.onnx"
         fp32.write_bytes(model.SerializeToString())
-        runtime.quantize_int8(fp32, int8, ["MatMul"], per_channel=True)
-        session, _ = runtime.ort_session(int8, threads, allow_spinning=True)
+        onnx_tools.quantize_int8(fp32, int8, ["MatMul"], per_channel=True)
+        session, _ = onnx_tools.ort_session(int8, threads, allow_spinning=True)
     return lambda x: session.run(None, {"x": x})
 
 
 def onnxruntime_nbits(threads: int, block_size: int) -> Callable[[np.ndarray], Any]:
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    from nlu_bert.bert import predictors as runtime
+    from nlu_bert import hardware
+    from nlu_bert import onnx_tools
 
     model = bert_gemm_graph()
     quantizer = MatMulNBitsQuantizer(model, algo_config=DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4))
-    with runtime._quiet_logs():
+    with onnx_tools.quiet_logs():
         quantizer.process()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gemms.nbits.onnx"
         path.write_bytes(quantizer.model.model.SerializeToString())
-        session, _ = runtime.ort_session(path, threads, allow_spinning=True)
+        session, _ = onnx_tools.ort_session(path, threads, allow_spinning=True)
     return lambda x: session.run(None, {"x": x})
 
 
@@ -228,10 +230,11 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     import torch
 
-    from nlu_bert.bert import predictors as runtime
+    from nlu_bert import hardware
+    from nlu_bert import onnx_tools
 
     started = time.perf_counter()
-    threads = runtime.resolve_threads(args.threads)
+    threads = hardware.resolve_threads(args.threads)
     torch.set_num_threads(threads)
     payload: Dict[str, Any] = {
         "machine": C.machine_info(), "threads": threads, "tokens": tokens, "rounds": args.rounds, "calls": args.calls,

@@ -5,7 +5,7 @@
 
 It needs no training: `accuracy.py` (the `bert` pipeline, without --no-agreement) keeps, per dataset, the trained
 fp32 weights and their fused fp32 ONNX graph in benchmarks/work/agreement/<dataset>/. For each dataset this script
-quantizes that graph both ways (exactly as the component's export does, `runtime.quantize_int8`), loads each through
+quantizes that graph both ways (exactly as the component's export does, `onnx_tools.quantize_int8`), loads each through
 `BertIntentClassifier.load` as `rasa run` would, and reports
 
 * top-1 agreement with the fp32 torch model on the test split, one message at a time (as served);
@@ -54,15 +54,18 @@ def load_component(folder: Path, backend: str, precision: str) -> Any:
 
 def build(dataset: str, scheme: str) -> Path:
     """A component folder with the fp32 graph of ``dataset`` quantized by ``scheme``; returns the storage root."""
-    from nlu_bert.bert import predictors as runtime
+    from nlu_bert import archive
+    from nlu_bert.bert import export as bert_export
+    from nlu_bert import onnx_tools
+    from nlu_bert.bert import predictors
 
     source = AGREEMENT / dataset / "onnxruntime-int8" / "bert"
     root = OUT / dataset / scheme
     target = root / "bert"
     shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(runtime.ONNX_FILES["int8"]))
-    fp32_graph = AGREEMENT / dataset / "onnxruntime-fp32" / "bert" / runtime.ONNX_FILES["fp32"]
-    runtime.quantize_int8(fp32_graph, target / runtime.ONNX_FILES["int8"], list(runtime.BERT_INT8_OP_TYPES), per_channel=SCHEMES[scheme])
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(archive.BERT_ONNX_FILES["int8"]))
+    fp32_graph = AGREEMENT / dataset / "onnxruntime-fp32" / "bert" / archive.BERT_ONNX_FILES["fp32"]
+    onnx_tools.quantize_int8(fp32_graph, target / archive.BERT_ONNX_FILES["int8"], list(bert_export.BERT_INT8_OP_TYPES), per_channel=SCHEMES[scheme])
     return root
 
 
@@ -91,9 +94,12 @@ def agreement(dataset: str, roots: Dict[str, Path]) -> Dict[str, Any]:
 def latency(rounds: int, calls: int) -> Dict[str, Any]:
     """p50 per round of the full-size graph (bert_latency.py's random-weight hfl/chinese-bert-wwm-ext architecture)
     quantized both ways, served settings, at 16 and 32 tokens (batch 1)."""
-    from nlu_bert.bert import predictors as runtime
+    from nlu_bert import archive
+    from nlu_bert.bert import export as bert_export
+    from nlu_bert import onnx_tools
+    from nlu_bert.bert import predictors
 
-    fp32_graph = C.WORK / "bert_latency" / "full_random" / runtime.ONNX_FILES["fp32"]
+    fp32_graph = C.WORK / "bert_latency" / "full_random" / archive.BERT_ONNX_FILES["fp32"]
     if not fp32_graph.is_file():
         print(f"  no latency: {fp32_graph} is missing (benchmarks/bert_latency.py exports it)")
         return {}
@@ -101,8 +107,8 @@ def latency(rounds: int, calls: int) -> Dict[str, Any]:
     for scheme, per_channel in SCHEMES.items():
         path = OUT / "full_random" / f"{scheme}.int8.onnx"
         path.parent.mkdir(parents=True, exist_ok=True)
-        runtime.quantize_int8(fp32_graph, path, list(runtime.BERT_INT8_OP_TYPES), per_channel=per_channel)
-        predictors[scheme] = runtime.OnnxRuntimePredictor(path, "int8", runtime.DEFAULT_NUM_THREADS)
+        onnx_tools.quantize_int8(fp32_graph, path, list(bert_export.BERT_INT8_OP_TYPES), per_channel=per_channel)
+        predictors[scheme] = predictors.OnnxRuntimePredictor(path, "int8", predictors.DEFAULT_NUM_THREADS)
     rng = np.random.default_rng(0)
     out: Dict[str, Any] = {}
     for tokens in (16, 32):

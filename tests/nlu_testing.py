@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
+from rasa.engine.graph import ExecutionContext, GraphSchema
+from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
@@ -27,6 +29,17 @@ TINY_BOT: Dict[str, List[str]] = {
         "不想要了要退款", "退款申请", "帮我退款", "商品有问题要退", "如何办理退货",
     ],
 }
+
+
+def make_storage(path: Path) -> LocalModelStorage:
+    """Rasa's model storage in ``path``: the one way tests build it (the conftest fixtures use it too)."""
+    path.mkdir(parents=True, exist_ok=True)
+    return LocalModelStorage(path)
+
+
+def make_context(model_id: str = "test-model") -> ExecutionContext:
+    """An execution context with an empty graph, as a component sees it outside ``rasa train``."""
+    return ExecutionContext(GraphSchema({}), model_id=model_id)
 
 
 def write_nlu(path: Path, bot: Dict[str, List[str]] = TINY_BOT) -> Path:

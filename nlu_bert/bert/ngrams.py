@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import unicodedata
 import zlib
-from typing import List, Sequence, Tuple
+from typing import Any, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
 
-def normalize_text(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).lower()
-
-
 def ngram_ids(text: str, buckets: int, ngram_range: Tuple[int, int], max_ngrams: int) -> List[int]:
     """Hashed character n-gram ids in ``[1, buckets)`` (0 is padding); spaces separate words."""
-    chars = "".join(ch for ch in normalize_text(text) if not unicodedata.category(ch).startswith("C"))
+    # NFKC and lower case: part of the archive format (the buckets a trained model's n-grams were hashed into)
+    folded = unicodedata.normalize("NFKC", text).lower()
+    chars = "".join(ch for ch in folded if not unicodedata.category(ch).startswith("C"))
     chars = " ".join(chars.split())
     ids: List[int] = []
     lo, hi = ngram_range
@@ -41,3 +39,8 @@ def batch_ngram_ids(
     for i, r in enumerate(rows):
         out[i, : len(r)] = r
     return out
+
+
+def ids_for(texts: Sequence[str], meta: Mapping[str, Any]) -> np.ndarray:
+    """:func:`batch_ngram_ids` with the settings a trained model keeps in its meta.json."""
+    return batch_ngram_ids(texts, meta["ngram_buckets"], tuple(meta["ngram_range"]), meta["max_ngrams"])

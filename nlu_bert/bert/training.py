@@ -1,98 +1,197 @@
-"""Data checks, stratified splits and the fine-tuning loop of the intent model.
+"""Fine-tuning the intent model: :func:`train` takes a backbone and the bot's examples to a trained
+:class:`~nlu_bert.bert.model.IntentModel` (data summary, optional MLM pre-training of a scratch encoder, a stratified
+validation split, the fit with early stopping on macro-F1); :func:`served_agreement` compares the served model with
+fp32 afterwards.
 
 Imported only at train time (it imports torch).
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import random
 import time
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import rasa.shared.utils.io
 import torch
+from sklearn.metrics import f1_score
 from torch import nn
+
+from nlu_bert import backbones, splits
+from nlu_bert.bert import data, ngrams
+from nlu_bert.bert.model import Backbone, IntentModel
 
 logger = logging.getLogger(__name__)
 
+# learning rates chosen by `auto`: (backbone, head + n-gram table)
+AUTO_LR = {"pretrained": (3e-5, 1e-3), "scratch": (5e-4, 5e-3)}
+MLM_LEARNING_RATE = 1e-3
+# after training, a served int8 / bf16 model is compared with fp32 on this many training texts
+AGREEMENT_TEXTS = 1000
+MIN_AGREEMENT = 0.995
+
+Batch = Dict[str, torch.Tensor]
+BatchFn = Callable[[List[int]], Batch]
+
 
 @dataclass
-class DataSummary:
-    intents: int
-    examples: int
-    examples_per_intent: Dict[str, int]
-    duplicates: int
-    conflicting_texts: Dict[str, List[str]]
-    truncated: int
-    max_length: int
-    longest_tokens: int
-    singleton_intents: List[str] = field(default_factory=list)
-
-    def lines(self) -> List[str]:
-        counts = sorted(self.examples_per_intent.values())
-        out = [
-            f"{self.intents} intents, {self.examples} examples "
-            f"(per intent: min {counts[0]}, median {counts[len(counts) // 2]}, max {counts[-1]})",
-            f"{self.duplicates} duplicate examples (same text, same intent) were dropped",
-            f"{len(self.conflicting_texts)} texts appear under more than one intent",
-            f"{self.truncated} texts are longer than max_length={self.max_length} tokens and will be truncated "
-            f"(longest: {self.longest_tokens} tokens)",
-        ]
-        return out
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+class TrainedIntentModel:
+    model: IntentModel  # on the CPU, in eval mode
+    labels: List[str]
+    meta: Dict[str, Any]  # what serving needs: labels, max_length, the n-gram settings
+    report: Dict[str, Any]  # data summary, split sizes, epochs, timings
+    texts: List[str]  # the training texts kept (duplicates dropped)
+    make_batch: BatchFn  # indices into ``texts`` -> model inputs
+    check_idx: List[int]  # the validation texts first, then the training texts (for served_agreement)
 
 
-def summarize(
-    texts: Sequence[str], labels: Sequence[str], token_lengths: Sequence[int], max_length: int
-) -> Tuple[DataSummary, List[int]]:
-    """Summary of the data and the indices to keep (exact duplicates dropped, first one kept)."""
-    seen: Dict[Tuple[str, str], int] = {}
-    by_text: Dict[str, set] = defaultdict(set)
-    keep: List[int] = []
-    for i, (t, y) in enumerate(zip(texts, labels)):
-        key = (t.strip(), y)
-        by_text[t.strip()].add(y)
-        if key in seen:
-            continue
-        seen[key] = i
-        keep.append(i)
-    counts = Counter(labels[i] for i in keep)
-    conflicts = {t: sorted(ys) for t, ys in by_text.items() if len(ys) > 1}
-    summary = DataSummary(
-        intents=len(counts),
-        examples=len(keep),
-        examples_per_intent=dict(sorted(counts.items())),
-        duplicates=len(texts) - len(keep),
-        conflicting_texts=conflicts,
-        truncated=sum(1 for n in token_lengths if n > max_length),
-        max_length=max_length,
-        longest_tokens=max(token_lengths) if token_lengths else 0,
-        singleton_intents=sorted(y for y, n in counts.items() if n == 1),
+def learning_rates(config: Mapping[str, Any]) -> Tuple[float, float]:
+    """(backbone, head + n-gram table), ``auto`` resolved for a scratch or a pre-trained backbone."""
+    auto_lr, auto_head = AUTO_LR["scratch" if backbones.is_scratch(config["model"]) else "pretrained"]
+    lr = auto_lr if config["learning_rate"] == "auto" else float(config["learning_rate"])
+    head = auto_head if config["head_learning_rate"] == "auto" else float(config["head_learning_rate"])
+    return lr, head
+
+
+def uses_ngrams(config: Mapping[str, Any]) -> bool:
+    setting = config["ngram_features"]
+    return backbones.is_scratch(config["model"]) if setting == "auto" else bool(setting)
+
+
+def train(
+    component: str,
+    backbone: Backbone,
+    texts: List[str],
+    intents: List[str],
+    config: Mapping[str, Any],
+    device: torch.device,
+) -> TrainedIntentModel:
+    """Fine-tune on ``texts`` / ``intents`` with the settings of the component's ``config``; log as ``component``."""
+
+    def log(line: str) -> None:
+        logger.info(f"{component}: {line}")
+
+    tokenizer, max_length = backbone.tokenizer, config["max_length"]
+    token_lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    summary, keep = data.summarize(texts, intents, token_lengths, max_length)
+    data.warn_about_data(summary, component)
+    texts = [texts[i] for i in keep]
+    labels = sorted(set(intents))
+    label_ids = [labels.index(intents[i]) for i in keep]
+    use_ngrams = uses_ngrams(config)
+    meta = {
+        "labels": labels,
+        "max_length": max_length,
+        "ngram_buckets": config["ngram_buckets"] if use_ngrams else 0,
+        "ngram_dim": config["ngram_dim"],
+        "ngram_range": [1, 3],
+        "max_ngrams": max_length * 3,
+    }
+
+    def encode(batch_texts: List[str]) -> Dict[str, torch.Tensor]:
+        enc = tokenizer(batch_texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    if backbone.mlm_model is not None:
+        pretrain_mlm(
+            backbone.mlm_model,
+            encode,
+            texts,
+            epochs=config["scratch_mlm_epochs"],
+            batch_size=config["batch_size"],
+            learning_rate=MLM_LEARNING_RATE,
+            mask_token_id=tokenizer.mask_token_id,
+            special_ids=tokenizer.all_special_ids,
+            vocab_size=len(tokenizer),
+            seed=config["random_seed"],
+            device=device,
+            log=log,
+        )
+    model = IntentModel(
+        backbone.encoder,
+        num_labels=len(labels),
+        ngram_buckets=meta["ngram_buckets"],
+        ngram_dim=config["ngram_dim"],
     )
-    return summary, keep
+
+    def make_batch(idx: List[int]) -> Batch:
+        batch = encode([texts[i] for i in idx])
+        if use_ngrams:
+            batch["ngram_ids"] = torch.from_numpy(ngrams.ids_for([texts[i] for i in idx], meta))
+        return batch
+
+    train_idx, val_idx = splits.stratified_split(label_ids, config["validation_split"], config["random_seed"])
+    lr, head_lr = learning_rates(config)
+    log(
+        f"fine-tuning on {len(train_idx)} examples, validating on {len(val_idx)}, "
+        f"{len(labels)} intents, up to {config['epochs']} epochs"
+    )
+    result = fit(
+        model,
+        make_batch,
+        train_idx,
+        torch.tensor(label_ids),
+        val_idx,
+        [label_ids[i] for i in val_idx],
+        epochs=config["epochs"],
+        batch_size=config["batch_size"],
+        learning_rate=lr,
+        head_learning_rate=head_lr,
+        weight_decay=config["weight_decay"],
+        warmup_ratio=config["warmup_ratio"],
+        weights=class_weights([label_ids[i] for i in train_idx], len(labels), config["class_weight"]),
+        label_smoothing=config["label_smoothing"],
+        patience=config["early_stopping_patience"],
+        seed=config["random_seed"],
+        device=device,
+        log=log,
+    )
+    model.to("cpu").eval()
+    report = {
+        "backbone": backbones.describe_source(config["model"]),
+        "data": summary.to_dict(),
+        "train_examples": len(train_idx),
+        "validation_examples": len(val_idx),
+        "best_epoch": result.best_epoch,
+        "best_val_accuracy": result.best_val_accuracy,
+        "best_val_macro_f1": result.best_val_macro_f1,
+        "history": result.history,
+        "fit_seconds": round(result.seconds, 2),
+    }
+    return TrainedIntentModel(model, labels, meta, report, texts, make_batch, val_idx + train_idx)
 
 
-def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> Tuple[List[int], List[int]]:
-    """Indices (train, validation): ``fraction`` of each class, rounded, none from classes of < 3 examples."""
-    rng = random.Random(seed)
-    by_label: Dict[int, List[int]] = defaultdict(list)
-    for i, y in enumerate(labels):
-        by_label[y].append(i)
-    train, val = [], []
-    for y in sorted(by_label):
-        idx = by_label[y][:]
-        rng.shuffle(idx)
-        n_val = int(round(len(idx) * fraction)) if len(idx) >= 3 else 0
-        if fraction > 0 and len(idx) >= 3:
-            n_val = max(1, min(n_val, len(idx) - 2))
-        val.extend(idx[:n_val])
-        train.extend(idx[n_val:])
-    return sorted(train), sorted(val)
+def served_agreement(
+    component: str,
+    trained: TrainedIntentModel,
+    served_proba: Callable[[List[str]], np.ndarray],
+    served_as: str,
+    batch_size: int,
+) -> Dict[str, Any]:
+    """Top intent of the served model (int8 / bf16, ``served_as`` e.g. "native int8") against the fp32 model it was
+    made from, on up to ``AGREEMENT_TEXTS`` examples, the held-out validation texts first. Below 99.5% it warns."""
+    idx = trained.check_idx[:AGREEMENT_TEXTS]
+    reference = predict(trained.model, trained.make_batch, idx, batch_size, torch.device("cpu"))
+    served = served_proba([trained.texts[i] for i in idx]).argmax(-1)
+    differ = int((reference.argmax(-1).numpy() != served).sum())
+    result = {"texts": len(idx), "differ": differ, "agreement": round(1.0 - differ / max(len(idx), 1), 6)}
+    logger.info(
+        f"{component}: {served_as} picks the same intent as fp32 on "
+        f"{result['agreement']:.2%} of {len(idx)} training texts ({differ} differ)"
+    )
+    if result["agreement"] < MIN_AGREEMENT:
+        precision = served_as.split()[-1]
+        rasa.shared.utils.io.raise_warning(
+            f"{component}: the {precision} model picks another intent than fp32 for {differ} of "
+            f"{len(idx)} training texts ({result['agreement']:.2%} agree; the default aims at "
+            f"{MIN_AGREEMENT:.1%}). Set `inference: {{precision: fp32}}` in config.yml to serve fp32."
+        )
+    return result
 
 
 def class_weights(labels: Sequence[int], num_labels: int, mode: str) -> Optional[torch.Tensor]:
@@ -107,20 +206,11 @@ def class_weights(labels: Sequence[int], num_labels: int, mode: str) -> Optional
 
 
 def macro_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    """Macro-F1 over the classes present in ``y_true`` (scikit-learn's; 0 for a class never predicted right)."""
     classes = sorted(set(y_true))
     if not classes:
         return 0.0
-    f1s = []
-    for c in classes:
-        tp = sum(1 for t, p in zip(y_true, y_pred) if t == c and p == c)
-        fp = sum(1 for t, p in zip(y_true, y_pred) if t != c and p == c)
-        fn = sum(1 for t, p in zip(y_true, y_pred) if t == c and p != c)
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(f1s))
-
-
-Batch = Dict[str, torch.Tensor]
-BatchFn = Callable[[List[int]], Batch]
+    return float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0))
 
 
 @dataclass

@@ -14,13 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
-from nlu_bert.converters.base import ConversionError, Entity, Example, ReadOptions, SourceData, read_lookup_files
+from nlu_bert.converters.base import (
+    ConversionError,
+    Dataset,
+    Entity,
+    Example,
+    ReadOptions,
+    Report,
+    SourceData,
+    read_lookup_files,
+)
 from nlu_bert.converters.cais import read_cais
 from nlu_bert.converters.crosswoz import read_crosswoz
 from nlu_bert.converters.few_shot_intent_sft import read_few_shot_intent_sft
 from nlu_bert.converters.massive import read_massive
 from nlu_bert.converters.nlpcc2018 import read_nlpcc2018
-from nlu_bert.converters.pipeline import BuildOptions, Dataset, build_dataset, load_label_map
+from nlu_bert.converters.pipeline import BuildOptions, build_dataset, load_label_map
 from nlu_bert.converters.records import read_json, read_jsonl
 from nlu_bert.converters.smp2017 import read_smp2017
 from nlu_bert.converters.smp2019 import read_smp2019
@@ -100,6 +109,7 @@ __all__ = [
     "Example",
     "Format",
     "ReadOptions",
+    "Report",
     "SourceData",
     "VerificationError",
     "build_dataset",

@@ -3,7 +3,7 @@
 A format module turns its input files into a :class:`SourceData` (examples, lookup
 tables, counts of what it dropped). Everything after that (label clean-up, dedup,
 splitting, YAML, verification) is shared and lives in ``pipeline``, ``yaml_writer``
-and ``verify``.
+and ``verify``; the pipeline's result is a :class:`Dataset` with its :class:`Report`.
 """
 from __future__ import annotations
 
@@ -66,6 +66,34 @@ class SourceData:
     dropped_entities: Counter = field(default_factory=Counter)
     notes: List[str] = field(default_factory=list)
     rows_read: int = 0
+
+
+@dataclass
+class Report:
+    """What happened to the data on its way to YAML (counts, renames, conflicts, files)."""
+
+    format: str = ""
+    inputs: List[str] = field(default_factory=list)
+    rows_read: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    dropped_entities: Counter = field(default_factory=Counter)
+    renamed_intents: Dict[str, str] = field(default_factory=dict)
+    renamed_entities: Dict[str, str] = field(default_factory=dict)
+    conflicts: Dict[str, List[str]] = field(default_factory=dict)
+    train_test_overlap: int = 0
+    notes: List[str] = field(default_factory=list)
+    files: Dict[str, str] = field(default_factory=dict)
+    verified: bool = False
+
+
+@dataclass
+class Dataset:
+    """The converted data: examples per split, synonyms, lookup tables, and the report."""
+
+    splits: Dict[str, List[Example]]
+    synonyms: Dict[str, str]  # surface form → canonical value
+    lookups: Dict[str, List[str]]
+    report: Report
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from nlu_bert.converters.base import SPLITS, ConversionError, Entity, Example, SourceData, decode_bytes, normalise_name
+from nlu_bert import splits
+from nlu_bert.converters.base import (
+    SPLITS,
+    ConversionError,
+    Dataset,
+    Entity,
+    Example,
+    Report,
+    SourceData,
+    decode_bytes,
+    normalise_name,
+)
 from nlu_bert.converters.yaml_writer import escape_for_rasa
 
 
@@ -25,30 +36,6 @@ class BuildOptions:
     max_per_intent: Optional[int] = None  # keep at most this many training examples per intent
     label_map: Mapping[str, Optional[str]] = field(default_factory=dict)  # raw label → new label (None/"" drops)
     drop_conflicts: bool = False  # drop texts that appear under more than one intent
-
-
-@dataclass
-class Report:
-    format: str = ""
-    inputs: List[str] = field(default_factory=list)
-    rows_read: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    dropped_entities: Counter = field(default_factory=Counter)
-    renamed_intents: Dict[str, str] = field(default_factory=dict)
-    renamed_entities: Dict[str, str] = field(default_factory=dict)
-    conflicts: Dict[str, List[str]] = field(default_factory=dict)
-    train_test_overlap: int = 0
-    notes: List[str] = field(default_factory=list)
-    files: Dict[str, str] = field(default_factory=dict)
-    verified: bool = False
-
-
-@dataclass
-class Dataset:
-    splits: Dict[str, List[Example]]
-    synonyms: Dict[str, str]  # surface form → canonical value
-    lookups: Dict[str, List[str]]
-    report: Report
 
 
 # ---------------------------------------------------------------- text clean-up
@@ -159,18 +146,12 @@ def _rename(names: Sequence[str], kind: str) -> Dict[str, str]:
 
 
 def stratified_split(examples: Sequence[Example], test_fraction: float, seed: int) -> List[Example]:
-    """Per intent, round(n × fraction) examples go to test (at least one stays in train)."""
+    """Every example with its split: the test examples by :func:`nlu_bert.splits.stratified_split` (per intent,
+    round(n × fraction), at most n - 2; intents with fewer than 3 examples stay in train)."""
     if not 0 < test_fraction < 1:
         raise ConversionError(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction}.")
-    rng = random.Random(seed)
-    by_intent: Dict[str, List[int]] = defaultdict(list)
-    for index, example in enumerate(examples):
-        by_intent[example.intent].append(index)
-    test: set = set()
-    for intent in sorted(by_intent):
-        indices = by_intent[intent]
-        n_test = min(int(len(indices) * test_fraction + 0.5), len(indices) - 1)
-        test.update(rng.sample(indices, n_test))
+    _, held_out = splits.stratified_split([e.intent for e in examples], test_fraction, seed)
+    test = set(held_out)
     return [replace(e, split="test" if i in test else "train") for i, e in enumerate(examples)]
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Dict, List
 
-from nlu_bert.converters.base import SPLITS
-from nlu_bert.converters.pipeline import Dataset
+from nlu_bert.converters.base import SPLITS, Dataset
 
 SHOWN = 10  # examples listed per section; the JSON report (--report) has all of them
 

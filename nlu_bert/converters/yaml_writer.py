@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
-from nlu_bert.converters.base import SPLITS, ConversionError, Entity, Example
-
-if TYPE_CHECKING:
-    from nlu_bert.converters.pipeline import Dataset
+from nlu_bert.converters.base import SPLITS, ConversionError, Dataset, Entity, Example
 
 _FULL_WIDTH = str.maketrans("[]{}", "［］｛｝")
 
@@ -102,7 +99,7 @@ def output_paths(out: Path, splits: Iterable[str]) -> Dict[str, Path]:
     return {s: out / f"{s}.yml" for s in splits}
 
 
-def write_dataset(dataset: "Dataset", out: Path) -> Dict[str, Path]:
+def write_dataset(dataset: Dataset, out: Path) -> Dict[str, Path]:
     """Write one YAML file per split; synonyms and lookup tables go with the training file."""
     paths = output_paths(out, [s for s in SPLITS if s in dataset.splits])
     if not paths:
@@ -116,7 +113,7 @@ def write_dataset(dataset: "Dataset", out: Path) -> Dict[str, Path]:
     return paths
 
 
-def render_domain(dataset: "Dataset") -> str:
+def render_domain(dataset: Dataset) -> str:
     """A minimal domain.yml: the intents and entities of every split."""
     examples = [e for found in dataset.splits.values() for e in found]
     intents = sorted({e.intent for e in examples})

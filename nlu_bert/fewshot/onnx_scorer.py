@@ -1,243 +1,44 @@
-"""The GPT-2 few-shot scorer on onnxruntime: export at train time, a torch-free scorer at serving time.
+"""The GPT-2 few-shot scorer served by onnxruntime, without torch or transformers.
 
-The exported graph is the ``cached`` / ``packed`` scoring step of :mod:`nlu_bert.fewshot.scoring`
-as one ONNX function::
-
-    (input_ids [1, n], position_ids [1, n], bias [1, 1, n, past + n], rows [r], targets [r],
-     past_key_0, past_value_0, ... [1, heads, past, head_dim])
-        -> (log_prob [r], present_key_0, present_value_0, ... [1, heads, past + n, head_dim])
-
-``bias`` is the additive attention mask (0 = may attend, a large negative number = may not): causal
-for a few-shot prefix, a tree for the packed answers. ``log_prob[i]`` is the log-probability of
-``targets[i]`` read from the logits of position ``rows[i]``, so only the rows an answer needs go
-through the 21,128-word output layer. The GPT-2 block is written out here with the model's own
-weights (the math of transformers' ``GPT2LMHeadModel`` in eval mode) so the graph has plain past
-key/value tensors and no cache objects.
-
-Serving imports neither torch nor transformers: ``OnnxCandidateScorer`` keeps the prefix caches as
-numpy arrays (fp16 for the int8 graph, whose key/value inputs and outputs are fp16; fp32 for the fp32 graph)
-and the tokenizer is read from ``tokenizer.json`` (:class:`TokenizerFile`).
+:class:`OnnxCandidateScorer` runs the graph :mod:`nlu_bert.fewshot.export` wrote and gives the numbers of
+:class:`~nlu_bert.fewshot.scoring.CandidateScorer` in ``cached`` / ``packed`` mode. It keeps the prefix caches as
+numpy arrays (fp16 for the int8 graph, whose key/value inputs and outputs are fp16; fp32 for the fp32 graph);
+the tokenizer is read from ``tokenizer.json`` (:class:`~nlu_bert.tokenizer_files.TokenizerFile`).
 """
+
 from __future__ import annotations
 
 import json
-import logging
-import tempfile
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nlu_bert.bert import predictors as runtime
+from nlu_bert import archive, onnx_tools
 from nlu_bert.fewshot.scoring import ScorerBase
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-logger = logging.getLogger(__name__)
+from nlu_bert.tokenizer_files import TokenizerFile
 
 PRECISIONS = ("fp32", "int8")
-ONNX_FILES: Dict[str, str] = {"fp32": "scorer.onnx", "int8": "scorer.int8.onnx"}
 MODES = ("cached", "packed")
-ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu", "relu", "gelu_fast", "quick_gelu", "silu")
 # an additive mask value that stays finite in fp32 after adding a score (softmax gives it weight 0)
 MASKED = np.float32(-1e9)
 FIXED_INPUTS = ("input_ids", "position_ids", "bias", "rows", "targets")
 
 
-def export_problem(config: Any) -> Optional[str]:
-    """Why this causal LM cannot go through the export (None: it can)."""
-    if getattr(config, "model_type", None) != "gpt2":
-        return f"the model type is {getattr(config, 'model_type', None)!r}, not 'gpt2'"
-    checks = {
-        "activation_function": (getattr(config, "activation_function", "gelu_new") in ACTIVATIONS),
-        "scale_attn_weights": getattr(config, "scale_attn_weights", True) is True,
-        "scale_attn_by_inverse_layer_idx": not getattr(config, "scale_attn_by_inverse_layer_idx", False),
-        "reorder_and_upcast_attn": not getattr(config, "reorder_and_upcast_attn", False),
-        "add_cross_attention": not getattr(config, "add_cross_attention", False),
-    }
-    bad = [k for k, ok in checks.items() if not ok]
-    return f"unsupported GPT-2 settings: {', '.join(bad)}" if bad else None
-
-
-def _graph_module(model: Any) -> "torch.nn.Module":
-    """The scoring step written out over ``model``'s weights (a ``GPT2LMHeadModel``, fp32, eval)."""
-    import torch
-    import torch.nn.functional as F
-    from transformers.activations import ACT2FN
-
-    config = model.config
-    heads = int(config.n_head)
-    width = int(config.n_embd)
-    eps = float(config.layer_norm_epsilon)
-    act = ACT2FN[config.activation_function]
-
-    class ScoringGraph(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.gpt2 = model
-
-        def forward(self, input_ids, position_ids, bias, rows, targets, *past):  # type: ignore[no-untyped-def]
-            core = self.gpt2.transformer
-            h = core.wte(input_ids) + core.wpe(position_ids)
-            presents = []
-            for i, block in enumerate(core.h):
-                x = F.layer_norm(h, (width,), block.ln_1.weight, block.ln_1.bias, eps)
-                qkv = torch.addmm(block.attn.c_attn.bias, x[0], block.attn.c_attn.weight)
-                q, k, v = (t.reshape(1, -1, heads, width // heads).transpose(1, 2) for t in qkv.split(width, dim=1))
-                k = torch.cat([past[2 * i], k], dim=2)
-                v = torch.cat([past[2 * i + 1], v], dim=2)
-                presents += [k, v]
-                scores = torch.matmul(q, k.transpose(-1, -2)) / float((width // heads) ** 0.5) + bias
-                y = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(-1, width)
-                h = h + torch.addmm(block.attn.c_proj.bias, y, block.attn.c_proj.weight)[None]
-                x = F.layer_norm(h, (width,), block.ln_2.weight, block.ln_2.bias, eps)[0]
-                x = act(torch.addmm(block.mlp.c_fc.bias, x, block.mlp.c_fc.weight))
-                h = h + torch.addmm(block.mlp.c_proj.bias, x, block.mlp.c_proj.weight)[None]
-            h = F.layer_norm(h, (width,), core.ln_f.weight, core.ln_f.bias, eps)[0]
-            logits = F.linear(h[rows], self.gpt2.lm_head.weight, getattr(self.gpt2.lm_head, "bias", None))
-            log_prob = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
-            return (log_prob, *presents)
-
-    return ScoringGraph().eval()
-
-
-def export_scorer(model: Any, target: Path, precision: str, check: bool = True) -> Dict[str, Any]:
-    """Write the scoring graph of ``model`` (fp32 or dynamic int8) to ``target``; check it against
-    torch on a probe prompt. Returns a report (timings, size, probe differences)."""
-    import copy
-    import warnings
-
-    import torch
-
-    if precision not in PRECISIONS:
-        raise ValueError(f"onnxruntime scores GPT-2 in {' or '.join(PRECISIONS)}, not {precision!r}")
-    problem = export_problem(model.config)
-    if problem:
-        raise RuntimeError(f"the GPT-2 scorer cannot be exported to ONNX ({problem}); use `inference_backend: torch`.")
-    params = list(model.parameters())
-    fp32 = model if all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params) else copy.deepcopy(model).cpu().float()
-    was_training = fp32.training
-    fp32.eval()
-    graph = _graph_module(fp32)
-    layers, heads, head_dim = int(fp32.config.n_layer), int(fp32.config.n_head), int(fp32.config.n_embd) // int(fp32.config.n_head)
-    n, past_len = 4, 3
-    vocab = int(fp32.config.vocab_size)
-    generator = torch.Generator().manual_seed(0)
-    example = (
-        torch.randint(0, vocab, (1, n), generator=generator),
-        torch.arange(past_len, past_len + n)[None],
-        torch.zeros(1, 1, n, past_len + n),
-        torch.tensor([0, 1, 3]),
-        torch.tensor([1, 2, 3]),
-        *[torch.randn(1, heads, past_len, head_dim, generator=generator) for _ in range(2 * layers)],
-    )
-    past_names = [f"past_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
-    present_names = [f"present_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
-    axes: Dict[str, Dict[int, str]] = {
-        "input_ids": {1: "n"},
-        "position_ids": {1: "n"},
-        "bias": {2: "n", 3: "total"},
-        "rows": {0: "r"},
-        "targets": {0: "r"},
-        "log_prob": {0: "r"},
-        **{name: {2: "past"} for name in past_names},
-        **{name: {2: "total"} for name in present_names},
-    }
-    report: Dict[str, Any] = {"precision": precision}
-    target = Path(target)
+def load(folder: Path, meta: dict, cache_size: int, threads: int, spinning: bool) -> Tuple[Any, Any, dict]:
+    """(scorer, tokenizer, the model's config.json) from an archive folder written for onnxruntime."""
+    model_dir = folder / archive.GPT2_MODEL_DIR
+    name = archive.GPT2_ONNX_FILES.get(meta["inference"].get("precision"), "?")
+    archive.require_files(folder, archive.GPT2, [f"{archive.GPT2_MODEL_DIR}/{name}", f"{archive.GPT2_MODEL_DIR}/config.json"])
     try:
-        with tempfile.TemporaryDirectory(prefix="nlu_bert_gpt2_onnx_") as tmp:
-            raw = Path(tmp) / "scorer.onnx"
-            start = time.perf_counter()
-            with warnings.catch_warnings(), torch.inference_mode():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    graph,
-                    example,
-                    str(raw),
-                    input_names=[*FIXED_INPUTS, *past_names],
-                    output_names=["log_prob", *present_names],
-                    dynamic_axes=axes,
-                    opset_version=runtime.ONNX_OPSET,
-                    do_constant_folding=True,
-                    dynamo=False,
-                )
-            report["export_s"] = round(time.perf_counter() - start, 2)
-            runtime.store_export(raw, target, precision, quantize_scorer, report)
-    finally:
-        if was_training:
-            fp32.train()
-    report["bytes"] = target.stat().st_size
-    if check:
-        report.update(_probe_check(fp32, target, precision))
-    logger.info("exported %s (%s, %.1f MB): %s", target.name, precision, report["bytes"] / 1e6, report)
-    return report
+        tokenizer: Any = TokenizerFile(model_dir)
+    except FileNotFoundError:  # a slow (Python) tokenizer: only transformers can run it
+        from transformers import AutoTokenizer
 
-
-def quantize_scorer(src: Path, out: Path) -> None:
-    """Dynamic int8 weight products: the blocks' linear layers (exported as Gemm) and the output layer (an int8
-    copy of the tied embedding table); attention products and LayerNorms stay fp32. The token and position
-    embedding tables that the lookups read are stored in fp16 (:func:`runtime.half_lookup_tables`: 34 MB
-    less for GPT-2 base, on disk and in memory), and the key/value cache goes in and out in fp16
-    (:func:`half_key_value_cache`)."""
-    import onnx
-
-    runtime.quantize_int8(src, out, ["MatMul", "Gemm"])
-    model = onnx.load(str(out))
-    runtime.half_lookup_tables(model.graph)
-    half_key_value_cache(model.graph)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(out))
-
-
-def half_key_value_cache(graph: Any) -> None:
-    """Make ``graph`` (an ONNX ``GraphProto``, changed in place) take its ``past_*`` key/value inputs and give its
-    ``present_*`` outputs in fp16, with a ``Cast`` to or from fp32 at each: the prefix cache then holds half the
-    bytes (about 37 kB per prompt token of GPT-2 base instead of 74 kB), and onnxruntime converts them inside the
-    run."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    inputs, outputs = {}, {}
-    for value, names, prefix in ((graph.input, inputs, "past_"), (graph.output, outputs, "present_")):
-        for v in value:
-            if v.name.startswith(prefix) and v.type.tensor_type.elem_type == TensorProto.FLOAT:
-                v.type.tensor_type.elem_type = TensorProto.FLOAT16
-                names[v.name] = f"{v.name}_fp32"  # the fp32 tensor inside the graph
-    nodes = [helper.make_node("Cast", [n], [fp32], to=TensorProto.FLOAT, name=f"{n}_to_fp32") for n, fp32 in inputs.items()]
-    inside = {**inputs, **outputs}
-    for original in graph.node:
-        node = onnx.NodeProto()
-        node.CopyFrom(original)
-        for names in (node.input, node.output):
-            for i, name in enumerate(names):
-                names[i] = inside.get(name, name)
-        nodes.append(node)
-    nodes += [helper.make_node("Cast", [fp32], [n], to=TensorProto.FLOAT16, name=f"{n}_to_fp16") for n, fp32 in outputs.items()]
-    graph.ClearField("node")
-    graph.node.extend(nodes)
-
-
-def _probe_check(model: Any, path: Path, precision: str) -> Dict[str, Any]:
-    """Score one made-up prompt both ways (torch ``cached`` mode and the exported graph)."""
-    from nlu_bert.fewshot.scoring import CandidateScorer
-
-    vocab = int(model.config.vocab_size)
-    rng = np.random.default_rng(0)
-    prefix, query = rng.integers(0, vocab, 12).tolist(), rng.integers(0, vocab, 5).tolist()
-    answers = [rng.integers(0, vocab, k).tolist() for k in (1, 3, 2)]
-    expected = CandidateScorer(model, cache_size=1).score(prefix, query, answers, mode="cached").log_likelihoods
-    got = OnnxCandidateScorer(path, num_threads=1, cache_size=1).score(prefix, query, answers).log_likelihoods
-    diff = float(np.max(np.abs(np.asarray(got) - np.asarray(expected))))
-    if precision == "fp32" and diff > 1e-3:
-        path.unlink()
-        raise RuntimeError(
-            f"the ONNX export of the GPT-2 scorer does not match torch (max |diff| {diff:.2e}); "
-            "use `inference_backend: torch`."
-        )
-    return {"probe_max_abs_diff": diff, "probe_same_choice": int(np.argmax(got) == np.argmax(expected))}
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    scorer = OnnxCandidateScorer(model_dir / name, num_threads=threads, cache_size=cache_size, allow_spinning=spinning)
+    model_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return scorer, tokenizer, model_config
 
 
 class OnnxCandidateScorer(ScorerBase):
@@ -246,7 +47,7 @@ class OnnxCandidateScorer(ScorerBase):
 
     backend = "onnxruntime"
     modes = MODES
-    modes_note = " with the onnxruntime scorer (the others need `inference_backend: torch`)"
+    modes_note = " with the onnxruntime scorer (the others need `inference: {backend: torch}`)"
 
     def __init__(
         self,
@@ -257,9 +58,9 @@ class OnnxCandidateScorer(ScorerBase):
         allow_spinning: Optional[bool] = None,
     ) -> None:
         self.path = Path(path)
-        self.precision = "int8" if self.path.name == ONNX_FILES["int8"] else "fp32"
-        spinning = runtime.ORT_ALLOW_SPINNING if allow_spinning is None else bool(allow_spinning)
-        self.session, self.session_options = runtime.ort_session(self.path, num_threads, spinning)
+        self.precision = "int8" if self.path.name == archive.GPT2_ONNX_FILES["int8"] else "fp32"
+        spinning = onnx_tools.ALLOW_SPINNING if allow_spinning is None else bool(allow_spinning)
+        self.session, self.session_options = onnx_tools.ort_session(self.path, num_threads, spinning)
         super().__init__(cache_size, position_anchor)
         inputs = {i.name: i for i in self.session.get_inputs()}
         missing = [name for name in FIXED_INPUTS if name not in inputs]
@@ -345,35 +146,3 @@ class OnnxCandidateScorer(ScorerBase):
             values.append(float(np.mean(log_prob[at : at + len(answer)], dtype=np.float64)))
             at += len(answer)
         return values
-
-
-class TokenizerFile:
-    """The parts of a transformers tokenizer the prompt encoder uses, read from ``tokenizer.json`` with
-    the ``tokenizers`` library only: ``tokenizer(text, add_special_tokens=False)["input_ids"]`` and the
-    special token ids."""
-
-    SPECIAL = ("cls", "bos", "sep", "eos", "pad", "unk")
-
-    def __init__(self, folder: Path) -> None:
-        from tokenizers import Tokenizer
-
-        folder = Path(folder)
-        path = folder / "tokenizer.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: save the tokenizer with a fast (Rust) tokenizer.")
-        self.tokenizer = Tokenizer.from_file(str(path))
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
-        names: Dict[str, Any] = {}
-        for file in ("tokenizer_config.json", "special_tokens_map.json"):
-            if (folder / file).is_file():
-                data = json.loads((folder / file).read_text(encoding="utf-8"))
-                names.update({k: v for k, v in data.items() if k.endswith("_token") and v is not None})
-        for kind in self.SPECIAL:
-            value = names.get(f"{kind}_token")
-            if isinstance(value, dict):
-                value = value.get("content")
-            setattr(self, f"{kind}_token_id", self.tokenizer.token_to_id(value) if isinstance(value, str) else None)
-
-    def __call__(self, text: str, add_special_tokens: bool = True) -> Dict[str, List[int]]:
-        return {"input_ids": self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids}

@@ -31,10 +31,10 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import random
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+
+from nlu_bert.text import normalize_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
@@ -133,11 +133,6 @@ def resolve_template(template: Any) -> PromptTemplate:
         example=template.get("example", defaults.example),
         example_sep=template.get("example_sep", defaults.example_sep),
     )
-
-
-def normalize_text(text: str) -> str:
-    """NFC, whitespace (newlines included) collapsed to single spaces, trimmed."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text or "")).strip()
 
 
 class PromptEncoder:

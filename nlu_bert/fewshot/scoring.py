@@ -1,4 +1,4 @@
-"""Scoring candidate intents with a causal LM, and fine-tuning it on generated few-shot prompts.
+"""Scoring candidate intents with a causal LM (torch).
 
 A candidate's score is the mean log-probability of its answer tokens (``label [SEP]``)
 after the prompt: the logits at position ``i`` predict token ``i + 1``, so answer token
@@ -26,23 +26,20 @@ valid.
 
 torch is imported lazily (this module is imported by the component at process time only).
 """
+
 from __future__ import annotations
 
 import inspect
-import logging
-import random
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
-from nlu_bert.fewshot.prompts import ScoringItem
+from nlu_bert.hardware import cpu_has_native_bf16
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-logger = logging.getLogger(__name__)
 
 MODES = ("cached", "packed", "shared_kv", "naive")
 PRECISIONS = ("fp32", "bf16")
@@ -107,20 +104,8 @@ def resolve_precision(setting: str, device: Any) -> str:
     if kind == "cuda":
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     if kind == "cpu":
-        return "bf16" if _cpu_has_native_bf16() else "fp32"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
     return "fp32"
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 class ScorerBase:
@@ -330,160 +315,3 @@ def _from_legacy(legacy: Tuple[Tuple["torch.Tensor", "torch.Tensor"], ...]) -> A
 
     # DynamicCache copies on update, so the tensors kept in the LRU are never changed
     return DynamicCache.from_legacy_cache(legacy)
-
-
-def softmax(values: Sequence[float]) -> List[float]:
-    import math
-
-    top = max(values)
-    exps = [math.exp(v - top) for v in values]
-    total = sum(exps)
-    return [e / total for e in exps]
-
-
-# -- fine-tuning -------------------------------------------------------------------------------
-@dataclass
-class FineTuneSettings:
-    epochs: int
-    learning_rate: float
-    batch_size: int
-    patience: int
-    seed: int
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
-    max_grad_norm: float = 1.0
-    # "bf16": forward and backward under bf16 autocast (weights, gradients and AdamW stay fp32)
-    precision: str = "fp32"
-
-
-@dataclass
-class FineTuneReport:
-    epochs_run: int = 0
-    best_epoch: int = 0
-    best_val_accuracy: float = 0.0
-    history: List[Dict[str, float]] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def accuracy(scorer: CandidateScorer, items: Sequence[ScoringItem], mode: str = "packed") -> float:
-    """The share of items where the best-scored option is the right one."""
-    if not items:
-        return 0.0
-    right = 0
-    for item in items:
-        values = scorer.score(item.prefix, item.query, item.options, mode=mode).log_likelihoods
-        right += int(max(range(len(values)), key=values.__getitem__) == item.correct)
-    return right / len(items)
-
-
-def fine_tune(
-    model: Any,
-    make_epoch: Callable[[int], List[ScoringItem]],
-    val_items: Sequence[ScoringItem],
-    settings: FineTuneSettings,
-    pad_id: int,
-    progress: Optional[Callable[[str], None]] = None,
-    position_anchor: Optional[int] = None,
-) -> FineTuneReport:
-    """Train on the answer tokens only; keep the weights of the epoch with the best validation accuracy.
-
-    ``make_epoch(epoch)`` returns that epoch's freshly sampled prompts. Early stopping: after
-    ``patience`` epochs without a better validation accuracy of the scored decision (0: off).
-    ``settings.precision`` "bf16" trains under bf16 autocast (CPU or CUDA); validation scores in fp32.
-    """
-    import torch
-    from transformers import get_linear_schedule_with_warmup
-
-    started = time.perf_counter()
-    device = next(model.parameters()).device
-    mixed = settings.precision == "bf16"
-    torch.manual_seed(settings.seed)
-    rng = random.Random(settings.seed)
-    first = make_epoch(0)
-    steps_per_epoch = max(1, -(-len(first) // settings.batch_size))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    total = steps_per_epoch * settings.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(total * settings.warmup_fraction), total)
-    scorer = CandidateScorer(model, cache_size=0, position_anchor=position_anchor)
-    report = FineTuneReport()
-    best_state: Optional[Dict[str, "torch.Tensor"]] = None
-    stale = 0
-    for epoch in range(settings.epochs):
-        items = first if epoch == 0 else make_epoch(epoch)
-        rng.shuffle(items)
-        model.train()
-        losses = []
-        for b in range(0, len(items), settings.batch_size):
-            ids, mask, labels, positions = _batch(items[b : b + settings.batch_size], pad_id, device, position_anchor)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed):
-                loss = answer_loss(model, ids, mask, labels, positions)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-        model.eval()
-        val_acc = accuracy(scorer, val_items)
-        row = {"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)), "val_accuracy": val_acc}
-        report.history.append(row)
-        report.epochs_run = epoch + 1
-        if progress:
-            progress(f"epoch {epoch + 1}/{settings.epochs}: loss {row['loss']:.4f}, val accuracy {val_acc:.3f}")
-        if best_state is None or val_acc > report.best_val_accuracy:
-            report.best_val_accuracy, report.best_epoch, stale = val_acc, epoch + 1, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if settings.patience and stale >= settings.patience:
-                if progress:
-                    progress(f"early stop: no better validation accuracy for {stale} epochs")
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    report.seconds = time.perf_counter() - started
-    return report
-
-
-def answer_loss(model: Any, ids: Any, mask: Any, labels: Any, positions: Any) -> "torch.Tensor":
-    """The causal-LM loss on the answer tokens, with the output layer applied to those positions only.
-
-    Equal to ``model(..., labels=labels).loss`` (mean cross-entropy over the tokens whose label is
-    not -100, logits at ``i`` predicting token ``i + 1``), but a prompt of a few hundred tokens has
-    only a few answer tokens, so the ``tokens x vocabulary`` logits at every prompt token are wasted
-    work (a training step at 420 tokens, batch 8, on the CPU: 1.25x faster for GPT-2 base, 1.1-1.24x
-    for a scratch model with a 1,500-4,000 character vocabulary). Models without a separate body
-    and output layer take the plain path.
-    """
-    import torch.nn.functional as F
-
-    body, head = getattr(model, "base_model", None), model.get_output_embeddings()
-    if body is None or body is model or head is None:
-        return model(input_ids=ids, attention_mask=mask, labels=labels, position_ids=positions).loss
-    hidden = body(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state[:, :-1]
-    target = labels[:, 1:]
-    keep = target != -100
-    return F.cross_entropy(head(hidden[keep]).float(), target[keep])
-
-
-def _batch(
-    items: Sequence[ScoringItem], pad_id: int, device: Any, anchor: Optional[int] = None
-) -> Tuple[Any, Any, Any, Any]:
-    """Right-padded ``prompt + answer``, labels on the answer tokens only (-100 elsewhere), positions."""
-    import torch
-
-    width = max(len(it.prefix) + len(it.query) + len(it.options[it.correct]) for it in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    lab = torch.full((len(items), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    pos = torch.zeros((len(items), width), dtype=torch.long)
-    for i, item in enumerate(items):
-        prompt, answer = item.prefix + item.query, list(item.options[item.correct])
-        n = len(prompt) + len(answer)
-        start = first_position(len(item.prefix), anchor)
-        ids[i, :n] = torch.tensor(prompt + answer)
-        lab[i, len(prompt) : n] = torch.tensor(answer)
-        mask[i, :n] = 1
-        pos[i, :n] = torch.arange(start, start + n)
-    return ids.to(device), mask.to(device), lab.to(device), pos.to(device)

@@ -17,7 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from nlu_bert.bert import native  # noqa: E402
-from nlu_bert.bert import predictors as runtime  # noqa: E402
+from nlu_bert.bert import export as bert_export  # noqa: E402
+from nlu_bert.bert import predictors  # noqa: E402
 from nlu_bert.bert.model import IntentModel  # noqa: E402
 
 REASON = native.unavailable_reason()
@@ -57,7 +58,7 @@ def _batch(batch: int, seq: int, seed: int = 1) -> Tuple[np.ndarray, np.ndarray]
 
 
 def _exported(model: IntentModel, folder: Path, dtype: str = "float32") -> Path:
-    runtime.export_for_inference(model, folder, "native", "int8", save_dtype=dtype)
+    bert_export.export_for_inference(model, folder, "native", "int8", save_dtype=dtype)
     return folder / native.NATIVE_FILE
 
 
@@ -146,8 +147,8 @@ def test_hidden_states_follow_fp32(amx: bool, hidden: int, heads: int, batch: in
 def test_logits_and_top_intent_follow_fp32(tmp_path: Path) -> None:
     model = _model(ngrams=31, layers=3)
     _exported(model, tmp_path)
-    predictor = runtime.load_predictor(tmp_path, "native", "int8", 2)
-    assert isinstance(predictor, runtime.NativePredictor) and predictor.num_labels == LABELS
+    predictor = predictors.load_predictor(tmp_path, "native", "int8", 2)
+    assert isinstance(predictor, predictors.NativePredictor) and predictor.num_labels == LABELS
     _assert_logits_follow_fp32(predictor, model, seeds=range(6), batch=8, seq=24, tolerance=0.04)
 
 
@@ -252,7 +253,7 @@ def test_machines_without_the_kernel_serve_the_file_with_onnxruntime(
     _exported(model, tmp_path)
     monkeypatch.setattr(native, "unavailable_reason", lambda: "this CPU lacks avx512_vnni")
     with caplog.at_level(logging.INFO, logger="nlu_bert.bert.predictors"):
-        predictor = runtime.load_predictor(tmp_path, "native", "int8", 1)
+        predictor = predictors.load_predictor(tmp_path, "native", "int8", 1)
     assert predictor.backend == "native" and predictor.kernel == "onnxruntime" and predictor.num_labels == LABELS
     assert "kernel='onnxruntime'" in repr(predictor)
     assert "The native int8 kernel cannot run here (this CPU lacks avx512_vnni); serving model.native.safetensors with onnxruntime" in caplog.text
@@ -288,7 +289,7 @@ def test_the_kernel_choice_follows_the_environment(tmp_path: Path, monkeypatch: 
     _exported(_model(), tmp_path)
     monkeypatch.setenv(native.KERNEL_ENV, "onnxruntime")
     assert native.unavailable_reason() == "NLU_BERT_NATIVE_KERNEL=onnxruntime turns it off"
-    assert runtime.load_predictor(tmp_path, "native", "int8", 1).kernel == "onnxruntime"
+    assert predictors.load_predictor(tmp_path, "native", "int8", 1).kernel == "onnxruntime"
     monkeypatch.setenv(native.KERNEL_ENV, "gpu")
     with pytest.raises(ValueError, match=re.escape("NLU_BERT_NATIVE_KERNEL must be one of 'auto', 'amx', 'vnni', 'onnxruntime', got 'gpu'.")):
         native.unavailable_reason()
@@ -296,12 +297,12 @@ def test_the_kernel_choice_follows_the_environment(tmp_path: Path, monkeypatch: 
     if native.sys.platform == "linux" and native.platform.machine() == "x86_64":
         monkeypatch.setenv(native.KERNEL_ENV, "vnni")
         with pytest.raises(RuntimeError, match=re.escape("NLU_BERT_NATIVE_KERNEL=vnni, but the native int8 kernel cannot run here: this CPU lacks")):
-            runtime.load_predictor(tmp_path, "native", "int8", 1)
+            predictors.load_predictor(tmp_path, "native", "int8", 1)
         monkeypatch.setenv(native.KERNEL_ENV, "amx")
         with pytest.raises(RuntimeError, match=re.escape("NLU_BERT_NATIVE_KERNEL=amx, but the native kernel's AMX path cannot run here: this CPU lacks")):
-            runtime.load_predictor(tmp_path, "native", "int8", 1)
+            predictors.load_predictor(tmp_path, "native", "int8", 1)
         monkeypatch.setenv(native.KERNEL_ENV, "auto")
-        predictor = runtime.load_predictor(tmp_path, "native", "int8", 1)
+        predictor = predictors.load_predictor(tmp_path, "native", "int8", 1)
         assert predictor.kernel == "onnxruntime" and predictor.model.kernel_note == "this CPU lacks avx512f, avx512bw, avx512vl, avx512_vnni"
 
 
@@ -309,14 +310,14 @@ def test_the_kernel_choice_follows_the_environment(tmp_path: Path, monkeypatch: 
 def test_the_c_kernel_is_chosen_where_it_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _exported(_model(), tmp_path)
     fastest = "amx" if AMX_REASON is None else "vnni"
-    predictor = runtime.load_predictor(tmp_path, "native", "int8", 1)
+    predictor = predictors.load_predictor(tmp_path, "native", "int8", 1)
     assert predictor.kernel == fastest and isinstance(predictor.model, native.NativeIntentModel)
     monkeypatch.setenv(native.KERNEL_ENV, "vnni")
-    assert runtime.load_predictor(tmp_path, "native", "int8", 1).kernel == "vnni"
+    assert predictors.load_predictor(tmp_path, "native", "int8", 1).kernel == "vnni"
     monkeypatch.delenv(native.KERNEL_ENV)
     shape_48 = tmp_path / "hidden48"
     _exported(_model(hidden=48, heads=4), shape_48)
-    assert runtime.load_predictor(shape_48, "native", "int8", 1).kernel == "vnni"  # no AMX path for 48
+    assert predictors.load_predictor(shape_48, "native", "int8", 1).kernel == "vnni"  # no AMX path for 48
 
 
 @pytest.mark.skipif(native.library_path() is None or REASON is not None, reason="needs the compiled kernel")
@@ -343,4 +344,4 @@ def test_unavailable_reason_names_what_is_missing(monkeypatch: pytest.MonkeyPatc
 
 def test_missing_native_file_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=re.escape("not exported for `inference.backend` 'native'")):
-        runtime.load_predictor(tmp_path, "native", "int8", 1)
+        predictors.load_predictor(tmp_path, "native", "int8", 1)

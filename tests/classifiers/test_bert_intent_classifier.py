@@ -8,15 +8,16 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 import pytest
-from rasa.engine.graph import ExecutionContext, GraphSchema
 from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.engine.storage.resource import Resource
 from rasa.shared.exceptions import InvalidConfigException, RasaException
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from nlu_testing import TINY_BOT, messages, tiny_training_data
+from nlu_testing import TINY_BOT, make_context, make_storage, messages, tiny_training_data
 from contract import assert_intent_contract
+from nlu_bert import archive
+from nlu_bert.bert import ngrams
 from nlu_bert.backbones import ModelUnavailableError
 from nlu_bert.classifiers.bert_intent_classifier import BertIntentClassifier, ModelArchiveError
 
@@ -35,19 +36,10 @@ HELD_OUT = {"greet": "你好啊朋友", "goodbye": "那就再见了", "check_ord
 ODD_TEXTS = ["😀😀😀", "我的訂單到哪裡了", "order 12345 查一下", "ＡＢＣ１２３", "退款" * 500, "a\x00b\u200f", "/greet"]
 
 
-def _context() -> ExecutionContext:
-    return ExecutionContext(GraphSchema({}), model_id="test")
-
-
-def _storage(path: Path) -> LocalModelStorage:
-    path.mkdir(parents=True, exist_ok=True)
-    return LocalModelStorage(path)
-
-
 def train_component(storage_dir: Path, config: Dict[str, Any], data: TrainingData) -> Tuple[BertIntentClassifier, LocalModelStorage, Resource]:
-    storage = _storage(storage_dir)
+    storage = make_storage(storage_dir)
     resource = Resource("bert_intent")
-    component = BertIntentClassifier.create(config, storage, resource, _context())
+    component = BertIntentClassifier.create(config, storage, resource, make_context())
     component.train(data)
     return component, storage, resource
 
@@ -77,8 +69,8 @@ def trained_torch(tmp_path_factory: pytest.TempPathFactory) -> Tuple[BertIntentC
 
 def _persist_copy(component: BertIntentClassifier, folder: Path, config: Dict[str, Any]) -> Tuple[LocalModelStorage, Resource]:
     """The same trained weights, persisted with another config (e.g. another inference option)."""
-    storage, resource = _storage(folder), Resource("bert_intent")
-    copy = BertIntentClassifier.create({**TINY, "ngram_features": True, **config}, storage, resource, _context())
+    storage, resource = make_storage(folder), Resource("bert_intent")
+    copy = BertIntentClassifier.create({**TINY, "ngram_features": True, **config}, storage, resource, make_context())
     copy.model, copy.tokenizer, copy.labels, copy.meta = component.model, component.tokenizer, component.labels, component.meta
     copy.persist()
     return storage, resource
@@ -134,7 +126,7 @@ def _persist_copy(component: BertIntentClassifier, folder: Path, config: Dict[st
 )
 def test_config_errors_name_key_value_and_fix(override: Dict[str, Any], message: str, model_storage: LocalModelStorage) -> None:
     with pytest.raises(InvalidConfigException, match=re.escape(message)):
-        BertIntentClassifier.create({**TINY, **override}, model_storage, Resource("x"), _context())
+        BertIntentClassifier.create({**TINY, **override}, model_storage, Resource("x"), make_context())
 
 
 @pytest.mark.parametrize("value", ["torch", ["torch", "fp32"], 1])
@@ -146,22 +138,23 @@ def test_inference_block_written_as_a_value_is_reported_through_rasas_graph(valu
     with pytest.raises(InvalidConfigException, match=re.escape(INFERENCE_NOT_A_MAPPING.format(value=repr(value)))):
         GraphNode(
             "bert", BertIntentClassifier, "create", {**TINY, "inference": value}, "train", {}, True,
-            model_storage, None, _context(),
+            model_storage, None, make_context(),
         )
 
 
 def test_a_partial_inference_block_is_filled_in_with_the_defaults_through_rasas_graph(model_storage: LocalModelStorage) -> None:
     from rasa.engine.graph import GraphNode
 
-    from nlu_bert.bert import predictors as runtime
+    from nlu_bert import onnx_tools
+    from nlu_bert.bert import predictors
 
     node = GraphNode(
         "bert", BertIntentClassifier, "create", {**TINY, "inference": {"precision": "fp32"}}, "train", {}, True,
-        model_storage, None, _context(),
+        model_storage, None, make_context(),
     )
     assert node._component.config["inference"] == {
-        "backend": runtime.DEFAULT_BACKEND, "precision": "fp32", "threads": runtime.DEFAULT_NUM_THREADS,
-        "spinning": runtime.ORT_ALLOW_SPINNING,
+        "backend": predictors.DEFAULT_BACKEND, "precision": "fp32", "threads": predictors.DEFAULT_NUM_THREADS,
+        "spinning": onnx_tools.ALLOW_SPINNING,
     }
     # the filled-in block is what Rasa's training cache keys on, so a changed default retrains
     with_default = BertIntentClassifier.fingerprint_addon({**TINY, "inference": {"precision": "fp32"}})
@@ -171,7 +164,7 @@ def test_a_partial_inference_block_is_filled_in_with_the_defaults_through_rasas_
 
 
 def test_rasa_finetune_key_is_accepted(model_storage: LocalModelStorage) -> None:
-    BertIntentClassifier.create({**TINY, "finetuning_epoch_fraction": 0.5}, model_storage, Resource("x"), _context())
+    BertIntentClassifier.create({**TINY, "finetuning_epoch_fraction": 0.5}, model_storage, Resource("x"), make_context())
 
 
 def test_defaults_name_the_hub_model_and_every_key_is_commented() -> None:
@@ -208,7 +201,7 @@ def test_contract_on_normal_and_odd_texts(trained: Tuple[BertIntentClassifier, A
 
 def test_ranking_length_limits_the_ranking(tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
     _, storage, resource = trained
-    component = BertIntentClassifier.load({**TINY, "ngram_features": True, "ranking_length": 2}, storage, resource, _context())
+    component = BertIntentClassifier.load({**TINY, "ngram_features": True, "ranking_length": 2}, storage, resource, make_context())
     msgs = messages(["你好"])
     component.process(msgs)
     assert_intent_contract(msgs[0], ranking_length=2)
@@ -251,7 +244,7 @@ def test_every_inference_option_agrees_with_fp32(
     component, _, _ = trained_torch
     config = {"save_dtype": "float32", "inference": {"backend": backend, "precision": precision, "threads": 1}}
     storage, resource = _persist_copy(component, tmp_path, config)
-    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True, **config}, storage, resource, _context())
+    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True, **config}, storage, resource, make_context())
     assert (loaded.predictor.backend, loaded.predictor.precision) == (backend, precision)
     data = tiny_training_data()
     texts = [m.get("text") for m in data.intent_examples] + list(HELD_OUT.values())
@@ -260,7 +253,7 @@ def test_every_inference_option_agrees_with_fp32(
     np.testing.assert_allclose(got, reference, atol=tolerance)
     with storage.read_from(resource) as folder:
         names = {p.name for p in Path(folder).iterdir()} - {"tokenizer", "meta.json", "training_report.json"}
-    assert names == set(loaded._archive_files(backend, precision)) - {"tokenizer"}
+    assert names == set(archive.bert_files(backend, precision)) - {"tokenizer"}
     ordered = np.sort(reference, axis=1)
     clear = ordered[:, -1] - ordered[:, -2] > 2 * tolerance
     assert clear.mean() > 0.8
@@ -278,7 +271,7 @@ def test_long_text_is_truncated_to_max_length(trained: Tuple[BertIntentClassifie
 # ---------------------------------------------------------------- persistence
 def test_round_trip_gives_identical_predictions(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
     component, storage, resource = trained
-    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, storage, resource, _context())
+    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, storage, resource, make_context())
     texts = list(HELD_OUT.values()) + ODD_TEXTS
     before, after = messages(texts), messages(texts)
     component.process(before)
@@ -318,14 +311,14 @@ def test_training_report_counts_where_the_served_int8_model_leaves_fp32(trained:
     # recount: the fp32 torch model the graph was exported from against what the component serves
     enc = component.tokenizer(texts, padding=True, truncation=True, max_length=component.meta["max_length"], return_tensors="pt")
     with torch.inference_mode():
-        fp32 = component.model(enc["input_ids"], enc["attention_mask"], torch.from_numpy(component._ngram_ids(texts))).argmax(-1).numpy()
+        fp32 = component.model(enc["input_ids"], enc["attention_mask"], torch.from_numpy(ngrams.ids_for(texts, component.meta))).argmax(-1).numpy()
     served = component.predict_proba(texts).argmax(-1)
     assert agreement["differ"] == int((fp32 != served).sum())
     assert agreement["agreement"] == pytest.approx(1 - agreement["differ"] / len(texts))
 
 
 def test_served_model_below_the_agreement_goal_warns_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nlu_bert.classifiers import bert_intent_classifier as module
+    from nlu_bert.bert import training as module
 
     monkeypatch.setattr(module, "MIN_AGREEMENT", 1.01)  # no model reaches it: the check must speak
     with pytest.warns(UserWarning, match=re.escape("Set `inference: {precision: fp32}` in config.yml to serve fp32.")):
@@ -341,7 +334,7 @@ def test_fp32_serving_skips_the_agreement_check(trained_torch: Tuple[BertIntentC
 def test_float16_archive_is_smaller_and_predicts_the_same(tmp_path: Path, trained_torch: Tuple[BertIntentClassifier, Any, Any]) -> None:
     component, storage, resource = trained_torch
     half_storage, _ = _persist_copy(component, tmp_path / "half", {"save_dtype": "float16", **TORCH_FP32})
-    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True, **TORCH_FP32}, half_storage, resource, _context())
+    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True, **TORCH_FP32}, half_storage, resource, make_context())
     with storage.read_from(resource) as full_dir, half_storage.read_from(resource) as half_dir:
         full_size = (Path(full_dir) / "model.safetensors").stat().st_size
         half_size = (Path(half_dir) / "model.safetensors").stat().st_size
@@ -392,14 +385,14 @@ def test_damaged_archive_gives_a_clear_error(
     storage, resource = _persist_copy(component, tmp_path / "copy", config)
     _damage(storage, resource, damage)
     with pytest.raises(ModelArchiveError, match=re.escape(expected)) as info:
-        BertIntentClassifier.load({**TINY, **config}, storage, resource, _context())
+        BertIntentClassifier.load({**TINY, **config}, storage, resource, make_context())
     assert "rasa train" in str(info.value)
 
 
 def test_archive_exported_for_another_backend_names_both(tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
     _, storage, resource = trained
     with pytest.raises(ModelArchiveError) as info:
-        BertIntentClassifier.load({**TINY, **TORCH_FP32}, storage, resource, _context())
+        BertIntentClassifier.load({**TINY, **TORCH_FP32}, storage, resource, make_context())
     assert str(info.value).startswith(
         "BertIntentClassifier: this model was exported for `inference.backend` 'native' with "
         "`inference.precision` 'int8', but the config asks for 'torch' / 'fp32' (model.safetensors is not in the archive)."
@@ -418,7 +411,7 @@ def test_archive_from_before_the_inference_block_is_served_by_torch(
             meta.pop(key)
         (Path(folder) / "meta.json").write_text(json.dumps(meta))
     with pytest.warns(UserWarning, match=re.escape("it is served with `inference.backend` 'torch' (int8) instead of 'auto'")):
-        loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, storage, resource, _context())
+        loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, storage, resource, make_context())
     assert (loaded.predictor.backend, loaded.predictor.precision) == ("torch", "int8")
     texts = list(HELD_OUT.values())
     assert (loaded.predict_proba(texts).argmax(1) == component.predict_proba(texts).argmax(1)).all()
@@ -430,19 +423,19 @@ def test_threads_and_spinning_can_change_at_load_time(
     from nlu_bert.bert import native
 
     component, storage, resource = trained
-    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1}}, storage, resource, _context())
+    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1}}, storage, resource, make_context())
     assert loaded.predictor.backend == "native" and loaded.predictor.model.num_threads == 1
     onnx_storage, _ = _persist_copy(component, tmp_path, ONNX_INT8)
     for spinning in (True, False):
         config = {**TINY, "inference": {"backend": "onnxruntime", "threads": 1, "spinning": spinning}}
-        loaded = BertIntentClassifier.load(config, onnx_storage, resource, _context())
+        loaded = BertIntentClassifier.load(config, onnx_storage, resource, make_context())
         assert loaded.predictor.num_threads == 1
         options = loaded.predictor.session.get_session_options()
         assert options.intra_op_num_threads == 1
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spinning))
     # the native file where its C kernel cannot run: onnxruntime serves it, with the same settings
     monkeypatch.setenv(native.KERNEL_ENV, "onnxruntime")
-    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1, "spinning": False}}, storage, resource, _context())
+    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1, "spinning": False}}, storage, resource, make_context())
     assert loaded.predictor.kernel == "onnxruntime"
     options = loaded.predictor.model.session.get_session_options()
     assert options.intra_op_num_threads == 1
@@ -453,7 +446,6 @@ ORT_LOAD_WITHOUT_TORCH = """
 import sys, pathlib
 from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.engine.storage.resource import Resource
-from rasa.engine.graph import ExecutionContext, GraphSchema
 from rasa.shared.nlu.training_data.message import Message
 from nlu_bert import BertIntentClassifier
 storage = LocalModelStorage(pathlib.Path({storage!r}))
@@ -504,7 +496,7 @@ def messages_intent(component: BertIntentClassifier, text: str) -> str:
 
 
 def test_untrained_component_predicts_no_intent(model_storage: LocalModelStorage) -> None:
-    component = BertIntentClassifier.load(TINY, model_storage, Resource("never_trained"), _context())
+    component = BertIntentClassifier.load(TINY, model_storage, Resource("never_trained"), make_context())
     msgs = messages(["你好"])
     component.process(msgs)
     assert msgs[0].get("intent") == {"name": None, "confidence": 0.0}
@@ -534,7 +526,7 @@ def test_one_intent_is_a_clear_error(tmp_path: Path) -> None:
 def test_no_intent_examples_warns_and_predicts_nothing(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="the training data has no intent examples"):
         component, storage, resource = train_component(tmp_path, TINY, TrainingData())
-    loaded = BertIntentClassifier.load(TINY, storage, resource, _context())
+    loaded = BertIntentClassifier.load(TINY, storage, resource, make_context())
     msgs = messages(["你好"])
     loaded.process(msgs)
     assert msgs[0].get("intent")["name"] is None
@@ -598,7 +590,7 @@ def test_auto_backend_serves_a_backbone_the_native_kernel_cannot_run_with_onnxru
         meta = json.loads((Path(folder) / "meta.json").read_text())
         assert meta["inference"] == {"backend": "onnxruntime", "precision": "int8"}
         assert "model.int8.onnx" in meta["files"] and "model.native.safetensors" not in meta["files"]
-    loaded = BertIntentClassifier.load(config, storage, resource, _context())
+    loaded = BertIntentClassifier.load(config, storage, resource, make_context())
     assert loaded.predictor.backend == "onnxruntime"
     texts = list(HELD_OUT.values())
     np.testing.assert_allclose(loaded.predict_proba(texts), component.predict_proba(texts), atol=1e-6)
@@ -666,7 +658,6 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 from nlu_testing import tiny_training_data
 from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.engine.storage.resource import Resource
-from rasa.engine.graph import ExecutionContext, GraphSchema
 from nlu_bert import BertIntentClassifier
 storage = LocalModelStorage(pathlib.Path(tempfile.mkdtemp()))
 config = dict(model="scratch", scratch_hidden_size=32, scratch_num_layers=1, scratch_num_heads=2, scratch_mlm_epochs=0, epochs=1)

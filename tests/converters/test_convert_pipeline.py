@@ -70,8 +70,8 @@ def _pool(counts: Dict[str, int]) -> List[Example]:
 
 @pytest.mark.parametrize("counts, fraction, test_sizes", [
     ({"a": 10, "b": 20, "c": 3}, 0.2, {"a": 2, "b": 4, "c": 1}),
-    ({"a": 10, "b": 1, "c": 2}, 0.5, {"a": 5, "c": 1}),  # one example stays in train
-    ({"a": 4}, 0.9, {"a": 3}),
+    ({"a": 10, "b": 1, "c": 2}, 0.5, {"a": 5}),  # intents of fewer than 3 examples stay whole in train
+    ({"a": 4}, 0.9, {"a": 2}),  # two examples of each intent stay in train
 ])
 def test_stratified_split_sizes(counts: Dict[str, int], fraction: float, test_sizes: Dict[str, int]) -> None:
     split = stratified_split(_pool(counts), fraction, seed=1)

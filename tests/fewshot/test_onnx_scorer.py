@@ -8,13 +8,15 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 
-from nlu_bert.fewshot import onnx_scorer as gpt2_onnx
+from nlu_bert import archive
+from nlu_bert.fewshot import export as fewshot_export
+from nlu_bert.fewshot import onnx_scorer
+from nlu_bert import tokenizer_files
 from nlu_bert.fewshot.scoring import CandidateScorer
 from nlu_bert.fewshot.prompts import TEMPLATES, ExampleBank, PromptEncoder
 from gpt2_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
-from gpt2_fixtures import NOT_APPLICABLE, synthetic_bot, tiny_gpt2, tiny_tokenizer
+from gpt2_fixtures import LABELS, NOT_APPLICABLE, synthetic_bot, tiny_gpt2, tiny_tokenizer
 
-LABELS = {"weather": "天气", "music": "音乐", "taxi": "打车", "food": "点餐", "alarm": "闹钟"}
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +53,9 @@ def model(tokenizer) -> Any:
 def exported(model, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     folder = tmp_path_factory.mktemp("onnx")
     out: Dict[str, Any] = {}
-    for precision in gpt2_onnx.PRECISIONS:
-        path = folder / gpt2_onnx.ONNX_FILES[precision]
-        out[precision] = (path, gpt2_onnx.export_scorer(model, path, precision))
+    for precision in onnx_scorer.PRECISIONS:
+        path = folder / archive.GPT2_ONNX_FILES[precision]
+        out[precision] = (path, fewshot_export.export_scorer(model, path, precision))
     return out
 
 
@@ -69,12 +71,12 @@ def test_fp32_graph_gives_torchs_scores(model, encoder, bot, exported, anchored:
     anchor = encoder.prefix_budget() if anchored else None
     path, report = exported["fp32"]
     assert report["probe_max_abs_diff"] < 1e-4
-    onnx = gpt2_onnx.OnnxCandidateScorer(path, num_threads=1, cache_size=4, position_anchor=anchor)
+    onnx = onnx_scorer.OnnxCandidateScorer(path, num_threads=1, cache_size=4, position_anchor=anchor)
     torch_scorer = CandidateScorer(model, cache_size=0, position_anchor=anchor)
     for intents, text in [(["weather", "music", "taxi"], "明天下雨吗"), (["food", "alarm"], "订个闹钟"), (["taxi"], "x")]:
         prefix, query, options = _prompt(encoder, bot, intents, text)
         reference = torch_scorer.score(prefix, query, options, mode="naive").log_likelihoods
-        for mode in gpt2_onnx.MODES:
+        for mode in onnx_scorer.MODES:
             got = onnx.score(prefix, query, options, mode=mode)
             assert got.log_likelihoods == pytest.approx(reference, abs=1e-4), mode
         again = onnx.score(prefix, query, options)
@@ -84,8 +86,8 @@ def test_fp32_graph_gives_torchs_scores(model, encoder, bot, exported, anchored:
 def test_int8_graph_is_smaller_and_close(model, encoder, bot, exported) -> None:
     (fp32_path, _), (int8_path, report) = exported["fp32"], exported["int8"]
     assert int8_path.stat().st_size < fp32_path.stat().st_size
-    fp32 = gpt2_onnx.OnnxCandidateScorer(fp32_path, num_threads=1)
-    int8 = gpt2_onnx.OnnxCandidateScorer(int8_path, num_threads=1)
+    fp32 = onnx_scorer.OnnxCandidateScorer(fp32_path, num_threads=1)
+    int8 = onnx_scorer.OnnxCandidateScorer(int8_path, num_threads=1)
     assert int8.precision == "int8" and fp32.precision == "fp32"
     prefix, query, options = _prompt(encoder, bot, ["weather", "music", "taxi"], "明天下雨吗")
     a = np.asarray(fp32.score(prefix, query, options).log_likelihoods)
@@ -108,7 +110,7 @@ def test_the_int8_scorers_prefix_cache_takes_half_the_bytes(encoder, bot, export
     prefix, query, options = _prompt(encoder, bot, ["weather", "music", "taxi"], "明天下雨吗")
     cached = {}
     for precision in ("fp32", "int8"):
-        scorer = gpt2_onnx.OnnxCandidateScorer(exported[precision][0], num_threads=1, cache_size=2)
+        scorer = onnx_scorer.OnnxCandidateScorer(exported[precision][0], num_threads=1, cache_size=2)
         first = scorer.score(prefix, query, options)
         again = scorer.score(prefix, query, options)  # served from the fp16 cache: the same numbers
         assert not first.cache_hit and again.cache_hit and again.log_likelihoods == first.log_likelihoods
@@ -119,7 +121,7 @@ def test_the_int8_scorers_prefix_cache_takes_half_the_bytes(encoder, bot, export
 
 
 def test_cached_prefix_arrays_are_never_changed(encoder, bot, exported) -> None:
-    scorer = gpt2_onnx.OnnxCandidateScorer(exported["fp32"][0], num_threads=1, cache_size=2)
+    scorer = onnx_scorer.OnnxCandidateScorer(exported["fp32"][0], num_threads=1, cache_size=2)
     prefix, query, options = _prompt(encoder, bot, ["weather", "music"], "下雪了")
     first = scorer.score(prefix, query, options)
     cached = [a.copy() for a in next(iter(scorer.cache._items.values()))]
@@ -130,33 +132,23 @@ def test_cached_prefix_arrays_are_never_changed(encoder, bot, exported) -> None:
 
 
 def test_bad_arguments_and_files_are_refused(encoder, bot, exported, tmp_path: Path) -> None:
-    scorer = gpt2_onnx.OnnxCandidateScorer(exported["fp32"][0], num_threads=1)
+    scorer = onnx_scorer.OnnxCandidateScorer(exported["fp32"][0], num_threads=1)
     prefix, query, options = _prompt(encoder, bot, ["weather"], "下雪了")
-    with pytest.raises(ValueError, match=re.escape("mode must be one of cached, packed with the onnxruntime scorer (the others need `inference_backend: torch`), got 'naive'")):
+    with pytest.raises(ValueError, match=re.escape("mode must be one of cached, packed with the onnxruntime scorer (the others need `inference: {backend: torch}`), got 'naive'")):
         scorer.score(prefix, query, options, mode="naive")
     with pytest.raises(ValueError, match="every answer needs at least one token"):
         scorer.score(prefix, query, [[]])
     with pytest.raises(ValueError, match="onnxruntime scores GPT-2 in fp32 or int8, not 'bf16'"):
-        gpt2_onnx.export_scorer(None, tmp_path / "x.onnx", "bf16")
+        fewshot_export.export_scorer(None, tmp_path / "x.onnx", "bf16")
 
 
 def test_other_architectures_are_refused_with_the_fix() -> None:
     from transformers import GPT2Config
 
-    assert gpt2_onnx.export_problem(GPT2Config()) is None
-    assert "scale_attn_by_inverse_layer_idx" in gpt2_onnx.export_problem(GPT2Config(scale_attn_by_inverse_layer_idx=True))
+    assert fewshot_export.export_problem(GPT2Config()) is None
+    assert "scale_attn_by_inverse_layer_idx" in fewshot_export.export_problem(GPT2Config(scale_attn_by_inverse_layer_idx=True))
 
     class Llama:
         model_type = "llama"
 
-    assert gpt2_onnx.export_problem(Llama()) == "the model type is 'llama', not 'gpt2'"
-
-
-def test_tokenizer_file_matches_transformers(tokenizer, tokenizer_dir: Path) -> None:
-    light = gpt2_onnx.TokenizerFile(tokenizer_dir)
-    for name in ("cls_token_id", "sep_token_id", "pad_token_id", "unk_token_id", "bos_token_id", "eos_token_id"):
-        assert getattr(light, name) == getattr(tokenizer, name), name
-    for text in ["明天下雨吗", "Play 音乐 NOW!", "  空格  ", "未见过的字：龘", ""]:
-        assert light(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
-    with pytest.raises(FileNotFoundError, match="tokenizer.json is missing"):
-        gpt2_onnx.TokenizerFile(tokenizer_dir / "nowhere")
+    assert fewshot_export.export_problem(Llama()) == "the model type is 'llama', not 'gpt2'"

@@ -14,11 +14,11 @@ from nlu_bert.fewshot.prompts import (
     ExampleBank,
     PromptEncoder,
     encode_episode,
-    normalize_text,
     resolve_template,
     sample_episode,
     template_problem,
 )
+from nlu_bert.text import normalize_text
 from gpt2_fixtures import NOT_APPLICABLE, synthetic_bot, tiny_tokenizer
 from nlu_testing import TINY_BOT, shared_dataset
 

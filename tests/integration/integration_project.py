@@ -31,9 +31,9 @@ pipeline:
     model: scratch
     fine_tune: true
     fine_tune_epochs: 2
-    scratch_n_embd: 32
-    scratch_n_layer: 2
-    scratch_n_head: 2
+    scratch_hidden_size: 32
+    scratch_num_layers: 2
+    scratch_num_heads: 2
     threshold: 0.3
   - name: FallbackClassifier
     threshold: 0.05

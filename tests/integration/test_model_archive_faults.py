@@ -24,7 +24,8 @@ from typing import Callable, Dict
 
 import pytest
 
-from nlu_bert.version import BERT_ARCHIVE_FORMAT, __version__
+from nlu_bert.archive import BERT, FORMATS
+from nlu_bert.version import __version__
 from rasa_process import GUARDED_CREDENTIALS, RASA, background, free_port, http
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ def other_archive_format(model: Path, out: Path) -> Path:
     metas = list(folder.glob("components/*BertIntentClassifier*/meta.json"))
     assert len(metas) == 1, metas
     meta = json.loads(metas[0].read_text(encoding="utf-8"))
-    assert meta["archive_format"] == BERT_ARCHIVE_FORMAT
+    assert meta["archive_format"] == FORMATS[BERT].writes
     metas[0].write_text(json.dumps({**meta, "archive_format": 99, "nlu_bert_version": "9.0"}), encoding="utf-8")
     with tarfile.open(out, "w:gz") as tar:
         for child in sorted(folder.iterdir()):
@@ -116,7 +117,7 @@ def test_rasa_run_with_a_damaged_archive_logs_the_error_and_serves_without_a_mod
     log = str(result["log"])
     assert result["exit_code"] is None, f"rasa run exited with {result['exit_code']}:\n{log[-3000:]}"
     assert f"Loading model {archive}..." in log  # the only line that names the archive
-    assert error_line.format(version=__version__, archive_format=BERT_ARCHIVE_FORMAT) in log, log[-3000:]
+    assert error_line.format(version=__version__, archive_format=FORMATS[BERT].writes) in log, log[-3000:]
     assert "Traceback (most recent call last):" in log  # the operator gets a raw traceback
     assert "Rasa server is up and running." in log  # ... and a server without a model
     answers = result["answers"]

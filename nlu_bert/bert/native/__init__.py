@@ -36,7 +36,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-NATIVE_FILE = "model.native.safetensors"
+from nlu_bert.archive import NATIVE_FILE
+from nlu_bert.hardware import cpu_flags
+
 FORMAT = 1
 LIBRARY_STEM = "_bert_int8"
 ABI_VERSION = 3  # nb_abi_version() in bert_int8.c
@@ -62,18 +64,6 @@ LOOKUP_TABLES = ("embeddings.word_embeddings.weight", "ngrams.weight")
 # --------------------------------------------------------------------------------------------
 # can it run here?
 # --------------------------------------------------------------------------------------------
-def cpu_flags() -> List[str]:
-    """The CPU flags of /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return []
-
-
 def library_path() -> Optional[Path]:
     """The compiled kernel next to this file (``pip install`` builds it), or None."""
     for candidate in sorted(Path(__file__).parent.glob(f"{LIBRARY_STEM}*.so")):
@@ -448,7 +438,7 @@ class OnnxIntentModel(_NumpyEnds):
         allow_spinning: bool = True, signed_weights: Optional[bool] = None,
     ) -> None:  # fmt: skip
         from nlu_bert.bert.native import portable
-        from nlu_bert.bert.predictors import ort_session
+        from nlu_bert.onnx_tools import ort_session
 
         super().__init__(tensors, encoder_config, num_threads)
         if signed_weights is None:
