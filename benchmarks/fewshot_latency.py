@@ -22,6 +22,7 @@ load. Usage::
 
 Writes benchmarks/results/fewshot_latency.json and .md and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -151,8 +152,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         bf16._install(bf16_model, tokenizer, component._bank, labels)
         onnx = {}
         for precision, path in onnx_files.items():
-            scorer = OnnxCandidateScorer(path, num_threads=args.threads, cache_size=component.config["prefix_cache_size"])
-            onnx[precision] = GPT2FewShotIntentClassifier(component.config, component._model_storage, Resource(f"bench{k}-{precision}"))
+            scorer = OnnxCandidateScorer(
+                path, num_threads=args.threads, cache_size=component.config["prefix_cache_size"]
+            )
+            onnx[precision] = GPT2FewShotIntentClassifier(
+                component.config, component._model_storage, Resource(f"bench{k}-{precision}")
+            )
             onnx[precision]._install(None, tokenizer, component._bank, labels, scorer=scorer, model_config=model.config)
         ranking = [{"name": n, "confidence": 0.5 - 0.01 * i} for i, n in enumerate(labels)]
         encoder, scorer = component._encoder, component._scorer

@@ -32,6 +32,7 @@ Usage (two CPU cores shared with others: run it nice'd, torch on one thread)::
     nice -n 10 .venv/bin/python benchmarks/load_test.py
     nice -n 10 .venv/bin/python benchmarks/load_test.py --clients 50 --duration 60 --model models/assistant-offline.tar.gz
 """
+
 from __future__ import annotations
 
 import argparse
@@ -144,8 +145,13 @@ class Server:
         started = time.monotonic()
         with self.log.open("ab") as handle:
             self.proc = subprocess.Popen(
-                self.args, cwd=REPO, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.args,
+                cwd=REPO,
+                env=self.env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
@@ -210,6 +216,7 @@ def rss_kb(pid: int) -> int:
 # ----------------------------------------------------------------------------------- the model
 def git_state() -> Dict[str, Any]:
     """The commit measured, and the files that differ from it (the numbers belong to that code)."""
+
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.rstrip()
@@ -233,13 +240,34 @@ def ensure_model(model: Optional[str], threads: int, retrain: bool = False) -> T
         print(f"[load] reusing {path.relative_to(REPO)} (newer than its config, domain and data)", flush=True)
         return path, {"model": str(path.relative_to(REPO)), "trained_now": False}
     log = WORK / "train.log"
-    print(f"[load] training the sample assistant with {CONFIG.name} -> {path.relative_to(REPO)} (log: {log.relative_to(REPO)})", flush=True)
+    print(
+        f"[load] training the sample assistant with {CONFIG.name} -> {path.relative_to(REPO)} (log: {log.relative_to(REPO)})",
+        flush=True,
+    )
     started = time.monotonic()
     with log.open("wb") as handle:
         result = subprocess.run(
-            [PYTHON, "-m", "rasa", "train", "--config", str(CONFIG), "--domain", str(DOMAIN),
-             "--data", *map(str, DATA), "--out", str(WORK), "--fixed-model-name", "assistant-offline"],
-            cwd=REPO, env=env_for_servers(threads), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                PYTHON,
+                "-m",
+                "rasa",
+                "train",
+                "--config",
+                str(CONFIG),
+                "--domain",
+                str(DOMAIN),
+                "--data",
+                *map(str, DATA),
+                "--out",
+                str(WORK),
+                "--fixed-model-name",
+                "assistant-offline",
+            ],
+            cwd=REPO,
+            env=env_for_servers(threads),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     if result.returncode != 0 or not path.is_file():
         raise SystemExit(f"rasa train failed ({result.returncode}):\n{tail(log)}")
@@ -292,7 +320,9 @@ class Load:
         started = time.monotonic()
         ok, detail = False, ""
         try:
-            async with session.post(self.base + path, json=body, timeout=aiohttp.ClientTimeout(total=self.args.timeout)) as resp:
+            async with session.post(
+                self.base + path, json=body, timeout=aiohttp.ClientTimeout(total=self.args.timeout)
+            ) as resp:
                 payload = await resp.read()
                 ok = 200 <= resp.status < 300
                 if ok:
@@ -313,7 +343,9 @@ class Load:
             if not ok:
                 self.errors.append(f"(warm-up) {kind} {detail}")
             return
-        self.records.append({"kind": kind, "long": long, "ok": ok, "latency": latency, "t": started - self.measure_from})
+        self.records.append(
+            {"kind": kind, "long": long, "ok": ok, "latency": latency, "t": started - self.measure_from}
+        )
         if not ok and len(self.errors) < 50:
             self.errors.append(f"{kind}{' (long)' if long else ''}: {detail}")
 
@@ -386,7 +418,9 @@ class Load:
 
 def parse_once(base: str, text: str, timeout: float) -> Tuple[int, float, Any]:
     body = json.dumps({"text": text}, ensure_ascii=False).encode("utf-8")
-    request = urllib.request.Request(base + PARSE, data=body, method="POST", headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        base + PARSE, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -441,7 +475,9 @@ def parse_while_busy(base: str, text: str, timeout: float, delay: float = 1.0) -
     return answer, short["s"]
 
 
-def single_message_bound(guarded_base: str, model: Path, tmp: Path, args: argparse.Namespace, pool: Sequence[str]) -> Dict[str, Any]:
+def single_message_bound(
+    guarded_base: str, model: Path, tmp: Path, args: argparse.Namespace, pool: Sequence[str]
+) -> Dict[str, Any]:
     """One long message at a time: at the guard's limit and beyond it (guarded server), then 100,000
     characters through the whole NLU pipeline of a second server started without the guard."""
     rng = random.Random(args.seed)
@@ -465,13 +501,31 @@ def single_message_bound(guarded_base: str, model: Path, tmp: Path, args: argpar
     base = f"http://127.0.0.1:{port}"
     server = Server(
         "rasa run (no guard)",
-        [PYTHON, "-m", "rasa", "run", "--enable-api", "--model", str(model), "--credentials", str(credentials),
-         "--port", str(port), "--interface", "127.0.0.1"],
-        env_for_servers(args.threads), tmp / "rasa_noguard.log", f"{base}/status",
+        [
+            PYTHON,
+            "-m",
+            "rasa",
+            "run",
+            "--enable-api",
+            "--model",
+            str(model),
+            "--credentials",
+            str(credentials),
+            "--port",
+            str(port),
+            "--interface",
+            "127.0.0.1",
+        ],
+        env_for_servers(args.threads),
+        tmp / "rasa_noguard.log",
+        f"{base}/status",
     )
     rows: List[Dict[str, Any]] = []
     try:
-        print(f"[load] starting a second rasa run without the RequestGuard for {HUGE_CHARS:,}-character messages ...", flush=True)
+        print(
+            f"[load] starting a second rasa run without the RequestGuard for {HUGE_CHARS:,}-character messages ...",
+            flush=True,
+        )
         server.start(timeout=args.start_timeout)
         for _ in range(2):  # warm-up: first-request costs (lazy imports, caches)
             parse_once(base, "你好，我想查一下订单", args.timeout)
@@ -482,11 +536,17 @@ def single_message_bound(guarded_base: str, model: Path, tmp: Path, args: argpar
                 if index == 0 and repeat == 0:
                     (status, seconds, body), short_s = parse_while_busy(base, text, args.timeout)
                     out["short_message_while_busy_ms"] = round(1000 * short_s, 1)
-                    print(f"[load]   a short message sent 1 s after it was answered in {1000 * short_s:.0f} ms", flush=True)
+                    print(
+                        f"[load]   a short message sent 1 s after it was answered in {1000 * short_s:.0f} ms",
+                        flush=True,
+                    )
                 else:
                     status, seconds, body = parse_once(base, text, args.timeout)
                 rows.append(_row(name, repeat + 1, status, seconds, body))
-                print(f"[load]   {name}: HTTP {status} in {1000 * seconds:.0f} ms (fallback: {rows[-1]['fallback_reason']})", flush=True)
+                print(
+                    f"[load]   {name}: HTTP {status} in {1000 * seconds:.0f} ms (fallback: {rows[-1]['fallback_reason']})",
+                    flush=True,
+                )
     except Exception as e:  # noqa: BLE001 - reported, and the exit status says it
         out["error"] = f"{type(e).__name__}: {e}"
     finally:
@@ -514,7 +574,9 @@ def render(result: Dict[str, Any]) -> str:
     a = result["args"]
     rows = []
     for name, s in result["endpoints"].items():
-        rows.append([name, s["sent"], s["failed"], s["requests_per_s"], s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"]])
+        rows.append(
+            [name, s["sent"], s["failed"], s["requests_per_s"], s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"]]
+        )
     lines = [
         "# Load test: the sample assistant under concurrent clients",
         "",
@@ -523,7 +585,9 @@ def render(result: Dict[str, Any]) -> str:
         f"+ {a['duration']:g} s measured, request timeout {a['timeout']:g} s, torch threads {a['threads'] or 'default'}. "
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores_available']} cores "
         f"(load average at start {result['machine']['load_average_at_start']}), shared with other work. "
-        f"Code: commit {result['code']['commit']}" + (f" with changes in {', '.join(result['code']['modified'])}" if result["code"]["modified"] else "") + ".",
+        f"Code: commit {result['code']['commit']}"
+        + (f" with changes in {', '.join(result['code']['modified'])}" if result["code"]["modified"] else "")
+        + ".",
         "",
         markdown_table(["requests", "sent", "failed", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows),
         "",
@@ -548,7 +612,13 @@ def render(result: Dict[str, Any]) -> str:
         header = ["message", "try", "status", "ms", "intent", "fallback (few_shot.reason)", "fallback ms"]
 
         def table(rows: List[Dict[str, Any]]) -> str:
-            return markdown_table(header, [[r["message"], r["try"], r["status"], r["ms"], r["intent"], r["fallback_reason"], r["fallback_ms"]] for r in rows])
+            return markdown_table(
+                header,
+                [
+                    [r["message"], r["try"], r["status"], r["ms"], r["intent"], r["fallback_reason"], r["fallback_ms"]]
+                    for r in rows
+                ],
+            )
 
         lines += [
             "## One long message at a time to `/model/parse`",
@@ -567,28 +637,47 @@ def render(result: Dict[str, Any]) -> str:
             + (f" Error: {huge['error']}" if huge.get("error") else ""),
             "",
         ]
-    lines += [f"Verdict: **{'PASS' if result['passed'] else 'FAIL'}** ({'; '.join(result['reasons']) or 'no failed request, RSS growth within the limit'})", ""]
+    lines += [
+        f"Verdict: **{'PASS' if result['passed'] else 'FAIL'}** ({'; '.join(result['reasons']) or 'no failed request, RSS growth within the limit'})",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", help="a trained assistant archive (default: train the offline profile into benchmarks/work/load/)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--model", help="a trained assistant archive (default: train the offline profile into benchmarks/work/load/)"
+    )
     parser.add_argument("--clients", type=int, default=20, help="concurrent clients")
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring (not counted)")
     parser.add_argument("--timeout", type=float, default=60.0, help="a request slower than this counts as failed (s)")
     parser.add_argument("--parse-share", type=float, default=0.4, help="share of the requests that go to /model/parse")
-    parser.add_argument("--long-share", type=float, default=0.03, help=f"share of the messages of about {LONG_CHARS} characters")
-    parser.add_argument("--max-rss-growth", type=float, default=5.0, help="allowed RSS growth from after the warm-up to the end (%%)")
+    parser.add_argument(
+        "--long-share", type=float, default=0.03, help=f"share of the messages of about {LONG_CHARS} characters"
+    )
+    parser.add_argument(
+        "--max-rss-growth", type=float, default=5.0, help="allowed RSS growth from after the warm-up to the end (%%)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of the servers (0: torch's default)")
     parser.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines")
     parser.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for a server to be ready")
     parser.add_argument("--huge-repeats", type=int, default=2, help="tries of each 100,000-character message")
-    parser.add_argument("--no-huge", action="store_true", help="skip the 100,000-character messages (and the second server)")
-    parser.add_argument("--retrain", action="store_true", help="train the offline model again even when it is up to date (e.g. after a code change)")
+    parser.add_argument(
+        "--no-huge", action="store_true", help="skip the 100,000-character messages (and the second server)"
+    )
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train the offline model again even when it is up to date (e.g. after a code change)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="folder of load_test.{json,md}")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results", help="folder of load_test.{json,md}"
+    )
     args = parser.parse_args(argv)
     if args.clients < 1 or args.duration <= 0 or args.warmup < 0 or args.timeout <= 0:
         parser.error("--clients must be ≥ 1, --duration and --timeout > 0, --warmup ≥ 0")
@@ -599,16 +688,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     pool = [t for texts in examples.values() for t in texts]
     WORK.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
-    result: Dict[str, Any] = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "machine": machine, "model": model_info, "code": git_state()}
+    result: Dict[str, Any] = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": machine,
+        "model": model_info,
+        "code": git_state(),
+    }
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, tmp, True)
         shop_db = f"sqlite:///{tmp / 'shop.db'}"
-        subprocess.run([PYTHON, "-m", "rasa_project.db", "init", "--url", shop_db], cwd=REPO, env=env_for_servers(args.threads), check=True, capture_output=True)
+        subprocess.run(
+            [PYTHON, "-m", "rasa_project.db", "init", "--url", shop_db],
+            cwd=REPO,
+            env=env_for_servers(args.threads),
+            check=True,
+            capture_output=True,
+        )
         actions_port, rasa_port = free_port(), free_port()
         actions = Server(
             "rasa run actions",
             [PYTHON, "-m", "rasa", "run", "actions", "--actions", "rasa_project.actions", "--port", str(actions_port)],
-            env_for_servers(args.threads, SHOP_DB_URL=shop_db), tmp / "actions.log", f"http://127.0.0.1:{actions_port}/health",
+            env_for_servers(args.threads, SHOP_DB_URL=shop_db),
+            tmp / "actions.log",
+            f"http://127.0.0.1:{actions_port}/health",
         )
         stack.callback(actions.stop)
         endpoints = tmp / "endpoints.yml"
@@ -624,17 +726,37 @@ def main(argv: Optional[List[str]] = None) -> int:
         base = f"http://127.0.0.1:{rasa_port}"
         server = Server(
             "rasa run",
-            [PYTHON, "-m", "rasa", "run", "--enable-api", "--model", str(model), "--endpoints", str(endpoints),
-             "--credentials", str(CREDENTIALS), "--port", str(rasa_port), "--interface", "127.0.0.1"],
-            env_for_servers(args.threads), tmp / "rasa.log", f"{base}/status",
+            [
+                PYTHON,
+                "-m",
+                "rasa",
+                "run",
+                "--enable-api",
+                "--model",
+                str(model),
+                "--endpoints",
+                str(endpoints),
+                "--credentials",
+                str(CREDENTIALS),
+                "--port",
+                str(rasa_port),
+                "--interface",
+                "127.0.0.1",
+            ],
+            env_for_servers(args.threads),
+            tmp / "rasa.log",
+            f"{base}/status",
         )
         stack.callback(server.stop)
         print(f"[load] starting the action server and rasa run on 127.0.0.1:{rasa_port} ...", flush=True)
         result["startup_s"] = {"actions": round(actions.start(args.start_timeout), 1)}
         result["startup_s"]["rasa_run"] = round(server.start(args.start_timeout), 1)
         pid = server.pid
-        print(f"[load] ready (rasa run pid {pid}, RSS {rss_kb(pid) / 1024:.0f} MB); {args.clients} clients, "
-              f"{args.warmup:g} s warm-up + {args.duration:g} s", flush=True)
+        print(
+            f"[load] ready (rasa run pid {pid}, RSS {rss_kb(pid) / 1024:.0f} MB); {args.clients} clients, "
+            f"{args.warmup:g} s warm-up + {args.duration:g} s",
+            flush=True,
+        )
 
         load = Load(base, examples, args, server)
         asyncio.run(load.run())
@@ -687,7 +809,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(markdown)
     if load.errors:
         print("first errors:\n  " + "\n  ".join(load.errors[:10]))
-    print(f"[load] wrote {json_path.relative_to(REPO) if json_path.is_relative_to(REPO) else json_path} and {md_path.name}")
+    print(
+        f"[load] wrote {json_path.relative_to(REPO) if json_path.is_relative_to(REPO) else json_path} and {md_path.name}"
+    )
     return 0 if result["passed"] else 1
 
 

@@ -8,6 +8,7 @@
 * Every message names the component, the key, the value received and what is allowed, and ends with where to
   change it, e.g. ``BertIntentClassifier: `epochs` must be an integer ≥ 1, got 0. Set `epochs` in config.yml.``
 """
+
 from __future__ import annotations
 
 import difflib

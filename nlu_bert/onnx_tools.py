@@ -39,7 +39,9 @@ def ort_session(path: Union[Path, bytes], num_threads: int, allow_spinning: bool
     if allow_spinning:  # spin between the ops of a run only: no CPU burnt while the server waits
         options.add_session_config_entry("session.force_spinning_stop", "1")
     options.log_severity_level = 3
-    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"]), options
+    return ort.InferenceSession(
+        path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"]
+    ), options
 
 
 def quantize_int8(src: Path, out: Path, op_types: List[str], per_channel: bool = True) -> None:
@@ -97,7 +99,9 @@ def half_lookup_tables(graph: Any) -> List[str]:
         if node.op_type == "Gather" and node.input[0] in tables:
             rows = node.output[0]
             node.output[0] = f"{rows}_fp16"
-            nodes.append(helper.make_node("Cast", [node.output[0]], [rows], to=TensorProto.FLOAT, name=f"{node.name}_to_fp32"))
+            nodes.append(
+                helper.make_node("Cast", [node.output[0]], [rows], to=TensorProto.FLOAT, name=f"{node.name}_to_fp32")
+            )
     graph.ClearField("node")
     graph.node.extend(nodes)
     return sorted(tables)

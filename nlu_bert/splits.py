@@ -11,9 +11,7 @@ MIN_CLASS_SIZE = 3  # smaller classes are never held out
 MIN_KEPT = 2  # examples of each class that always stay on the training side
 
 
-def stratified_split(
-    labels: Sequence[Hashable], fraction: float, seed: Union[int, str]
-) -> Tuple[List[int], List[int]]:
+def stratified_split(labels: Sequence[Hashable], fraction: float, seed: Union[int, str]) -> Tuple[List[int], List[int]]:
     """Indices ``(kept, held_out)``, both sorted: of each class, ``round(n × fraction)`` examples are held out, at
     least one when ``fraction`` > 0 and at most ``n - 2``; classes of fewer than 3 examples are never held out.
 

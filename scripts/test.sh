@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# Run the test suite (no network needed; tiny models are built by the tests).
-set -euo pipefail
+# The test command: ruff (lint and format check, about a second), then the test suite (no network needed; tiny
+# models are built by the tests). Arguments go to pytest, e.g. `scripts/test.sh tests/bert -k native`.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TF_CPP_MIN_LOG_LEVEL=3
-exec .venv/bin/python -m pytest -ra -q "$@"
+status=0
+if ! { .venv/bin/ruff check --quiet . && .venv/bin/ruff format --check --quiet .; }; then
+  echo "ruff: the files above need fixing (.venv/bin/ruff check --fix . && .venv/bin/ruff format .)" >&2
+  status=1
+fi
+.venv/bin/python -m pytest -ra -q "$@" || status=$?
+exit "$status"

@@ -4,6 +4,7 @@ Model storage and execution contexts come from ``nlu_testing.make_storage`` / ``
 or the helpers where a test needs a module-scoped one). Nothing here downloads anything; tiny models are built by
 the fixtures of each test folder (tests/bert, tests/fewshot) and ``gpt2_fixtures``.
 """
+
 from __future__ import annotations
 
 import os

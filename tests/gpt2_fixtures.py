@@ -3,6 +3,7 @@
 Nothing downloads: the models have random weights (GPT2Config with n_embd 32, 2 layers) and
 the tokenizers a character vocabulary built from the texts the tests use.
 """
+
 from __future__ import annotations
 
 import random

@@ -58,7 +58,10 @@ def test_a_format_this_release_does_not_read_is_refused_with_the_versions_and_th
 
 @pytest.mark.parametrize("component", [archive.BERT, archive.GPT2])
 def test_missing_or_unreadable_meta_is_the_same_error_for_both_components(component: str, tmp_path: Path) -> None:
-    with pytest.raises(archive.ModelArchiveError, match=re.escape(f"{component}: the model archive is damaged or incomplete: meta.json is missing")):
+    with pytest.raises(
+        archive.ModelArchiveError,
+        match=re.escape(f"{component}: the model archive is damaged or incomplete: meta.json is missing"),
+    ):
         archive.read_meta(tmp_path, component)
     (tmp_path / archive.META_FILE).write_text("[1, 2", encoding="utf-8")
     with pytest.raises(archive.ModelArchiveError, match=re.escape("meta.json is unreadable")):

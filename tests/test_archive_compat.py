@@ -42,7 +42,14 @@ def test_an_earlier_release_archive_gives_the_answers_it_gave_then(
         agent = Agent.load(str(archive))
     if archive.name == "nlu-bert-0.2.0.tar.gz":
         renamed = {str(w.message).split("`")[1] for w in warned if "is the old name of" in str(w.message)}
-        assert renamed == {"seed", "scratch_n_embd", "scratch_n_layer", "scratch_n_head", "inference_backend", "inference_precision"}
+        assert renamed == {
+            "seed",
+            "scratch_n_embd",
+            "scratch_n_layer",
+            "scratch_n_head",
+            "inference_backend",
+            "inference_precision",
+        }
     for text, then in _answers(archive).items():
         now = asyncio.run(agent.parse_message(text))
         assert now["intent"]["name"] == then["intent"]["name"], text

@@ -74,8 +74,13 @@ def test_old_names_still_work_with_a_warning_that_names_the_new_key(
 
 
 def test_the_old_null_learning_rate_means_auto(model_storage, execution_context) -> None:
-    with pytest.warns(FutureWarning, match=re.escape("`fine_tune_learning_rate: null` is the old spelling of `fine_tune_learning_rate: auto`")):
-        component = _create(GPT2FewShotIntentClassifier, {"fine_tune_learning_rate": None}, model_storage, execution_context)
+    with pytest.warns(
+        FutureWarning,
+        match=re.escape("`fine_tune_learning_rate: null` is the old spelling of `fine_tune_learning_rate: auto`"),
+    ):
+        component = _create(
+            GPT2FewShotIntentClassifier, {"fine_tune_learning_rate": None}, model_storage, execution_context
+        )
     assert component.config["fine_tune_learning_rate"] == "auto"
 
 
@@ -94,7 +99,16 @@ def test_rasa_hands_the_defaults_merged_in_and_the_old_name_still_wins(model_sto
 
     with pytest.warns(FutureWarning):
         node = GraphNode(
-            "bert", BertIntentClassifier, "create", {"seed": 7}, "train", {}, True, model_storage, None, execution_context
+            "bert",
+            BertIntentClassifier,
+            "create",
+            {"seed": 7},
+            "train",
+            {},
+            True,
+            model_storage,
+            None,
+            execution_context,
         )
     assert node._component.config["random_seed"] == 7
 
@@ -103,7 +117,12 @@ def test_new_names_give_no_warning(model_storage, execution_context) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         _create(BertIntentClassifier, {"random_seed": 7}, model_storage, execution_context)
-        _create(GPT2FewShotIntentClassifier, {"inference": {"backend": "torch"}, "scratch_hidden_size": 64}, model_storage, execution_context)
+        _create(
+            GPT2FewShotIntentClassifier,
+            {"inference": {"backend": "torch"}, "scratch_hidden_size": 64},
+            model_storage,
+            execution_context,
+        )
 
 
 @pytest.mark.parametrize(
@@ -117,7 +136,9 @@ def test_new_names_give_no_warning(model_storage, execution_context) -> None:
         (GPT2FewShotIntentClassifier, "inference_threads", "Did you mean `inference`?"),
     ],
 )  # fmt: skip
-def test_unknown_keys_get_a_did_you_mean_that_knows_rasas_names(cls: Any, key: str, hint: str, model_storage, execution_context) -> None:
+def test_unknown_keys_get_a_did_you_mean_that_knows_rasas_names(
+    cls: Any, key: str, hint: str, model_storage, execution_context
+) -> None:
     with pytest.raises(InvalidConfigException, match=re.escape(f"{cls.__name__}: unknown config key `{key}`. {hint}")):
         _create(cls, {key: 1}, model_storage, execution_context)
 
@@ -143,4 +164,6 @@ def test_the_fingerprint_follows_the_inference_block_whatever_its_spelling(cls: 
     assert cls.fingerprint_addon({"inference": {"threads": 0}}) == default
     assert cls.fingerprint_addon({"inference": {"threads": 2}}) != default
     if cls is GPT2FewShotIntentClassifier:
-        assert cls.fingerprint_addon({"inference_backend": "torch"}) == cls.fingerprint_addon({"inference": {"backend": "torch"}})
+        assert cls.fingerprint_addon({"inference_backend": "torch"}) == cls.fingerprint_addon(
+            {"inference": {"backend": "torch"}}
+        )

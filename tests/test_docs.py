@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import nlu_bert
+
 from nlu_testing import REPO_ROOT
 
 README = REPO_ROOT / "README.md"

@@ -28,9 +28,14 @@ def test_lookup_tables_are_stored_in_fp16_and_other_tables_stay_fp32(tmp_path):
         helper.make_node("MatMul", ["both", "weight"], ["out"]),
     ]
     ids = [helper.make_tensor_value_info(name, TensorProto.INT64, [3]) for name in ("ids", "ids2")]
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for n, d in (("out", [3, 8]), ("srows", [3, 8]), ("shared_sum", []))]
+    outs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, d)
+        for n, d in (("out", [3, 8]), ("srows", [3, 8]), ("shared_sum", []))
+    ]
     inits = [numpy_helper.from_array(a, n) for a, n in ((table, "table"), (shared, "shared"), (weight, "weight"))]
-    model = helper.make_model(helper.make_graph(nodes, "g", ids, outs, inits), opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", ids, outs, inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
     path = tmp_path / "g.onnx"
     onnx.save(model, str(path))
     before = path.stat().st_size
@@ -65,7 +70,10 @@ def test_lookup_tables_are_stored_in_fp16_and_other_tables_stay_fp32(tmp_path):
         helper.make_node("Gather", ["table", "ids"], ["rows"]),
         helper.make_node("If", ["cond"], ["picked"], then_branch=branch("then"), else_branch=branch("else")),
     ]
-    outs = [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [3, 8]), helper.make_tensor_value_info("picked", TensorProto.FLOAT, [50, 8])]
+    outs = [
+        helper.make_tensor_value_info("rows", TensorProto.FLOAT, [3, 8]),
+        helper.make_tensor_value_info("picked", TensorProto.FLOAT, [50, 8]),
+    ]
     graph = helper.make_graph(nodes, "g", [ids[0], cond], outs, [numpy_helper.from_array(table, "table")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     assert rewrite(path) == []

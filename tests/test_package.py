@@ -37,7 +37,9 @@ def _imports(name: str) -> Set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative import
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             for alias in node.names:  # `from nlu_bert.bert import native` imports the module nlu_bert.bert.native
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base)
     return {m for m in found if m in MODULES and m != name}
@@ -100,7 +102,9 @@ def test_no_module_is_over_500_lines(name: str) -> None:
 @pytest.mark.parametrize("name", [n for n in MODULES if n.startswith("nlu_bert.classifiers.") and not n.endswith("s")])
 def test_the_components_are_thin_rasa_adapters(name: str) -> None:
     lines = len(MODULES[name].read_text(encoding="utf-8").splitlines())
-    assert lines <= ADAPTER_LINES, f"{MODULES[name]} has {lines} lines: move what is not Rasa glue into bert/ or fewshot/"
+    assert lines <= ADAPTER_LINES, (
+        f"{MODULES[name]} has {lines} lines: move what is not Rasa glue into bert/ or fewshot/"
+    )
 
 
 @pytest.mark.parametrize("name", ["nlu_bert.onnx_tools", "nlu_bert.hardware", "nlu_bert.text", "nlu_bert.splits"])

@@ -11,9 +11,16 @@ import pytest
 
 from nlu_bert import tokenizer_files
 from nlu_bert.vocab import build_char_vocab, make_tokenizer
+
 from nlu_testing import TINY_BOT
 
-TEXTS = [t for texts in TINY_BOT.values() for t in texts] + ["你好再见", "查一下退款", "订单到哪了再见", "我要查订单", "退货"]
+TEXTS = [t for texts in TINY_BOT.values() for t in texts] + [
+    "你好再见",
+    "查一下退款",
+    "订单到哪了再见",
+    "我要查订单",
+    "退货",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +61,8 @@ def test_tokenizer_file_matches_transformers(tokenizer, tokenizer_dir: Path) -> 
     for name in ("cls_token_id", "sep_token_id", "pad_token_id", "unk_token_id", "bos_token_id", "eos_token_id"):
         assert getattr(light, name) == getattr(tokenizer, name), name
     for text in ["明天下雨吗", "Play 音乐 NOW!", "  空格  ", "未见过的字：龘", ""]:
-        assert light(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert (
+            light(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
+        )
     with pytest.raises(FileNotFoundError, match="tokenizer.json is missing"):
         tokenizer_files.TokenizerFile(tokenizer_dir / "nowhere")

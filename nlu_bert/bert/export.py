@@ -21,8 +21,8 @@ import numpy as np
 
 from nlu_bert import archive, onnx_tools
 from nlu_bert.bert import native
-from nlu_bert.version import __version__
 from nlu_bert.bert.predictors import INPUT_NAMES, OUTPUT_NAME, OnnxRuntimePredictor, validate_inference
+from nlu_bert.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -135,7 +135,11 @@ def export_onnx(
                     report["fused_ops"] = _fuse_transformer(raw, fused_path, export_model)
                     graph = fused_path
                 except Exception as e:  # noqa: BLE001 - an unfused graph is slower, not wrong
-                    logger.warning("onnxruntime's transformer fusions failed (%s: %s); exporting the unfused graph", type(e).__name__, e)
+                    logger.warning(
+                        "onnxruntime's transformer fusions failed (%s: %s); exporting the unfused graph",
+                        type(e).__name__,
+                        e,
+                    )
                 report["fuse_s"] = round(time.perf_counter() - start, 2)
 
             def quantize(src: Path, out: Path) -> None:

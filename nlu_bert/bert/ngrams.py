@@ -2,6 +2,7 @@
 
 Hashing uses CRC32, so bucket ids are stable across processes and Python versions.
 """
+
 from __future__ import annotations
 
 import unicodedata
@@ -30,9 +31,7 @@ def ngram_ids(text: str, buckets: int, ngram_range: Tuple[int, int], max_ngrams:
     return ids
 
 
-def batch_ngram_ids(
-    texts: Sequence[str], buckets: int, ngram_range: Tuple[int, int], max_ngrams: int
-) -> np.ndarray:
+def batch_ngram_ids(texts: Sequence[str], buckets: int, ngram_range: Tuple[int, int], max_ngrams: int) -> np.ndarray:
     rows = [ngram_ids(t, buckets, ngram_range, max_ngrams) or [0] for t in texts]
     width = max(len(r) for r in rows)
     out = np.zeros((len(rows), width), dtype=np.int64)

@@ -86,13 +86,9 @@ def validate_inference(
     """Raise ``ValueError`` naming the key, the value received and the allowed values."""
     keys = {**DEFAULT_KEY_NAMES, **(key_names or {})}
     if backend not in (AUTO,) + BACKENDS:
-        raise ValueError(
-            f"`{keys['backend']}` must be one of {_quoted((AUTO,) + BACKENDS)}, got {backend!r}."
-        )
+        raise ValueError(f"`{keys['backend']}` must be one of {_quoted((AUTO,) + BACKENDS)}, got {backend!r}.")
     if precision not in PRECISIONS:
-        raise ValueError(
-            f"`{keys['precision']}` must be one of {_quoted(PRECISIONS)}, got {precision!r}."
-        )
+        raise ValueError(f"`{keys['precision']}` must be one of {_quoted(PRECISIONS)}, got {precision!r}.")
     allowed = PRECISIONS if backend == AUTO else SUPPORTED_PRECISIONS[backend]
     if precision not in allowed:
         others = [b for b in BACKENDS if precision in SUPPORTED_PRECISIONS[b]]
@@ -102,9 +98,7 @@ def validate_inference(
             f"or another precision."
         )
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
-        raise ValueError(
-            f"`{keys['num_threads']}` must be an integer >= 0 (0 = all cores), got {num_threads!r}."
-        )
+        raise ValueError(f"`{keys['num_threads']}` must be an integer >= 0 (0 = all cores), got {num_threads!r}.")
 
 
 def resolve_backend(backend: str, precision: str, encoder_config: Mapping[str, Any]) -> str:

@@ -277,7 +277,9 @@ def fit(
     steps_per_epoch = math.ceil(len(train_idx) / batch_size)
     total = steps_per_epoch * epochs
     scheduler = _linear_schedule(optimizer, int(total * warmup_ratio), total)
-    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None, label_smoothing=label_smoothing)
+    loss_fn = nn.CrossEntropyLoss(
+        weight=weights.to(device) if weights is not None else None, label_smoothing=label_smoothing
+    )
     rng = random.Random(seed)
     use_autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
@@ -339,7 +341,9 @@ def fit(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, make_batch: BatchFn, idx: List[int], batch_size: int, device: torch.device) -> torch.Tensor:
+def predict(
+    model: nn.Module, make_batch: BatchFn, idx: List[int], batch_size: int, device: torch.device
+) -> torch.Tensor:
     model.eval()
     out = []
     for b in range(0, len(idx), batch_size):
@@ -391,7 +395,9 @@ def pretrain_mlm(
             rand_pos = chosen & (roll >= 0.8) & (roll < 0.9)
             input_ids[rand_pos] = torch.randint(len(special_ids), vocab_size, input_ids.shape, generator=gen)[rand_pos]
             out = mlm_model(
-                input_ids=input_ids.to(device), attention_mask=enc["attention_mask"].to(device), labels=labels.to(device)
+                input_ids=input_ids.to(device),
+                attention_mask=enc["attention_mask"].to(device),
+                labels=labels.to(device),
             )
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()

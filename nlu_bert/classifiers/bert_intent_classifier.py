@@ -239,7 +239,12 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         backbone = model.build_backbone(COMPONENT, self.config, texts)
         self._resolve_backend(backbone.encoder.config.to_dict())
         trained = training.train(COMPONENT, backbone, texts, intents, self.config, device)
-        self.model, self.tokenizer, self.labels, self.meta = trained.model, backbone.tokenizer, trained.labels, trained.meta
+        self.model, self.tokenizer, self.labels, self.meta = (
+            trained.model,
+            backbone.tokenizer,
+            trained.labels,
+            trained.meta,
+        )
         report = {
             "nlu_bert_version": __version__,
             **trained.report,

@@ -33,7 +33,7 @@ from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.classifiers.classifier import IntentClassifier
-from rasa.shared.exceptions import InvalidConfigException, RasaException
+from rasa.shared.exceptions import InvalidConfigException
 from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY, INTENT_RANKING_KEY, PREDICTED_CONFIDENCE_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
@@ -217,7 +217,9 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         check.integer("max_prompt_tokens", 64, 8192)
         check.integer("max_text_tokens", 1, 8192)
         if config["max_text_tokens"] > config["max_prompt_tokens"] // 2:
-            check.fail("max_text_tokens", f"must be at most half of `max_prompt_tokens` ({config['max_prompt_tokens'] // 2})")
+            check.fail(
+                "max_text_tokens", f"must be at most half of `max_prompt_tokens` ({config['max_prompt_tokens'] // 2})"
+            )
         check.boolean("fine_tune")
         if backbones.is_scratch(config["model"]) and not config["fine_tune"]:
             raise InvalidConfigException(
@@ -238,7 +240,9 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         block.choice("backend", list(INFERENCE_PRECISIONS))
         allowed = INFERENCE_PRECISIONS[inference["backend"]]
         if inference["precision"] not in allowed:
-            block.fail("precision", f"must be one of {', '.join(allowed)} with `inference.backend: {inference['backend']}`")
+            block.fail(
+                "precision", f"must be one of {', '.join(allowed)} with `inference.backend: {inference['backend']}`"
+            )
         check.integer("prefix_cache_size", 0, 4096)
         check.integer("random_seed", 0)
 
@@ -356,7 +360,9 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         """Install the stored model: the onnxruntime scorer, or the torch model in its serving dtype."""
         meta = archive.read_meta(folder, COMPONENT)
         loaded = serving.load(folder, meta, self.config)
-        self._install_stored(meta, loaded.model, loaded.tokenizer, scorer=loaded.scorer, model_config=loaded.model_config)
+        self._install_stored(
+            meta, loaded.model, loaded.tokenizer, scorer=loaded.scorer, model_config=loaded.model_config
+        )
         if loaded.model is not None:  # the onnxruntime scorer has its precision in its graph (and needs no torch)
             self._set_precision()
 
@@ -407,4 +413,3 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         message.set(INTENT, answer, add_to_output=True)
         message.set(INTENT_RANKING_KEY, decision.ranking_from(scored), add_to_output=True)
         return {"acted": True, "reason": reason, **facts, **result}
-

@@ -7,6 +7,7 @@ YAML files and checks them with Rasa's own loader::
     from nlu_bert.converters import BuildOptions, ReadOptions, convert
     dataset = convert("cais", [Path("CAIS")], Path("data/cais"), ReadOptions(), BuildOptions())
 """
+
 from __future__ import annotations
 
 import json
@@ -71,9 +72,16 @@ def get_format(name: str) -> Format:
     return FORMATS[name]
 
 
-def convert(format_name: str, inputs: Sequence[Path], out: Path, read_options: ReadOptions = ReadOptions(),
-            build_options: BuildOptions = BuildOptions(), report_path: Optional[Path] = None,
-            domain_path: Optional[Path] = None, lookup_paths: Sequence[Path] = ()) -> Dataset:
+def convert(
+    format_name: str,
+    inputs: Sequence[Path],
+    out: Path,
+    read_options: ReadOptions = ReadOptions(),
+    build_options: BuildOptions = BuildOptions(),
+    report_path: Optional[Path] = None,
+    domain_path: Optional[Path] = None,
+    lookup_paths: Sequence[Path] = (),
+) -> Dataset:
     """Read, build, write and verify; returns the dataset with its report (files, counts, drops)."""
     fmt = get_format(format_name)
     if not inputs:

@@ -5,6 +5,7 @@ for a synonym. Rasa's YAML format has no escape for brackets, so a text whose ow
 would be read as markup is written with full-width ``［ ］`` instead (``escape_for_rasa``);
 every line is checked with Rasa's own entity parser before it is written.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,8 @@ def annotate(example: Example) -> str:
     pieces: List[str] = []
     cursor = 0
     for entity in sorted(example.entities):
-        surface = example.text[entity.start:entity.end]
-        pieces.append(example.text[cursor:entity.start])
+        surface = example.text[entity.start : entity.end]
+        pieces.append(example.text[cursor : entity.start])
         if entity.value == surface:
             pieces.append(f"[{surface}]({entity.entity})")
         else:
@@ -41,7 +42,7 @@ def reads_back(example: Example) -> bool:
     line = annotate(example)
     try:
         found = entities_parser.find_entities_in_training_example(line)
-    except Exception:  # Rasa raises on a broken {...} dict; that means "does not read back"
+    except Exception:  # noqa: BLE001 - Rasa raises on a broken {...} dict; that means "does not read back"
         return False
     spans = sorted(Entity(e["start"], e["end"], e["entity"], e["value"]) for e in found)
     return entities_parser.replace_entities(line) == example.text and spans == sorted(example.entities)
@@ -49,8 +50,8 @@ def reads_back(example: Example) -> bool:
 
 def escape_for_rasa(example: Example) -> Example:
     """The example itself when Rasa reads it back as is; else with ``[]{}`` made full-width."""
-    risky = "[" in example.text or "]" in example.text or any(
-        "{" in e.value or "}" in e.value for e in example.entities
+    risky = (
+        "[" in example.text or "]" in example.text or any("{" in e.value or "}" in e.value for e in example.entities)
     )
     if not risky or reads_back(example):
         return example
@@ -71,8 +72,11 @@ def _block(key: str, name: str, lines: Iterable[str]) -> str:
     return f"- {key}: {json.dumps(name, ensure_ascii=False)}\n  examples: |\n{body}"
 
 
-def render_nlu(examples: Sequence[Example], synonyms: Optional[Mapping[str, str]] = None,
-               lookups: Optional[Mapping[str, Sequence[str]]] = None) -> str:
+def render_nlu(
+    examples: Sequence[Example],
+    synonyms: Optional[Mapping[str, str]] = None,
+    lookups: Optional[Mapping[str, Sequence[str]]] = None,
+) -> str:
     """One ``nlu:`` document: intents (sorted by name, examples in input order), then synonyms, then lookups."""
     synonyms = synonyms or {}
     lookups = lookups or {}
@@ -108,8 +112,10 @@ def write_dataset(dataset: Dataset, out: Path) -> Dict[str, Path]:
     for split, path in paths.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         extra = split == first
-        path.write_text(render_nlu(dataset.splits[split], dataset.synonyms if extra else None,
-                                   dataset.lookups if extra else None), encoding="utf-8")
+        path.write_text(
+            render_nlu(dataset.splits[split], dataset.synonyms if extra else None, dataset.lookups if extra else None),
+            encoding="utf-8",
+        )
     return paths
 
 

@@ -122,13 +122,23 @@ def export_scorer(model: Any, target: Path, precision: str, check: bool = True) 
         raise ValueError(f"onnxruntime scores GPT-2 in {' or '.join(PRECISIONS)}, not {precision!r}")
     problem = export_problem(model.config)
     if problem:
-        raise RuntimeError(f"the GPT-2 scorer cannot be exported to ONNX ({problem}); use `inference: {{backend: torch}}`.")
+        raise RuntimeError(
+            f"the GPT-2 scorer cannot be exported to ONNX ({problem}); use `inference: {{backend: torch}}`."
+        )
     params = list(model.parameters())
-    fp32 = model if all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params) else copy.deepcopy(model).cpu().float()
+    fp32 = (
+        model
+        if all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params)
+        else copy.deepcopy(model).cpu().float()
+    )
     was_training = fp32.training
     fp32.eval()
     graph = _graph_module(fp32)
-    layers, heads, head_dim = int(fp32.config.n_layer), int(fp32.config.n_head), int(fp32.config.n_embd) // int(fp32.config.n_head)
+    layers, heads, head_dim = (
+        int(fp32.config.n_layer),
+        int(fp32.config.n_head),
+        int(fp32.config.n_embd) // int(fp32.config.n_head),
+    )
     n, past_len = 4, 3
     vocab = int(fp32.config.vocab_size)
     generator = torch.Generator().manual_seed(0)
@@ -213,7 +223,9 @@ def half_key_value_cache(graph: Any) -> None:
             if v.name.startswith(prefix) and v.type.tensor_type.elem_type == TensorProto.FLOAT:
                 v.type.tensor_type.elem_type = TensorProto.FLOAT16
                 names[v.name] = f"{v.name}_fp32"  # the fp32 tensor inside the graph
-    nodes = [helper.make_node("Cast", [n], [fp32], to=TensorProto.FLOAT, name=f"{n}_to_fp32") for n, fp32 in inputs.items()]
+    nodes = [
+        helper.make_node("Cast", [n], [fp32], to=TensorProto.FLOAT, name=f"{n}_to_fp32") for n, fp32 in inputs.items()
+    ]
     inside = {**inputs, **outputs}
     for original in graph.node:
         node = onnx.NodeProto()
@@ -222,7 +234,10 @@ def half_key_value_cache(graph: Any) -> None:
             for i, name in enumerate(names):
                 names[i] = inside.get(name, name)
         nodes.append(node)
-    nodes += [helper.make_node("Cast", [fp32], [n], to=TensorProto.FLOAT16, name=f"{n}_to_fp16") for n, fp32 in outputs.items()]
+    nodes += [
+        helper.make_node("Cast", [fp32], [n], to=TensorProto.FLOAT16, name=f"{n}_to_fp16")
+        for n, fp32 in outputs.items()
+    ]
     graph.ClearField("node")
     graph.node.extend(nodes)
 

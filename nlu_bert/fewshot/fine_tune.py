@@ -57,9 +57,7 @@ def fine_tune_on_bank(
     if not held_out:
         logger.info(f"{component}: too few examples to hold any out; validating on training prompts.")
     val_pairs = val_rng.sample(val_pairs, min(len(val_pairs), MAX_VALIDATION_PROMPTS))
-    val_items = [
-        encode_episode(encoder, sample_episode(train_bank, t, i, val_rng, rate), labels) for t, i in val_pairs
-    ]
+    val_items = [encode_episode(encoder, sample_episode(train_bank, t, i, val_rng, rate), labels) for t, i in val_pairs]
     lr = config["fine_tune_learning_rate"]
     if lr == "auto":
         lr = AUTO_LEARNING_RATE["scratch" if backbones.is_scratch(config["model"]) else "pretrained"]
@@ -83,7 +81,9 @@ def fine_tune_on_bank(
         f"validating on {len(val_items)}, {precision}" + (" mixed precision" if precision == "bf16" else "")
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else encoder.end_id
-    report = fine_tune(model, make_epoch, val_items, settings, pad_id, progress=logger.info, position_anchor=position_anchor)
+    report = fine_tune(
+        model, make_epoch, val_items, settings, pad_id, progress=logger.info, position_anchor=position_anchor
+    )
     return {
         "epochs_run": report.epochs_run,
         "best_epoch": report.best_epoch,
@@ -97,9 +97,7 @@ def fine_tune_on_bank(
     }
 
 
-def split_bank(
-    bank: ExampleBank, fraction: float, seed: int
-) -> Tuple[Dict[str, List[str]], Dict[str, List[str]]]:
+def split_bank(bank: ExampleBank, fraction: float, seed: int) -> Tuple[Dict[str, List[str]], Dict[str, List[str]]]:
     """(train, held out) examples per intent: :func:`nlu_bert.splits.stratified_split`."""
     pairs = [(intent, text) for intent in bank.intents for text in bank.examples[intent]]
     kept, held = splits.stratified_split([intent for intent, _ in pairs], fraction, f"{seed}:split")

@@ -29,7 +29,9 @@ def load(folder: Path, meta: dict, cache_size: int, threads: int, spinning: bool
     """(scorer, tokenizer, the model's config.json) from an archive folder written for onnxruntime."""
     model_dir = folder / archive.GPT2_MODEL_DIR
     name = archive.GPT2_ONNX_FILES.get(meta["inference"].get("precision"), "?")
-    archive.require_files(folder, archive.GPT2, [f"{archive.GPT2_MODEL_DIR}/{name}", f"{archive.GPT2_MODEL_DIR}/config.json"])
+    archive.require_files(
+        folder, archive.GPT2, [f"{archive.GPT2_MODEL_DIR}/{name}", f"{archive.GPT2_MODEL_DIR}/config.json"]
+    )
     try:
         tokenizer: Any = TokenizerFile(model_dir)
     except FileNotFoundError:  # a slow (Python) tokenizer: only transformers can run it
@@ -113,7 +115,9 @@ class OnnxCandidateScorer(ScorerBase):
             return past, True
         n = len(prefix)
         causal = np.triu(np.full((n, n), MASKED, np.float32), k=1)[None, None]
-        _, past = self._run(prefix, list(range(start, start + n)), causal, [n - 1], [0], self._empty_past(), presents=True)
+        _, past = self._run(
+            prefix, list(range(start, start + n)), causal, [n - 1], [0], self._empty_past(), presents=True
+        )
         self.cache.put(key, past)
         return past, False
 

@@ -28,6 +28,7 @@ the tokenization of the whole prompt (a test pins this).
 
 Nothing here imports torch.
 """
+
 from __future__ import annotations
 
 import random
@@ -71,7 +72,7 @@ class PromptTemplate:
         """
         at = self.prompt.index("{text}")
         line_start = self.prompt.rfind("\n", 0, at) + 1
-        return self.prompt[:line_start], self.prompt[line_start:at], self.prompt[at + len("{text}"):]
+        return self.prompt[:line_start], self.prompt[line_start:at], self.prompt[at + len("{text}") :]
 
 
 _ZH_INSTRUCTION = "小样本意图识别。如果不确定，输出 “{not_applicable}”。\n\n"
@@ -92,7 +93,7 @@ TEMPLATES: Dict[str, PromptTemplate] = {
     ),
     # English bots
     "few_shot_en": PromptTemplate(
-        "few shot intent recognition. output \"{not_applicable}\" when not sure.\n\n"
+        'few shot intent recognition. output "{not_applicable}" when not sure.\n\n'
         "Examples:\n------------\n{examples}\n------------\ntext: {text}\nintent:"
     ),
 }

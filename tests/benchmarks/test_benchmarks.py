@@ -3,6 +3,7 @@
 This is how a dataset the project has not seen goes through the harness: real `rasa train` of each pipeline,
 parsing the test split with a loaded Agent, results merged into the JSON / markdown / chart of the out folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,22 @@ from typing import List, Tuple
 
 import pytest
 import yaml
+
 from nlu_testing import REPO_ROOT, TINY_BOT, shared_dataset, write_nlu
 
 pytestmark = pytest.mark.slow  # real `rasa train` in subprocesses
 
 
 def run_accuracy(tmp_path: Path, *args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "accuracy.py"), *args, "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results")]
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / "accuracy.py"),
+        *args,
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(tmp_path / "results"),
+    ]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
@@ -37,7 +47,19 @@ class BotClassifier(LogisticRegressionClassifier):
 def test_accuracy_benchmark_on_own_data(tmp_path: Path) -> None:
     train = write_nlu(tmp_path / "train.yml", {intent: texts[:9] for intent, texts in TINY_BOT.items()})
     test = write_nlu(tmp_path / "test.yml", {intent: texts[9:] for intent, texts in TINY_BOT.items()})
-    done = run_accuracy(tmp_path, "--train", str(train), "--test", str(test), "--name", "tinybot", "--pipelines", "bert", "logreg", "--no-agreement")
+    done = run_accuracy(
+        tmp_path,
+        "--train",
+        str(train),
+        "--test",
+        str(test),
+        "--name",
+        "tinybot",
+        "--pipelines",
+        "bert",
+        "logreg",
+        "--no-agreement",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     results = json.loads((tmp_path / "results" / "accuracy.json").read_text(encoding="utf-8"))["results"]
@@ -55,7 +77,18 @@ def test_accuracy_benchmark_on_own_data(tmp_path: Path) -> None:
     assert (tmp_path / "results" / "accuracy.png").stat().st_size > 0
 
     # a second run replaces its own dataset x pipeline rows and keeps the others
-    again = run_accuracy(tmp_path, "--train", str(train), "--test", str(test), "--name", "tinybot", "--pipelines", "logreg", "--no-agreement")
+    again = run_accuracy(
+        tmp_path,
+        "--train",
+        str(train),
+        "--test",
+        str(test),
+        "--name",
+        "tinybot",
+        "--pipelines",
+        "logreg",
+        "--no-agreement",
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     merged = json.loads((tmp_path / "results" / "accuracy.json").read_text(encoding="utf-8"))["results"]
     assert sorted((r["dataset"], r["pipeline"]) for r in merged) == [("tinybot", "bert"), ("tinybot", "logreg")]
@@ -69,7 +102,9 @@ def test_agreement_only_checks_every_inference_option_without_training_pipelines
 
     train = write_nlu(tmp_path / "train.yml", {intent: texts[:9] for intent, texts in TINY_BOT.items()})
     test = write_nlu(tmp_path / "test.yml", {intent: texts[9:] for intent, texts in TINY_BOT.items()})
-    done = run_accuracy(tmp_path, "--train", str(train), "--test", str(test), "--name", "tinybot", "--quick", "--agreement-only")
+    done = run_accuracy(
+        tmp_path, "--train", str(train), "--test", str(test), "--name", "tinybot", "--quick", "--agreement-only"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     payload = json.loads((tmp_path / "results" / "agreement-quick.json").read_text(encoding="utf-8"))
@@ -98,7 +133,8 @@ def write_bot(root: Path) -> Tuple[Path, Path]:
     (root / "bot_components.py").write_text(BOT_COMPONENT, encoding="utf-8")
     write_nlu(data / "nlu.yml", TINY_BOT)
     (data / "stories.yml").write_text(
-        'version: "3.1"\nstories:\n- story: hi\n  steps:\n  - intent: greet\n  - action: utter_greet\n', encoding="utf-8"
+        'version: "3.1"\nstories:\n- story: hi\n  steps:\n  - intent: greet\n  - action: utter_greet\n',
+        encoding="utf-8",
     )
     config = root / "config.yml"
     config.write_text(
@@ -120,8 +156,19 @@ def test_accuracy_benchmark_on_a_bot_folder_with_its_own_config(tmp_path: Path) 
     with a component of its own imported from the folder the benchmark runs in (as `rasa train` would)."""
     data, config = write_bot(tmp_path / "bot")
     done = run_accuracy(
-        tmp_path, "--train", str(data), "--test-fraction", "0.25", "--name", "mybot", "--config", str(config),
-        "--pipelines", "logreg", "--no-agreement", cwd=tmp_path / "bot",
+        tmp_path,
+        "--train",
+        str(data),
+        "--test-fraction",
+        "0.25",
+        "--name",
+        "mybot",
+        "--config",
+        str(config),
+        "--pipelines",
+        "logreg",
+        "--no-agreement",
+        cwd=tmp_path / "bot",
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -150,9 +197,21 @@ def test_http_latency_serves_a_bots_own_pipeline(tmp_path: Path) -> None:
     """`http_latency.py --config`: the bot's pipeline trained with `rasa train nlu` and served by `rasa run`."""
     data, config = write_bot(tmp_path / "bot")
     command = [
-        sys.executable, str(REPO_ROOT / "benchmarks" / "http_latency.py"), "--quick", "--messages", "20",
-        "--nlu", str(data), "--config", f"mybot={config}", "--pipelines", "mybot",
-        "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results"),
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / "http_latency.py"),
+        "--quick",
+        "--messages",
+        "20",
+        "--nlu",
+        str(data),
+        "--config",
+        f"mybot={config}",
+        "--pipelines",
+        "mybot",
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(tmp_path / "results"),
     ]
     done = subprocess.run(command, cwd=tmp_path / "bot", capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -208,4 +267,3 @@ def test_converted_dataset_is_found_from_another_working_directory(tmp_path: Pat
     assert [p.resolve() for p in again] == [(tmp_path / "a" / p).resolve() for p in first]
     assert all(p.is_file() for p in again)
     assert "intent" in again[1].read_text(encoding="utf-8")
-

@@ -1,5 +1,6 @@
 """`benchmarks/bert_latency.py`'s table: each option's latency against the int8 FLOP floor and, where the run
 measured it, against the larger of that floor and the floor of re-reading the int8 weights."""
+
 from __future__ import annotations
 
 import sys
@@ -18,7 +19,14 @@ def payload(p50_16: float, p50_32: float, int8_gflops: float, reread_gb_s: Optio
     floors: Dict[str, Any] = {"best_gflops": {"int8": int8_gflops, "bf16": 100.0, "fp32": 50.0}, "dram_read_gb_s": 20.0}
     if reread_gb_s is not None:
         floors["int8_weights_reread_gb_s"] = reread_gb_s
-    run = {"import_s": 0.0, "load_s": 0.5, "rss_after_load_mb": 200, "peak_rss_mb": 250, "latency_ms": latency, "batch_msgs_per_s": 100}
+    run = {
+        "import_s": 0.0,
+        "load_s": 0.5,
+        "rss_after_load_mb": 200,
+        "peak_rss_mb": 250,
+        "latency_ms": latency,
+        "batch_msgs_per_s": 100,
+    }
     return {
         "machine": {"cpu": "test CPU", "cores_available": 2, "cpu_flags": ["avx512f"], "load_average_at_start": [0, 0, 0]},
         "args": {}, "load_average_at_end": [0, 0, 0], "runs": {"native-int8": [run]}, "floors_runs": [floors],
@@ -40,7 +48,11 @@ def test_latency_is_set_against_the_larger_of_the_flop_and_reread_floors() -> No
     assert "× larger of the two int8 floors @16 / @32" in table
     # at 16 tokens the re-read (1.5 ms) is the larger floor, at 32 the FLOPs (2.0 ms)
     assert row(table, "native-int8")[-2:] == ["3.0 / 2.0", "2.0 / 2.0"]
-    reread = row(table, "floor: re-reading the int8 weights' 85 MB back to back at " + f"{reread_gb_s:.0f} GB/s (from the last-level cache where it holds them)")
+    reread = row(
+        table,
+        "floor: re-reading the int8 weights' 85 MB back to back at "
+        + f"{reread_gb_s:.0f} GB/s (from the last-level cache where it holds them)",
+    )
     assert reread[4:8] == ["1.5"] * 4 and reread[-1] == ""
 
 

@@ -1,5 +1,6 @@
 """`benchmarks/gpt2_finetune.py` on a small bot: every variant trains the component as `rasa train` does, in the
 precision and with the attention dropout it names, and the table reports each epoch's validation accuracy."""
+
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from nlu_testing import REPO_ROOT, TINY_BOT, write_nlu
 
 SCRIPT = REPO_ROOT / "benchmarks" / "gpt2_finetune.py"
@@ -16,7 +18,18 @@ SCRIPT = REPO_ROOT / "benchmarks" / "gpt2_finetune.py"
 @pytest.mark.slow
 def test_variants_train_with_their_precision_and_dropout(tmp_path: Path) -> None:
     train = write_nlu(tmp_path / "nlu.yml")
-    command = [sys.executable, str(SCRIPT), "--train", str(train), "--epochs", "2", "--variants", "fp32-dropout,bf16", "--out", str(tmp_path / "out")]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--train",
+        str(train),
+        "--epochs",
+        "2",
+        "--variants",
+        "fp32-dropout,bf16",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     payload = json.loads((tmp_path / "out" / "gpt2_finetune.json").read_text(encoding="utf-8"))
@@ -41,6 +54,11 @@ def test_variants_train_with_their_precision_and_dropout(tmp_path: Path) -> None
     ],
 )
 def test_bad_arguments(tmp_path: Path, args, message) -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and message in done.stderr
     assert not (tmp_path / "out").exists()

@@ -1,5 +1,6 @@
 """`benchmarks/int8_gemm_kernels.py`: the graph it times is BERT-base's 48 weight products, and the script
 measures the kernels it is asked for, writes them where it is told, and refuses bad arguments."""
+
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from nlu_testing import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
@@ -41,8 +43,18 @@ def test_graph_is_the_chain_of_berts_weight_products() -> None:
 @pytest.mark.slow
 def test_script_times_the_chosen_kernels(tmp_path) -> None:
     command = [
-        sys.executable, str(SCRIPT), "--tokens", "4,8", "--kernels", "onnxruntime-int8-hot,torch-fbgemm",
-        "--rounds", "1", "--calls", "3", "--out", str(tmp_path),
+        sys.executable,
+        str(SCRIPT),
+        "--tokens",
+        "4,8",
+        "--kernels",
+        "onnxruntime-int8-hot,torch-fbgemm",
+        "--rounds",
+        "1",
+        "--calls",
+        "3",
+        "--out",
+        str(tmp_path),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -65,6 +77,8 @@ def test_script_times_the_chosen_kernels(tmp_path) -> None:
     ],
 )
 def test_script_refuses_bad_arguments(tmp_path, args, message) -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2 and message in done.stderr
     assert not list(tmp_path.iterdir())  # nothing measured, nothing written

@@ -4,6 +4,7 @@ The models are small random BERTs built here (a few layers, hidden 48-64, head w
 multiples of 16). What the kernel must keep: the encoder's hidden states (cosine with fp32), the top intent, a
 message's logits independent of its batch and of the thread count, and clear errors for what it cannot run.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,9 +17,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from nlu_bert.bert import native  # noqa: E402
+from nlu_bert import archive  # noqa: E402
 from nlu_bert.bert import export as bert_export  # noqa: E402
-from nlu_bert.bert import predictors  # noqa: E402
+from nlu_bert.bert import (
+    native,  # noqa: E402
+    predictors,  # noqa: E402
+)
 from nlu_bert.bert.model import IntentModel  # noqa: E402
 
 REASON = native.unavailable_reason()
@@ -59,12 +63,14 @@ def _batch(batch: int, seq: int, seed: int = 1) -> Tuple[np.ndarray, np.ndarray]
 
 def _exported(model: IntentModel, folder: Path, dtype: str = "float32") -> Path:
     bert_export.export_for_inference(model, folder, "native", "int8", save_dtype=dtype)
-    return folder / native.NATIVE_FILE
+    return folder / archive.NATIVE_FILE
 
 
 def _torch_hidden(model: IntentModel, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return model.encoder(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+        return model.encoder(
+            input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+        ).last_hidden_state.numpy()
 
 
 def _cosines(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -98,7 +104,9 @@ def test_export_writes_int8_panels_and_reads_back(tmp_path: Path) -> None:
     # fp16 in the file; fp32 when read, but for the lookup tables, of which a forward pass converts a few rows
     assert {k for k, v in tensors.items() if v.dtype == np.float16} == set(native.LOOKUP_TABLES)
     expected = {k: v.numpy() for k, v in model.state_dict().items()}
-    qkv = np.concatenate([expected[f"encoder.encoder.layer.1.attention.self.{p}.weight"] for p in ("query", "key", "value")])
+    qkv = np.concatenate(
+        [expected[f"encoder.encoder.layer.1.attention.self.{p}.weight"] for p in ("query", "key", "value")]
+    )
     back = native.dequantize_linear(tensors["layer.1.qkv.panels"], tensors["layer.1.qkv.scale"])
     assert np.abs(back - qkv).max() <= np.abs(qkv).max() / 254 + 1e-6  # half a step of the widest channel
     assert np.array_equal(tensors["layer.1.ln2.weight"], expected["encoder.encoder.layer.1.output.LayerNorm.weight"])
@@ -127,7 +135,9 @@ def test_bad_encoders_and_files_are_clear_errors(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ the kernel
 @needs_kernel
 @pytest.mark.parametrize("amx", C_PATHS)
-@pytest.mark.parametrize("hidden,heads", [(64, 4), (48, 4), (64, 1), (128, 2)], ids=["head16", "head12", "head64", "hidden128"])
+@pytest.mark.parametrize(
+    "hidden,heads", [(64, 4), (48, 4), (64, 1), (128, 2)], ids=["head16", "head12", "head64", "hidden128"]
+)
 @pytest.mark.parametrize("batch,seq", [(1, 1), (1, 16), (3, 17), (2, 40)])
 def test_hidden_states_follow_fp32(amx: bool, hidden: int, heads: int, batch: int, seq: int, tmp_path: Path) -> None:
     """batch x seq covers the AMX path's one partial tile, one full tile, 2 x 2 tiles with a partial second, and
@@ -256,12 +266,17 @@ def test_machines_without_the_kernel_serve_the_file_with_onnxruntime(
         predictor = predictors.load_predictor(tmp_path, "native", "int8", 1)
     assert predictor.backend == "native" and predictor.kernel == "onnxruntime" and predictor.num_labels == LABELS
     assert "kernel='onnxruntime'" in repr(predictor)
-    assert "The native int8 kernel cannot run here (this CPU lacks avx512_vnni); serving model.native.safetensors with onnxruntime" in caplog.text
+    assert (
+        "The native int8 kernel cannot run here (this CPU lacks avx512_vnni); serving model.native.safetensors with onnxruntime"
+        in caplog.text
+    )
     _assert_logits_follow_fp32(predictor, model, seeds=range(4), batch=6, seq=20, tolerance=0.08)
 
 
 @pytest.mark.parametrize("hidden,heads", [(64, 4), (48, 4)], ids=["head16", "head12"])
-def test_onnxruntime_graph_hidden_states_follow_fp32_with_signed_and_unsigned_weights(hidden: int, heads: int, tmp_path: Path) -> None:
+def test_onnxruntime_graph_hidden_states_follow_fp32_with_signed_and_unsigned_weights(
+    hidden: int, heads: int, tmp_path: Path
+) -> None:
     """u8 weights with a zero point of 128 (CPUs without VNNI, where u8 x s8 saturates) compute the same
     products as s8 weights: both follow fp32, and each other to float rounding."""
     model = _model(hidden=hidden, heads=heads)
@@ -282,7 +297,9 @@ def test_unsigned_weights_are_chosen_where_the_cpu_lacks_vnni() -> None:
     assert portable.signed_weights_fast(["avx2", "avx_vnni"]) and portable.signed_weights_fast(["avx512_vnni"])
     panels, _ = native.quantize_linear(np.random.default_rng(0).normal(size=(32, 8)).astype(np.float32))
     matrix = portable.int8_matrix(panels)  # [in, out]: weight[out, in] transposed
-    assert matrix.shape == (8, 32) and np.array_equal(matrix.T, native.dequantize_linear(panels, np.ones(32, np.float32)))
+    assert matrix.shape == (8, 32) and np.array_equal(
+        matrix.T, native.dequantize_linear(panels, np.ones(32, np.float32))
+    )
 
 
 def test_the_kernel_choice_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -291,19 +308,33 @@ def test_the_kernel_choice_follows_the_environment(tmp_path: Path, monkeypatch: 
     assert native.unavailable_reason() == "NLU_BERT_NATIVE_KERNEL=onnxruntime turns it off"
     assert predictors.load_predictor(tmp_path, "native", "int8", 1).kernel == "onnxruntime"
     monkeypatch.setenv(native.KERNEL_ENV, "gpu")
-    with pytest.raises(ValueError, match=re.escape("NLU_BERT_NATIVE_KERNEL must be one of 'auto', 'amx', 'vnni', 'onnxruntime', got 'gpu'.")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("NLU_BERT_NATIVE_KERNEL must be one of 'auto', 'amx', 'vnni', 'onnxruntime', got 'gpu'."),
+    ):
         native.unavailable_reason()
     monkeypatch.setattr(native, "cpu_flags", lambda: ["avx2"])
     if native.sys.platform == "linux" and native.platform.machine() == "x86_64":
         monkeypatch.setenv(native.KERNEL_ENV, "vnni")
-        with pytest.raises(RuntimeError, match=re.escape("NLU_BERT_NATIVE_KERNEL=vnni, but the native int8 kernel cannot run here: this CPU lacks")):
+        with pytest.raises(
+            RuntimeError,
+            match=re.escape("NLU_BERT_NATIVE_KERNEL=vnni, but the native int8 kernel cannot run here: this CPU lacks"),
+        ):
             predictors.load_predictor(tmp_path, "native", "int8", 1)
         monkeypatch.setenv(native.KERNEL_ENV, "amx")
-        with pytest.raises(RuntimeError, match=re.escape("NLU_BERT_NATIVE_KERNEL=amx, but the native kernel's AMX path cannot run here: this CPU lacks")):
+        with pytest.raises(
+            RuntimeError,
+            match=re.escape(
+                "NLU_BERT_NATIVE_KERNEL=amx, but the native kernel's AMX path cannot run here: this CPU lacks"
+            ),
+        ):
             predictors.load_predictor(tmp_path, "native", "int8", 1)
         monkeypatch.setenv(native.KERNEL_ENV, "auto")
         predictor = predictors.load_predictor(tmp_path, "native", "int8", 1)
-        assert predictor.kernel == "onnxruntime" and predictor.model.kernel_note == "this CPU lacks avx512f, avx512bw, avx512vl, avx512_vnni"
+        assert (
+            predictor.kernel == "onnxruntime"
+            and predictor.model.kernel_note == "this CPU lacks avx512f, avx512bw, avx512vl, avx512_vnni"
+        )
 
 
 @needs_kernel

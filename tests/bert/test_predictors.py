@@ -3,6 +3,7 @@
 The models are tiny IntentModels (hidden 32, 2 layers, the characters of the tiny bot as vocabulary),
 trained for a few seconds so that their top intents have real margins.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,22 +21,33 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from nlu_bert import archive  # noqa: E402
-from nlu_bert.bert import export as bert_export  # noqa: E402
-from nlu_bert import hardware  # noqa: E402
-from nlu_bert import onnx_tools  # noqa: E402
-from nlu_bert.bert import predictors  # noqa: E402
-from nlu_bert import tokenizer_files  # noqa: E402
+from nlu_bert import (
+    archive,  # noqa: E402
+    hardware,  # noqa: E402
+    onnx_tools,  # noqa: E402
+)
 from nlu_bert.archive import NATIVE_FILE  # noqa: E402
+from nlu_bert.bert import export as bert_export  # noqa: E402
+from nlu_bert.bert import predictors  # noqa: E402
 from nlu_bert.bert.model import IntentModel  # noqa: E402
 from nlu_bert.bert.ngrams import batch_ngram_ids  # noqa: E402
+
 from nlu_testing import REPO_ROOT, TINY_BOT  # noqa: E402
 
 NGRAM_BUCKETS = 97
 NGRAM_RANGE = (1, 3)
 
 # Unseen texts too (same characters, other orders and lengths), so the check is not on training data only.
-EXTRA_TEXTS = ["你好再见", "查一下退款", "订单到哪了再见", "我要查订单", "退货", "好", "晚上好我要退款申请", "拜拜啦你好"]
+EXTRA_TEXTS = [
+    "你好再见",
+    "查一下退款",
+    "订单到哪了再见",
+    "我要查订单",
+    "退货",
+    "好",
+    "晚上好我要退款申请",
+    "拜拜啦你好",
+]
 
 # max |logit - fp32 logit| allowed, as a fraction of the largest |fp32 logit| of the batch (+ a floor)
 TOLERANCE = {"fp32": (1e-4, 1e-5), "bf16": (0.03, 0.01), "int8": (0.04, 0.01)}
@@ -234,7 +246,7 @@ def test_onnx_round_trip_from_a_fresh_folder(trained, exported, tokenizer, tmp_p
     folder = tmp_path / "copy"
     folder.mkdir()
     onnx = {p: exported[p] for p in predictors.SUPPORTED_PRECISIONS["onnxruntime"]}
-    for precision, src in onnx.items():
+    for src in onnx.values():
         for f in src.iterdir():
             (folder / f.name).write_bytes(f.read_bytes())
     for precision in onnx:
@@ -330,7 +342,13 @@ def test_valid_settings_pass():
 
 
 def test_auto_resolves_to_native_for_int8_bert_and_to_what_serves_the_rest():
-    bert = {"model_type": "bert", "hidden_act": "gelu", "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072}
+    bert = {
+        "model_type": "bert",
+        "hidden_act": "gelu",
+        "hidden_size": 768,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    }
     roberta = {**bert, "model_type": "roberta"}
     assert predictors.resolve_backend("auto", "int8", bert) == "native"
     assert predictors.resolve_backend("auto", "int8", roberta) == "onnxruntime"

@@ -1,4 +1,5 @@
 """GPT2FewShotIntentClassifier: config validation, when it acts, what it may answer, persistence, Rasa graph."""
+
 from __future__ import annotations
 
 import json
@@ -18,15 +19,26 @@ from rasa.shared.nlu.training_data.message import Message
 from nlu_bert.archive import ModelArchiveError
 from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier as Component
 from nlu_bert.version import __version__
+
 from contract import assert_intent_contract
-from gpt2_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
-from gpt2_fixtures import TINY_SIZES, tiny_tokenizer
+from gpt2_fixtures import (
+    TINY_SIZES,
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    tiny_tokenizer,
+)
 from nlu_testing import TINY_BOT, make_context, make_storage, tiny_training_data
 
 BOT_INTENTS = set(TINY_BOT)
 ALLOWED = BOT_INTENTS | {"nlu_fallback"}
 # min_confidence 0: these tests check when it acts and what it answers, with a barely trained tiny model
-TINY = {"model": "scratch", "fine_tune": True, "fine_tune_epochs": 1, "max_prompt_tokens": 384, "min_confidence": 0.0, **TINY_SIZES}
+TINY = {
+    "model": "scratch",
+    "fine_tune": True,
+    "fine_tune_epochs": 1,
+    "max_prompt_tokens": 384,
+    "min_confidence": 0.0,
+    **TINY_SIZES,
+}
 
 
 @pytest.fixture(scope="module")
@@ -72,32 +84,104 @@ def ranking(*pairs: Any) -> List[Dict[str, Any]]:
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("threshold", 1.5, "GPT2FewShotIntentClassifier: `threshold` must be a number in [0, 1], got 1.5. Set `threshold` in config.yml."),
-        ("ambiguity_threshold", -0.1, "GPT2FewShotIntentClassifier: `ambiguity_threshold` must be a number in [0, 1], got -0.1. Set `ambiguity_threshold` in config.yml."),
-        ("max_candidates", 0, "GPT2FewShotIntentClassifier: `max_candidates` must be an integer between 1 and 50, got 0. Set `max_candidates` in config.yml."),
-        ("n_shot", True, "GPT2FewShotIntentClassifier: `n_shot` must be an integer between 1 and 10, got True. Set `n_shot` in config.yml."),
-        ("example_selection", "closest", "GPT2FewShotIntentClassifier: `example_selection` must be one of nearest, nearest_to_message, random, got 'closest'. Set `example_selection` in config.yml."),
-        ("template", "nope", "GPT2FewShotIntentClassifier: `template` must be a template name (few_shot_zh, few_shot_zh_backticks, intent_zh, few_shot_en), got 'nope'. Set `template` in config.yml."),
-        ("not_applicable", "", "GPT2FewShotIntentClassifier: `not_applicable` must be a non-empty string, got ''. Set `not_applicable` in config.yml."),
-        ("max_prompt_tokens", 10, "GPT2FewShotIntentClassifier: `max_prompt_tokens` must be an integer between 64 and 8192, got 10. Set `max_prompt_tokens` in config.yml."),
-        ("max_text_tokens", 400, "GPT2FewShotIntentClassifier: `max_text_tokens` must be at most half of `max_prompt_tokens` (256), got 400. Set `max_text_tokens` in config.yml."),
-        ("fine_tune_learning_rate", 0, "GPT2FewShotIntentClassifier: `fine_tune_learning_rate` must be `auto` or a number > 0, got 0. Set `fine_tune_learning_rate` in config.yml."),
-        ("fine_tune_precision", "fp16", "GPT2FewShotIntentClassifier: `fine_tune_precision` must be one of auto, fp32, bf16, got 'fp16'. Set `fine_tune_precision` in config.yml."),
-        ("device", "tpu", "GPT2FewShotIntentClassifier: `device` must be one of auto, cpu, cuda, mps, got 'tpu'. Set `device` in config.yml."),
-        ("inference", {"precision": "fp16"}, "GPT2FewShotIntentClassifier: `inference.precision` must be one of auto, fp32, int8 with `inference.backend: onnxruntime`, got 'fp16'. Set `inference.precision` in config.yml."),
-        ("inference", {"backend": "tensorrt"}, "GPT2FewShotIntentClassifier: `inference.backend` must be one of onnxruntime, torch, got 'tensorrt'. Set `inference.backend` in config.yml."),
-        ("inference", {"threads": -1}, "GPT2FewShotIntentClassifier: `inference.threads` must be an integer >= 0 (0 = all cores), got -1. Set `inference.threads` in config.yml."),
-        ("scratch_hidden_size", 30, "GPT2FewShotIntentClassifier: `scratch_hidden_size` must be a multiple of `scratch_num_heads` (4), got 30. Set `scratch_hidden_size` in config.yml."),
-        ("intent_labels", {"greet": ""}, "GPT2FewShotIntentClassifier: `intent_labels` must be a mapping from intent names to non-empty label texts, got {'greet': ''}. Set `intent_labels` in config.yml."),
+        (
+            "threshold",
+            1.5,
+            "GPT2FewShotIntentClassifier: `threshold` must be a number in [0, 1], got 1.5. Set `threshold` in config.yml.",
+        ),
+        (
+            "ambiguity_threshold",
+            -0.1,
+            "GPT2FewShotIntentClassifier: `ambiguity_threshold` must be a number in [0, 1], got -0.1. Set `ambiguity_threshold` in config.yml.",
+        ),
+        (
+            "max_candidates",
+            0,
+            "GPT2FewShotIntentClassifier: `max_candidates` must be an integer between 1 and 50, got 0. Set `max_candidates` in config.yml.",
+        ),
+        (
+            "n_shot",
+            True,
+            "GPT2FewShotIntentClassifier: `n_shot` must be an integer between 1 and 10, got True. Set `n_shot` in config.yml.",
+        ),
+        (
+            "example_selection",
+            "closest",
+            "GPT2FewShotIntentClassifier: `example_selection` must be one of nearest, nearest_to_message, random, got 'closest'. Set `example_selection` in config.yml.",
+        ),
+        (
+            "template",
+            "nope",
+            "GPT2FewShotIntentClassifier: `template` must be a template name (few_shot_zh, few_shot_zh_backticks, intent_zh, few_shot_en), got 'nope'. Set `template` in config.yml.",
+        ),
+        (
+            "not_applicable",
+            "",
+            "GPT2FewShotIntentClassifier: `not_applicable` must be a non-empty string, got ''. Set `not_applicable` in config.yml.",
+        ),
+        (
+            "max_prompt_tokens",
+            10,
+            "GPT2FewShotIntentClassifier: `max_prompt_tokens` must be an integer between 64 and 8192, got 10. Set `max_prompt_tokens` in config.yml.",
+        ),
+        (
+            "max_text_tokens",
+            400,
+            "GPT2FewShotIntentClassifier: `max_text_tokens` must be at most half of `max_prompt_tokens` (256), got 400. Set `max_text_tokens` in config.yml.",
+        ),
+        (
+            "fine_tune_learning_rate",
+            0,
+            "GPT2FewShotIntentClassifier: `fine_tune_learning_rate` must be `auto` or a number > 0, got 0. Set `fine_tune_learning_rate` in config.yml.",
+        ),
+        (
+            "fine_tune_precision",
+            "fp16",
+            "GPT2FewShotIntentClassifier: `fine_tune_precision` must be one of auto, fp32, bf16, got 'fp16'. Set `fine_tune_precision` in config.yml.",
+        ),
+        (
+            "device",
+            "tpu",
+            "GPT2FewShotIntentClassifier: `device` must be one of auto, cpu, cuda, mps, got 'tpu'. Set `device` in config.yml.",
+        ),
+        (
+            "inference",
+            {"precision": "fp16"},
+            "GPT2FewShotIntentClassifier: `inference.precision` must be one of auto, fp32, int8 with `inference.backend: onnxruntime`, got 'fp16'. Set `inference.precision` in config.yml.",
+        ),
+        (
+            "inference",
+            {"backend": "tensorrt"},
+            "GPT2FewShotIntentClassifier: `inference.backend` must be one of onnxruntime, torch, got 'tensorrt'. Set `inference.backend` in config.yml.",
+        ),
+        (
+            "inference",
+            {"threads": -1},
+            "GPT2FewShotIntentClassifier: `inference.threads` must be an integer >= 0 (0 = all cores), got -1. Set `inference.threads` in config.yml.",
+        ),
+        (
+            "scratch_hidden_size",
+            30,
+            "GPT2FewShotIntentClassifier: `scratch_hidden_size` must be a multiple of `scratch_num_heads` (4), got 30. Set `scratch_hidden_size` in config.yml.",
+        ),
+        (
+            "intent_labels",
+            {"greet": ""},
+            "GPT2FewShotIntentClassifier: `intent_labels` must be a mapping from intent names to non-empty label texts, got {'greet': ''}. Set `intent_labels` in config.yml.",
+        ),
     ],
 )
-def test_invalid_values_name_key_value_and_fix(key: str, value: Any, message: str, model_storage, execution_context) -> None:
+def test_invalid_values_name_key_value_and_fix(
+    key: str, value: Any, message: str, model_storage, execution_context
+) -> None:
     with pytest.raises(InvalidConfigException, match=re.escape(message)):
         Component.create({key: value}, model_storage, Resource("x"), execution_context)
 
 
 @pytest.mark.parametrize("value", ["greet: 问候", ["greet", "问候"]])
-def test_intent_labels_written_as_a_value_are_reported_through_rasas_graph(value: Any, model_storage, execution_context) -> None:
+def test_intent_labels_written_as_a_value_are_reported_through_rasas_graph(
+    value: Any, model_storage, execution_context
+) -> None:
     # Rasa's GraphNode merges config.yml into dict defaults with dict.update before the component runs
     from rasa.engine.graph import GraphNode
 
@@ -106,7 +190,18 @@ def test_intent_labels_written_as_a_value_are_reported_through_rasas_graph(value
         f"got {value!r}. Set `intent_labels` in config.yml."
     )
     with pytest.raises(InvalidConfigException, match=re.escape(message)):
-        GraphNode("gpt2", Component, "create", {"intent_labels": value}, "train", {}, True, model_storage, None, execution_context)
+        GraphNode(
+            "gpt2",
+            Component,
+            "create",
+            {"intent_labels": value},
+            "train",
+            {},
+            True,
+            model_storage,
+            None,
+            execution_context,
+        )
 
 
 def test_unknown_keys_are_an_error(model_storage, execution_context) -> None:
@@ -164,7 +259,9 @@ def test_confident_messages_cost_nothing(fewshot: Component, monkeypatch: pytest
         (0.5, 0.2501, True, "small_margin"),
     ],
 )
-def test_acts_exactly_below_the_thresholds(fewshot: Component, top: float, second: float, acted: bool, reason: str) -> None:
+def test_acts_exactly_below_the_thresholds(
+    fewshot: Component, top: float, second: float, acted: bool, reason: str
+) -> None:
     fewshot.config = {**fewshot.config, "threshold": 0.5, "ambiguity_threshold": 0.25}
     message = unsure("我想退货", ranking(("refund", top), ("check_order", second)))
     fewshot.process([message])
@@ -217,7 +314,12 @@ def test_candidate_set_not_order_hits_the_cache(fewshot: Component) -> None:
 
 
 def test_nearest_to_message_examples_change_the_prefix_per_message(fewshot: Component) -> None:
-    fewshot.config = {**fewshot.config, "similarity_candidates": 0, "max_candidates": 3, "example_selection": "nearest_to_message"}
+    fewshot.config = {
+        **fewshot.config,
+        "similarity_candidates": 0,
+        "max_candidates": 3,
+        "example_selection": "nearest_to_message",
+    }
     fewshot._scorer.cache.clear()
     a = unsure("我的快递呢", ranking(("check_order", 0.3), ("refund", 0.2), ("greet", 0.1)))
     b = unsure("退款多久", ranking(("check_order", 0.3), ("refund", 0.2), ("greet", 0.1)))
@@ -250,15 +352,24 @@ def test_colliding_labels_are_refused(model_storage, execution_context) -> None:
         component.train(tiny_training_data())
 
 
-def test_a_model_the_onnx_export_cannot_take_is_refused_before_fine_tuning(tmp_path: Path, model_storage, execution_context) -> None:
+def test_a_model_the_onnx_export_cannot_take_is_refused_before_fine_tuning(
+    tmp_path: Path, model_storage, execution_context
+) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     folder = tmp_path / "gpt2-inverse-scaling"
     tokenizer = tiny_tokenizer([t for texts in TINY_BOT.values() for t in texts] + list(TINY_BOT), folder)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=32, n_layer=2, n_head=2, scale_attn_by_inverse_layer_idx=True)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=512, n_embd=32, n_layer=2, n_head=2, scale_attn_by_inverse_layer_idx=True
+    )
     GPT2LMHeadModel(config).save_pretrained(str(folder))
     component = Component.create({**TINY, "model": str(folder)}, model_storage, Resource("inverse"), execution_context)
-    with pytest.raises(InvalidConfigException, match=re.escape("cannot be exported (unsupported GPT-2 settings: scale_attn_by_inverse_layer_idx). Set `inference: {backend: torch}` in config.yml.")):
+    with pytest.raises(
+        InvalidConfigException,
+        match=re.escape(
+            "cannot be exported (unsupported GPT-2 settings: scale_attn_by_inverse_layer_idx). Set `inference: {backend: torch}` in config.yml."
+        ),
+    ):
         component.train(tiny_training_data())
     assert not component.is_trained
 
@@ -345,10 +456,14 @@ TEXTS = ["我要退款", "订单到哪了", "你好呀", "拜拜", "查一下物
 
 
 @pytest.fixture(scope="module")
-def trained_fp32(trained_torch: Component, tmp_path_factory: pytest.TempPathFactory, context: ExecutionContext) -> Component:
+def trained_fp32(
+    trained_torch: Component, tmp_path_factory: pytest.TempPathFactory, context: ExecutionContext
+) -> Component:
     """The same model with the fp32 onnxruntime scorer (trained after the torch one: same seed and data, same weights)."""
     storage = make_storage(tmp_path_factory.mktemp("fp32"))
-    component = Component.create({**TINY, "inference": {"precision": "fp32"}}, storage, Resource("fewshot-fp32"), context)
+    component = Component.create(
+        {**TINY, "inference": {"precision": "fp32"}}, storage, Resource("fewshot-fp32"), context
+    )
     component.train(tiny_training_data())
     with storage.read_from(Resource("fewshot-fp32")) as folder:
         files = {p.name for p in (folder / "model").iterdir()}
@@ -357,7 +472,9 @@ def trained_fp32(trained_torch: Component, tmp_path_factory: pytest.TempPathFact
 
 
 def test_fp32_scorer_gives_torchs_scores(trained_fp32: Component, storage, context) -> None:
-    torch_fp32 = Component.load({**TINY, "inference": {"backend": "torch", "precision": "fp32"}}, storage, Resource("fewshot-torch"), context)
+    torch_fp32 = Component.load(
+        {**TINY, "inference": {"backend": "torch", "precision": "fp32"}}, storage, Resource("fewshot-torch"), context
+    )
     for a, b in zip(_answers(trained_fp32, TEXTS), _answers(torch_fp32, TEXTS)):
         assert a["intent"]["name"] == b["intent"]["name"]
         for x, y in zip(a["few_shot"]["candidates"], b["few_shot"]["candidates"]):
@@ -372,8 +489,24 @@ def test_int8_scorer_decides_like_fp32(trained: Component, trained_fp32: Compone
 
 def test_bf16_inference_gives_the_same_decisions(trained_torch: Component, storage, context) -> None:
     texts = ["我要退款", "订单到哪了", "你好呀", "拜拜"]
-    fp32 = _answers(Component.load({**TINY, "inference": {"backend": "torch", "precision": "fp32"}}, storage, Resource("fewshot-torch"), context), texts)
-    bf16 = _answers(Component.load({**TINY, "inference": {"backend": "torch", "precision": "bf16"}}, storage, Resource("fewshot-torch"), context), texts)
+    fp32 = _answers(
+        Component.load(
+            {**TINY, "inference": {"backend": "torch", "precision": "fp32"}},
+            storage,
+            Resource("fewshot-torch"),
+            context,
+        ),
+        texts,
+    )
+    bf16 = _answers(
+        Component.load(
+            {**TINY, "inference": {"backend": "torch", "precision": "bf16"}},
+            storage,
+            Resource("fewshot-torch"),
+            context,
+        ),
+        texts,
+    )
     for a, b in zip(fp32, bf16):
         assert a["intent"]["name"] == b["intent"]["name"]
         assert a["intent"]["confidence"] == pytest.approx(b["intent"]["confidence"], abs=0.02)
@@ -396,16 +529,30 @@ def meta_of(storage: LocalModelStorage) -> Iterator[Any]:
         path.write_text(original, encoding="utf-8")
 
 
-def test_archives_from_before_the_onnx_scorer_are_served_by_torch(trained_torch: Component, storage, context, meta_of) -> None:
+def test_archives_from_before_the_onnx_scorer_are_served_by_torch(
+    trained_torch: Component, storage, context, meta_of
+) -> None:
     texts = ["我要退款", "你好呀"]
-    expected = _answers(Component.load({**TINY, "inference": {"backend": "torch", "precision": "fp32"}}, storage, Resource("fewshot-torch"), context), texts)
+    expected = _answers(
+        Component.load(
+            {**TINY, "inference": {"backend": "torch", "precision": "fp32"}},
+            storage,
+            Resource("fewshot-torch"),
+            context,
+        ),
+        texts,
+    )
     meta_of("fewshot-torch", lambda meta: {k: v for k, v in meta.items() if k != "inference"})
     with pytest.warns(UserWarning, match=re.escape("served with `inference.backend` 'torch' instead of 'onnxruntime'")):
-        legacy = Component.load({**TINY, "inference": {"precision": "fp32"}}, storage, Resource("fewshot-torch"), context)
+        legacy = Component.load(
+            {**TINY, "inference": {"precision": "fp32"}}, storage, Resource("fewshot-torch"), context
+        )
     assert legacy._model is not None and _answers(legacy, texts) == expected
 
 
-def test_a_format_1_archive_of_nlu_bert_0_1_0_is_still_served(trained: Component, trained_torch: Component, storage, context, meta_of, tmp_path: Path) -> None:
+def test_a_format_1_archive_of_nlu_bert_0_1_0_is_still_served(
+    trained: Component, trained_torch: Component, storage, context, meta_of, tmp_path: Path
+) -> None:
     """nlu-bert 0.1.0 wrote archive format 1: its int8 scorer took and gave the key/value cache in fp32."""
     from nlu_bert import onnx_tools
     from nlu_bert.fewshot.export import export_scorer
@@ -433,11 +580,19 @@ def test_a_format_1_archive_of_nlu_bert_0_1_0_is_still_served(trained: Component
 @pytest.mark.parametrize(
     "config, message",
     [
-        (TORCH, "holds a scorer for `inference.backend: onnxruntime`, but the config says `inference.backend: torch`. Set `inference: {backend: onnxruntime}`"),
-        ({**TINY, "inference": {"precision": "fp32"}}, "holds the int8 scorer, but the config says `inference.precision: fp32`. Set `inference: {precision: int8}` (or auto)"),
+        (
+            TORCH,
+            "holds a scorer for `inference.backend: onnxruntime`, but the config says `inference.backend: torch`. Set `inference: {backend: onnxruntime}`",
+        ),
+        (
+            {**TINY, "inference": {"precision": "fp32"}},
+            "holds the int8 scorer, but the config says `inference.precision: fp32`. Set `inference: {precision: int8}` (or auto)",
+        ),
     ],
 )
-def test_an_archive_for_another_backend_or_precision_is_refused(trained: Component, storage, context, config, message) -> None:
+def test_an_archive_for_another_backend_or_precision_is_refused(
+    trained: Component, storage, context, config, message
+) -> None:
     with pytest.raises(ModelArchiveError, match=re.escape(message)):
         Component.load(config, storage, Resource("fewshot"), context)
 
@@ -448,7 +603,9 @@ def test_a_missing_scorer_file_is_a_clear_error(trained: Component, storage, con
         kept = path.with_suffix(".kept")
         path.rename(kept)
     try:
-        message = "GPT2FewShotIntentClassifier: the model archive is damaged or incomplete: model/scorer.int8.onnx is missing"
+        message = (
+            "GPT2FewShotIntentClassifier: the model archive is damaged or incomplete: model/scorer.int8.onnx is missing"
+        )
         with pytest.raises(ModelArchiveError, match=re.escape(message)):
             Component.load(TINY, storage, Resource("fewshot"), context)
     finally:

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from gpt2_fixtures import LABELS, NOT_APPLICABLE, synthetic_bot, tiny_gpt2, tiny_tokenizer
 from nlu_bert.fewshot.prompts import TEMPLATES, PromptEncoder
+
+from gpt2_fixtures import LABELS, NOT_APPLICABLE, synthetic_bot, tiny_gpt2, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,20 @@ model that learns; the split of the bot's examples."""
 from __future__ import annotations
 
 import random
+from typing import List
 
 import pytest
 
-from gpt2_fixtures import LABELS, NOT_APPLICABLE, synthetic_bot, tiny_gpt2, tiny_tokenizer
-from gpt2_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 from nlu_bert.fewshot.fine_tune import FineTuneSettings, accuracy, answer_loss, fine_tune, split_bank
 from nlu_bert.fewshot.prompts import TEMPLATES, ExampleBank, PromptEncoder, encode_episode, sample_episode
 from nlu_bert.fewshot.scoring import CandidateScorer
+
+from gpt2_fixtures import (
+    LABELS,
+    NOT_APPLICABLE,
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    synthetic_bot,
+)
 
 
 def _items(encoder: PromptEncoder, bank: ExampleBank, pairs, rng: random.Random):
@@ -36,7 +42,9 @@ def test_answer_loss_equals_the_models_own_loss_and_gradients(model, encoder, bo
         return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     ours, our_grads = run(lambda: answer_loss(model, ids, mask, labels, positions))
-    theirs, their_grads = run(lambda: model(input_ids=ids, attention_mask=mask, labels=labels, position_ids=positions).loss)
+    theirs, their_grads = run(
+        lambda: model(input_ids=ids, attention_mask=mask, labels=labels, position_ids=positions).loss
+    )
     assert ours == pytest.approx(theirs, rel=1e-5)
     assert our_grads.keys() == their_grads.keys()
     for name, grad in their_grads.items():
@@ -68,7 +76,9 @@ def test_fine_tuning_precision(model, encoder, bot, precision: str, matmul_dtype
     val = _items(encoder, bank, pairs, random.Random(5))
     student = copy.deepcopy(model)
     seen: List[torch.dtype] = []
-    hook = student.transformer.h[0].mlp.c_fc.register_forward_hook(lambda m, i, out: seen.append(out.dtype) if m.training else None)
+    hook = student.transformer.h[0].mlp.c_fc.register_forward_hook(
+        lambda m, i, out: seen.append(out.dtype) if m.training else None
+    )
     settings = FineTuneSettings(epochs=3, learning_rate=5e-3, batch_size=4, patience=0, seed=0, precision=precision)
     report = fine_tune(student, lambda e: _items(encoder, bank, pairs, random.Random(e)), val, settings, pad_id=0)
     hook.remove()
@@ -98,7 +108,18 @@ def test_fine_tuned_scratch_model_beats_chance_on_unseen_prompts(tokenizer) -> N
     unseen = items([(t, i) for i in intents for t in test[i]], random.Random(99))
     assert not {t for i in intents for t in test[i]} & {t for i in intents for t in train[i]}
     torch.manual_seed(0)  # seeds 0-3 gave 0.71, 0.71, 0.96, 0.79 against a chance level of 0.28
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=64, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=256,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+    )
     settings = FineTuneSettings(epochs=12, learning_rate=5e-3, batch_size=4, patience=0, seed=0)
     report = fine_tune(model, lambda e: items(pairs, random.Random(e)), val, settings, 0, position_anchor=anchor)
     scorer = CandidateScorer(model, cache_size=0, position_anchor=anchor)

@@ -1,4 +1,5 @@
 """The onnxruntime GPT-2 scorer: export, the same numbers as torch, the torch-free tokenizer."""
+
 from __future__ import annotations
 
 import re
@@ -11,12 +12,17 @@ import pytest
 from nlu_bert import archive
 from nlu_bert.fewshot import export as fewshot_export
 from nlu_bert.fewshot import onnx_scorer
-from nlu_bert import tokenizer_files
-from nlu_bert.fewshot.scoring import CandidateScorer
 from nlu_bert.fewshot.prompts import TEMPLATES, ExampleBank, PromptEncoder
-from gpt2_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
-from gpt2_fixtures import LABELS, NOT_APPLICABLE, synthetic_bot, tiny_gpt2, tiny_tokenizer
+from nlu_bert.fewshot.scoring import CandidateScorer
 
+from gpt2_fixtures import (
+    LABELS,
+    NOT_APPLICABLE,
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    synthetic_bot,
+    tiny_gpt2,
+    tiny_tokenizer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +79,11 @@ def test_fp32_graph_gives_torchs_scores(model, encoder, bot, exported, anchored:
     assert report["probe_max_abs_diff"] < 1e-4
     onnx = onnx_scorer.OnnxCandidateScorer(path, num_threads=1, cache_size=4, position_anchor=anchor)
     torch_scorer = CandidateScorer(model, cache_size=0, position_anchor=anchor)
-    for intents, text in [(["weather", "music", "taxi"], "明天下雨吗"), (["food", "alarm"], "订个闹钟"), (["taxi"], "x")]:
+    for intents, text in [
+        (["weather", "music", "taxi"], "明天下雨吗"),
+        (["food", "alarm"], "订个闹钟"),
+        (["taxi"], "x"),
+    ]:
         prefix, query, options = _prompt(encoder, bot, intents, text)
         reference = torch_scorer.score(prefix, query, options, mode="naive").log_likelihoods
         for mode in onnx_scorer.MODES:
@@ -96,7 +106,9 @@ def test_int8_graph_is_smaller_and_close(model, encoder, bot, exported) -> None:
     import onnx
 
     # the int8 graph's embedding lookups read fp16 tables (half the memory); the fp32 graph stays all fp32
-    tables = {p: {i.name: i.data_type for i in onnx.load(str(exported[p][0])).graph.initializer} for p in ("fp32", "int8")}
+    tables = {
+        p: {i.name: i.data_type for i in onnx.load(str(exported[p][0])).graph.initializer} for p in ("fp32", "int8")
+    }
     lookups = {name for name in tables["int8"] if name.endswith(("wte.weight", "wpe.weight"))}
     assert len(lookups) == 2 and all(tables["int8"][n] == onnx.TensorProto.FLOAT16 for n in lookups)
     assert all(tables["fp32"][n] == onnx.TensorProto.FLOAT for n in lookups)
@@ -134,7 +146,12 @@ def test_cached_prefix_arrays_are_never_changed(encoder, bot, exported) -> None:
 def test_bad_arguments_and_files_are_refused(encoder, bot, exported, tmp_path: Path) -> None:
     scorer = onnx_scorer.OnnxCandidateScorer(exported["fp32"][0], num_threads=1)
     prefix, query, options = _prompt(encoder, bot, ["weather"], "下雪了")
-    with pytest.raises(ValueError, match=re.escape("mode must be one of cached, packed with the onnxruntime scorer (the others need `inference: {backend: torch}`), got 'naive'")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "mode must be one of cached, packed with the onnxruntime scorer (the others need `inference: {backend: torch}`), got 'naive'"
+        ),
+    ):
         scorer.score(prefix, query, options, mode="naive")
     with pytest.raises(ValueError, match="every answer needs at least one token"):
         scorer.score(prefix, query, [[]])
@@ -146,7 +163,9 @@ def test_other_architectures_are_refused_with_the_fix() -> None:
     from transformers import GPT2Config
 
     assert fewshot_export.export_problem(GPT2Config()) is None
-    assert "scale_attn_by_inverse_layer_idx" in fewshot_export.export_problem(GPT2Config(scale_attn_by_inverse_layer_idx=True))
+    assert "scale_attn_by_inverse_layer_idx" in fewshot_export.export_problem(
+        GPT2Config(scale_attn_by_inverse_layer_idx=True)
+    )
 
     class Llama:
         model_type = "llama"

@@ -1,4 +1,5 @@
 """Prompts in the few_shot_intent_sft format: rendering, token ids, example selection, episodes."""
+
 from __future__ import annotations
 
 import random
@@ -19,6 +20,7 @@ from nlu_bert.fewshot.prompts import (
     template_problem,
 )
 from nlu_bert.text import normalize_text
+
 from gpt2_fixtures import NOT_APPLICABLE, synthetic_bot, tiny_tokenizer
 from nlu_testing import TINY_BOT, shared_dataset
 
@@ -124,7 +126,11 @@ def test_nearest_to_message_and_fixed_random_selection() -> None:
     bank = ExampleBank({"order": ["查订单", "订单状态", "今天天气怎么样"]}, seed=3)
     assert bank.select("order", 1, "nearest_to_message", text="天气如何") == ["今天天气怎么样"]
     first = bank.select("order", 2, "random", text="a")
-    assert first == bank.select("order", 2, "random", text="b") == ExampleBank(bank.examples, seed=3).fixed_random("order", 2)
+    assert (
+        first
+        == bank.select("order", 2, "random", text="b")
+        == ExampleBank(bank.examples, seed=3).fixed_random("order", 2)
+    )
 
 
 def test_similar_intents_ranks_by_best_matching_example() -> None:
@@ -175,8 +181,14 @@ def test_encode_episode_points_at_the_right_option(tokenizer) -> None:
     [
         ("nope", "a template name (few_shot_zh, few_shot_zh_backticks, intent_zh, few_shot_en)"),
         ({"prompt": "text: {text}\nintent:"}, "a `prompt` holding {examples} exactly once"),
-        ({"prompt": "{examples} text: {text}"}, "a `prompt` whose {examples} comes on a line before the line holding {text}"),
-        ({"prompt": "{examples}\n{text}", "sep": "-"}, "a mapping with keys prompt, example, example_sep only (unknown: sep)"),
+        (
+            {"prompt": "{examples} text: {text}"},
+            "a `prompt` whose {examples} comes on a line before the line holding {text}",
+        ),
+        (
+            {"prompt": "{examples}\n{text}", "sep": "-"},
+            "a mapping with keys prompt, example, example_sep only (unknown: sep)",
+        ),
         (3, "a template name or a mapping with a `prompt` string"),
     ],
 )
@@ -185,6 +197,13 @@ def test_bad_templates_are_explained(template, problem) -> None:
 
 
 def test_custom_template_mapping() -> None:
-    custom = {"prompt": "意图?\n{examples}\nq: {text}\na:", "example": "\nq: {text}\na: {intent}\n", "example_sep": "##"}
+    custom = {
+        "prompt": "意图?\n{examples}\nq: {text}\na:",
+        "example": "\nq: {text}\na: {intent}\n",
+        "example_sep": "##",
+    }
     assert template_problem(custom) is None
-    assert resolve_template(custom).render(SHOTS, "早", "未知") == "意图?\nq: 你好\na: greet\n##\nq: 再见\na: goodbye\nq: 早\na:"
+    assert (
+        resolve_template(custom).render(SHOTS, "早", "未知")
+        == "意图?\nq: 你好\na: greet\n##\nq: 再见\na: goodbye\nq: 早\na:"
+    )

@@ -7,10 +7,14 @@ from typing import List
 import pytest
 from scipy.special import softmax
 
-from gpt2_fixtures import LABELS, NOT_APPLICABLE
-from gpt2_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 from nlu_bert.fewshot.prompts import ExampleBank, PromptEncoder
 from nlu_bert.fewshot.scoring import MODES, CandidateScorer, PrefixCache
+
+from gpt2_fixtures import (
+    LABELS,
+    NOT_APPLICABLE,
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+)
 
 
 def prompt_parts(encoder: PromptEncoder, bot, intents: List[str], n_shot: int = 2):

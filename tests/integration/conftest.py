@@ -1,2 +1,3 @@
 """Fixtures of the integration tests."""
+
 from integration_project import trained_model  # noqa: F401

@@ -1,4 +1,5 @@
 """The small bot of the integration tests, trained once per session with real `rasa train nlu`."""
+
 from __future__ import annotations
 
 from pathlib import Path

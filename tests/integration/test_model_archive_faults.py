@@ -14,6 +14,7 @@ These tests pin what happens today, which is Rasa 3.6's behaviour and not all of
 If Rasa or nlu-bert change any of this (for example `rasa run` starts exiting non-zero), these tests
 fail on purpose: update them and the Reliability section of the README together.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ import pytest
 
 from nlu_bert.archive import BERT, FORMATS
 from nlu_bert.version import __version__
+
 from rasa_process import GUARDED_CREDENTIALS, RASA, background, free_port, http
 
 pytestmark = pytest.mark.slow
@@ -88,7 +90,9 @@ def _serve_damaged(archive: Path, tmp_path: Path) -> Dict[str, object]:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"rasa run neither listened nor exited in 240 s:\n{log.read_text(errors='replace')[-3000:]}")
+                pytest.fail(
+                    f"rasa run neither listened nor exited in 240 s:\n{log.read_text(errors='replace')[-3000:]}"
+                )
             time.sleep(1)
         else:
             return {"exit_code": proc.returncode, "answers": None, "log": log.read_text(errors="replace")}

@@ -23,6 +23,7 @@ kernel needs an x86-64 CPU with AVX-512 (F, BW, VL) and AVX-512 VNNI, and the co
 C kernel cannot run (:func:`unavailable_reason` says why), onnxruntime on the same file
 (:class:`OnnxIntentModel`, the graph from :mod:`nlu_bert.bert.native.portable`).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -36,7 +37,6 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from nlu_bert.archive import NATIVE_FILE
 from nlu_bert.hardware import cpu_flags
 
 FORMAT = 1
@@ -133,9 +133,13 @@ def choose_kernel(encoder_config: Mapping[str, Any]) -> Tuple[str, Optional[str]
     reason = unavailable_reason()
     amx_reason = reason or amx_unavailable_reason(encoder_config)
     if choice == "amx" and amx_reason:
-        raise RuntimeError(f"{KERNEL_ENV}=amx, but the native kernel's AMX path cannot run here: {amx_reason}. Unset {KERNEL_ENV} to let nlu-bert choose.")
+        raise RuntimeError(
+            f"{KERNEL_ENV}=amx, but the native kernel's AMX path cannot run here: {amx_reason}. Unset {KERNEL_ENV} to let nlu-bert choose."
+        )
     if choice == "vnni" and reason:
-        raise RuntimeError(f"{KERNEL_ENV}=vnni, but the native int8 kernel cannot run here: {reason}. Unset {KERNEL_ENV} to serve the file with onnxruntime.")
+        raise RuntimeError(
+            f"{KERNEL_ENV}=vnni, but the native int8 kernel cannot run here: {reason}. Unset {KERNEL_ENV} to serve the file with onnxruntime."
+        )
     if choice == "vnni":
         return "vnni", None
     if amx_reason is None:
@@ -221,7 +225,11 @@ def check_shape(config: Mapping[str, Any]) -> Optional[str]:
         return f"it computes GELU (erf) only, not hidden_act {config.get('hidden_act')!r}"
     if config.get("position_embedding_type", "absolute") != "absolute":
         return "it computes absolute position embeddings only"
-    hidden, heads, inter = int(config["hidden_size"]), int(config["num_attention_heads"]), int(config["intermediate_size"])
+    hidden, heads, inter = (
+        int(config["hidden_size"]),
+        int(config["num_attention_heads"]),
+        int(config["intermediate_size"]),
+    )
     if hidden % 16 or inter % 16 or hidden % heads:
         return (
             f"hidden_size ({hidden}) and intermediate_size ({inter}) must be multiples of 16, and hidden_size a "
@@ -230,7 +238,9 @@ def check_shape(config: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def export(state: Mapping[str, Any], encoder_config: Mapping[str, Any], target: Path, dtype: str = "float16") -> Dict[str, Any]:
+def export(
+    state: Mapping[str, Any], encoder_config: Mapping[str, Any], target: Path, dtype: str = "float16"
+) -> Dict[str, Any]:
     """Write ``model.native.safetensors`` from an ``IntentModel`` state dict (torch tensors or numpy arrays).
 
     int8 panels and their fp32 scales for the 48 products; embeddings, biases, LayerNorms, n-grams and the
@@ -337,7 +347,9 @@ class _NumpyEnds:
         if seq > self.max_positions:
             raise ValueError(f"{seq} tokens is more than this model's {self.max_positions} positions")
         if input_ids.min() < 0 or input_ids.max() >= self.word.shape[0]:
-            raise ValueError(f"token ids must lie in [0, {self.word.shape[0]}), got {input_ids.min()}..{input_ids.max()}")
+            raise ValueError(
+                f"token ids must lie in [0, {self.word.shape[0]}), got {input_ids.min()}..{input_ids.max()}"
+            )
         if self._hidden.size < batch * seq * self.hidden:
             self._hidden = np.empty(batch * seq * self.hidden, dtype=np.float32)
         x = self._hidden[: batch * seq * self.hidden].reshape(batch, seq, self.hidden)
@@ -358,7 +370,9 @@ class _NumpyEnds:
     def _layers(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray, ngram_ids: Optional[np.ndarray]) -> np.ndarray:
+    def __call__(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, ngram_ids: Optional[np.ndarray]
+    ) -> np.ndarray:
         if self.ngrams is not None and ngram_ids is None:
             raise ValueError("this model was trained with n-gram features; pass ngram_ids")
         weights = attention_mask.astype(np.float32)

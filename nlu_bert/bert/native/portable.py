@@ -11,6 +11,7 @@ On CPUs without VNNI, onnxruntime multiplies u8 by s8 with VPMADDUBSW, whose 16-
 (onnxruntime's quantization guide); there the weights are stored as u8 with a zero point of 128 instead, which
 its kernels multiply without saturation.
 """
+
 from __future__ import annotations
 
 from typing import Any, List, Mapping
