@@ -6,6 +6,7 @@ inference backend serves its file with onnxruntime (nlu_bert/bert/native/__init_
 library is loaded with ctypes only after the CPU's AVX-512 VNNI flags are checked (and its AMX path runs only
 where the CPU has AMX and Linux grants it), so building it with those instructions is safe on any x86-64 machine.
 """
+
 import platform
 import sys
 import tempfile
@@ -45,9 +46,16 @@ if sys.platform == "linux" and platform.machine().lower() in ("x86_64", "amd64")
             NATIVE,
             sources=["nlu_bert/bert/native/bert_int8.c"],
             extra_compile_args=[
-                "-O3", "-std=gnu11", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
-                "-mavx512vnni", "-mfma",
-            ],  # fmt: skip
+                "-O3",
+                "-std=gnu11",
+                "-fopenmp",
+                "-mavx512f",
+                "-mavx512bw",
+                "-mavx512vl",
+                "-mavx512dq",
+                "-mavx512vnni",
+                "-mfma",
+            ],
             extra_link_args=["-fopenmp", "-lm"],
             optional=True,
         )
