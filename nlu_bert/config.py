@@ -83,7 +83,7 @@ def rename_old_keys(
     config: Mapping[str, Any],
     defaults: Mapping[str, Any],
     old_names: Mapping[str, str],
-    old_values: Mapping[str, Any] = {},  # noqa: B006 - read only
+    old_values: Optional[Mapping[str, Any]] = None,
     warn: bool = True,
 ) -> Dict[str, Any]:
     """``config`` with every old key of ``old_names`` (old -> new; ``block.key`` for a key of a nested block) moved to
@@ -115,7 +115,7 @@ def rename_old_keys(
                 f"{component}: `{old}` is the old name of `{new}`; rename it in config.yml.",
                 warn_until_version=OLD_NAMES_REMOVED_IN,
             )
-    for key, (old_value, new_value) in old_values.items():
+    for key, (old_value, new_value) in (old_values or {}).items():
         if key in config and config[key] is old_value:
             config[key] = new_value
             if warn:

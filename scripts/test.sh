@@ -5,9 +5,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TF_CPP_MIN_LOG_LEVEL=3
 status=0
-if ! { .venv/bin/ruff check --quiet . && .venv/bin/ruff format --check --quiet .; }; then
-  echo "ruff: the files above need fixing (.venv/bin/ruff check --fix . && .venv/bin/ruff format .)" >&2
-  status=1
+.venv/bin/ruff check --quiet --output-format concise . || status=1
+.venv/bin/ruff format --check --quiet --output-format concise . || status=1
+if [ "$status" != 0 ]; then
+  echo "ruff: fix the files above (.venv/bin/ruff check --fix . && .venv/bin/ruff format .)" >&2
 fi
 .venv/bin/python -m pytest -ra -q "$@" || status=$?
 exit "$status"

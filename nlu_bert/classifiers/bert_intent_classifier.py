@@ -14,6 +14,7 @@ are imported inside methods only, so importing this module is cheap.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -327,13 +328,13 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         **kwargs: Any,
     ) -> "BertIntentClassifier":
         component = cls(config, model_storage, resource, execution_context)
-        try:
-            with model_storage.read_from(resource) as folder:
-                component._load_from(Path(folder))
-        except ValueError:
-            # Rasa raises ValueError when the resource does not exist: the component was not trained
-            # (no intent examples), so it predicts no intent.
-            logger.debug(f"{COMPONENT}: no trained model in the archive for resource '{resource.name}'.")
+        with contextlib.ExitStack() as stack:
+            try:
+                folder = stack.enter_context(model_storage.read_from(resource))
+            except ValueError:  # Rasa's answer for a resource never written: not trained (no intent examples)
+                logger.debug(f"{COMPONENT}: no trained model in the archive for resource '{resource.name}'.")
+                return component
+            component._load_from(Path(folder))
         return_freed_memory()
         return component
 

@@ -563,6 +563,7 @@ ORT_LOAD_WITHOUT_TORCH = """
 import sys, pathlib
 from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.engine.storage.resource import Resource
+from rasa.engine.graph import ExecutionContext, GraphSchema
 from rasa.shared.nlu.training_data.message import Message
 from nlu_bert import BertIntentClassifier
 storage = LocalModelStorage(pathlib.Path({storage!r}))
@@ -785,6 +786,7 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 from nlu_testing import tiny_training_data
 from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.engine.storage.resource import Resource
+from rasa.engine.graph import ExecutionContext, GraphSchema
 from nlu_bert import BertIntentClassifier
 storage = LocalModelStorage(pathlib.Path(tempfile.mkdtemp()))
 config = dict(model="scratch", scratch_hidden_size=32, scratch_num_layers=1, scratch_num_heads=2, scratch_mlm_epochs=0, epochs=1)
