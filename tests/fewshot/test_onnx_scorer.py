@@ -12,7 +12,7 @@ import pytest
 from nlu_bert import archive
 from nlu_bert.fewshot import export as fewshot_export
 from nlu_bert.fewshot import onnx_scorer
-from nlu_bert.fewshot.prompts import TEMPLATES, ExampleBank, PromptEncoder
+from nlu_bert.fewshot.prompts import ExampleBank, PromptEncoder
 from nlu_bert.fewshot.scoring import CandidateScorer
 
 from gpt2_fixtures import (
@@ -43,11 +43,6 @@ def tokenizer(tokenizer_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(tokenizer_dir))
-
-
-@pytest.fixture(scope="module")
-def encoder(tokenizer) -> PromptEncoder:
-    return PromptEncoder(tokenizer, TEMPLATES["few_shot_zh"], NOT_APPLICABLE, 512, 32, labels=list(LABELS.values()))
 
 
 @pytest.fixture(scope="module")
