@@ -54,7 +54,7 @@ VARIANTS: Dict[str, Tuple[str, str, Dict[str, Any]]] = {
     "torch-int8": ("torch", "int8", {}),
     "onnxruntime-fp32": ("onnxruntime", "fp32", {}),
     "onnxruntime-int8": ("onnxruntime", "int8", {}),
-    # nlu-bert's own int8 kernel (nlu_bert/native): AMX tiles where the CPU has them, else AVX-512 VNNI
+    # nlu-bert's own int8 kernel (nlu_bert/bert/native): AMX tiles where the CPU has them, else AVX-512 VNNI
     "native-int8": ("native", "int8", {}),
     # the same kernel held to its AVX-512 VNNI path (on CPUs with AMX, to compare)
     "native-int8-vnni": ("native", "int8", {"env": {"NLU_BERT_NATIVE_KERNEL": "vnni"}}),

@@ -45,6 +45,15 @@ def test_relative_links_resolve(path: Path) -> None:
         assert (path.parent / target).exists(), f"{path.name} links to {target}"
 
 
+@pytest.mark.parametrize("path", [README, *PAGES], ids=lambda p: p.name)
+def test_paths_and_tests_named_in_the_docs_exist(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    for name, test in re.findall(r"\b((?:nlu_bert|tests|benchmarks|scripts)/[\w/.-]+\.(?:py|sh|c))(?:::(\w+))?", text):
+        assert (REPO_ROOT / name).exists(), f"{path.name} names {name}"
+        if test:
+            assert f"def {test}(" in (REPO_ROOT / name).read_text(encoding="utf-8"), f"{path.name} names {name}::{test}"
+
+
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 BENCHMARKS = "accuracy|agreement|bert_latency|fewshot_latency|gpt2_finetune|http_latency|int8_gemm_kernels|int8_schemes|load_test"
 

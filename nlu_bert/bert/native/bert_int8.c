@@ -5,7 +5,7 @@
  * int32 accumulation with VPDPBUSD or, on CPUs with AMX (Intel Sapphire Rapids and newer), with TDPBUSD on
  * 16x64 tiles; fp32 attention / GELU / LayerNorm. Both paths accumulate the same int32 sums and share the
  * epilogue, so they give bitwise the same results. The Python side
- * (nlu_bert/native/__init__.py) quantizes and packs the weights, computes the embeddings and the
+ * (nlu_bert/bert/native/__init__.py) quantizes and packs the weights, computes the embeddings and the
  * classification head, and calls nb_encode(). Python checks the CPU flags before it loads this library.
  *
  * Why a kernel of our own: at 16 tokens onnxruntime's int8 GEMMs read the 85 MB of BERT-base weights
@@ -177,7 +177,7 @@ static void linear(const float *x, int R, int K, int N, const int8_t *w, const f
 
 #if NB_AMX
 /* ---------------------------------------------------------------------------------- AMX GEMM */
-/* Weights for AMX are regrouped at load (nlu_bert/native/__init__.py, amx_groups): [N/64][K/64][4][16][64], so
+/* Weights for AMX are regrouped at load (nlu_bert/bert/native/__init__.py, amx_groups): [N/64][K/64][4][16][64], so
  * the 4 KB that one step of a 64-column group multiplies (4 panels x 64 k) lie together and a group streams from
  * memory in order. A tiles: 16 token rows x 64 k of u8 activations (row stride K); B tiles: 64 k x 16 columns,
  * VNNI-packed (16 rows of 4 k x 16 columns, the panel layout itself); C tiles: 16 x 16 int32. K and N must be
