@@ -18,7 +18,7 @@ ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-CONVERSATION = ["你好", "帮我查一下订单2405200117", "那快递到哪了", "asdfgh"]
+CONVERSATION = ["你好", "帮我查一下订单2405200117", "1357", "那快递到哪了", "asdfgh"]  # 1357: the phone check
 
 
 def main(argv=None) -> int:
