@@ -92,9 +92,8 @@ class ValidateOrderMixin:
             return {"phone_last4": None}
         kept = tracker.get_slot("verified_phone")
         with db.session_scope() as session:
-            if digits == kept:  # the factor verified earlier in this conversation, not a new try
-                order = identity.verified_order(session, tracker, order_id)
-                return {"phone_last4": digits} if order is not None else {"phone_last4": None}
+            if digits == kept and identity.verified_order(session, tracker, order_id) is not None:
+                return {"phone_last4": digits}  # the factor verified earlier in this conversation
             if db.order_locked(session, order_id):
                 dispatcher.utter_message(text=identity.ORDER_LOCKED_TEXT)
                 return {"order_id": None, "phone_last4": None}
