@@ -238,6 +238,13 @@ def test_the_verified_phone_is_kept_for_the_conversation(shop: str) -> None:
     assert dispatcher.messages == []
 
 
+def test_the_kept_digits_typed_for_another_customers_order_are_a_wrong_try(shop: str) -> None:
+    result, text = validate_phone(ValidateOrderForm(), {"order_id": "2405200117", "verified_phone": "5678"}, "5678")
+    assert result == {"order_id": None, "phone_last4": None, "verify_failures": 1.0} and "对不上" in text
+    result, text = validate_phone(ValidateOrderForm(), {"order_id": "2405150876", "verified_phone": "5678"}, "5678")
+    assert result == {"phone_last4": "5678"} and text == ""  # the same customer's order: no new check
+
+
 def test_two_order_numbers_in_one_message_are_asked_about(shop: str) -> None:
     form, dispatcher = ValidateOrderForm(), CollectingDispatcher()
     message = "帮我查一下2405180031和2405200117"
