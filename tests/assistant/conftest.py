@@ -109,8 +109,15 @@ def action_server(assistant_workdir: Path, shop_db_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def rasa_server(assistant_model: Path, assistant_workdir: Path, action_server: str) -> Iterator[RasaServer]:
-    server = RasaServer(assistant_model, assistant_workdir, action_server, subprocess_env())
+def widget_port() -> int:
+    """The port of the static page that embeds rasa-webchat (test_rasa_webchat.py): its origin is allowed by CORS."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def rasa_server(assistant_model: Path, assistant_workdir: Path, action_server: str, widget_port: int) -> Iterator[RasaServer]:
+    server = RasaServer(assistant_model, assistant_workdir, action_server, subprocess_env(),
+                        extra_origins=[f"http://127.0.0.1:{widget_port}"])
     server.start()
     yield server
     server.stop()

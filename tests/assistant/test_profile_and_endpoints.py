@@ -127,15 +127,19 @@ def test_production_endpoints_postgres_and_redis(monkeypatch) -> None:
     assert endpoints.lock_store.url == "redis"
 
 
-def test_credentials_register_rest_the_web_chat_page_and_the_request_guard() -> None:
+def test_credentials_register_rest_socketio_the_web_chat_page_and_the_request_guard() -> None:
     from rasa.core.channels.rest import RestInput
+    from rasa.core.channels.socketio import SocketIOInput
     from rasa.core.run import create_http_input_channels
 
     from nlu_bert.http_guard import RequestGuard
     from rasa_project.webchat_channel import WebChatInput
 
     channels = create_http_input_channels(None, str(REPO_ROOT / "rasa_project" / "credentials.yml"))
-    assert {type(c) for c in channels} == {RestInput, WebChatInput, RequestGuard}
+    assert {type(c) for c in channels} == {RestInput, SocketIOInput, WebChatInput, RequestGuard}
+    socketio = next(c for c in channels if isinstance(c, SocketIOInput))
+    # what rasa-webchat and Rasa's chat widget expect
+    assert (socketio.user_message_evt, socketio.bot_message_evt, socketio.session_persistence) == ("user_uttered", "bot_uttered", True)
     assert next(c for c in channels if isinstance(c, RequestGuard)).max_text_chars == 5000
     assert next(c for c in channels if isinstance(c, WebChatInput)).url_prefix() == "webchat"
 
