@@ -25,6 +25,7 @@ Error answers never show a stack trace, a file path, SQL or a memory address: su
 the client gets a plain message. With no model loaded, the channel webhooks answer 503 (Rasa: ``200 []``, message
 dropped). ``GET /webhooks/guard/`` shows the limits.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -66,10 +67,18 @@ SERVER_ERROR_MESSAGE = "The server could not handle this request (error {ref}); 
 class RequestGuard(InputChannel):
     """Validates requests to Rasa's channels and HTTP API; see the module docstring."""
 
-    def __init__(self, max_text_chars: int = 5000, max_sender_chars: int = 255, max_body_bytes: int = 1_000_000) -> None:
-        for key, value in (("max_text_chars", max_text_chars), ("max_sender_chars", max_sender_chars), ("max_body_bytes", max_body_bytes)):
+    def __init__(
+        self, max_text_chars: int = 5000, max_sender_chars: int = 255, max_body_bytes: int = 1_000_000
+    ) -> None:
+        for key, value in (
+            ("max_text_chars", max_text_chars),
+            ("max_sender_chars", max_sender_chars),
+            ("max_body_bytes", max_body_bytes),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"RequestGuard: `{key}` must be an integer ≥ 1, got {value!r}. Set it in credentials.yml.")
+                raise ValueError(
+                    f"RequestGuard: `{key}` must be an integer ≥ 1, got {value!r}. Set it in credentials.yml."
+                )
         self.max_text_chars = max_text_chars
         self.max_sender_chars = max_sender_chars
         self.max_body_bytes = max_body_bytes
@@ -139,7 +148,9 @@ class RequestGuard(InputChannel):
             return _failure(503, NO_MODEL_MESSAGE, "NoModelLoaded")
         return None
 
-    def problem(self, body: bytes, text_key: str, sender_key: Optional[str], emulated: bool = False) -> Optional[Tuple[int, str]]:
+    def problem(
+        self, body: bytes, text_key: str, sender_key: Optional[str], emulated: bool = False
+    ) -> Optional[Tuple[int, str]]:
         """(status, message) for a bad body of a message endpoint, None for a good one. Pure: tested without a server."""
         example = f'{{"sender": "user-1", "{text_key}": "你好"}}' if sender_key else f'{{"{text_key}": "你好"}}'
         payload, problem = self.json_object(body, example)
@@ -176,18 +187,30 @@ class RequestGuard(InputChannel):
         try:
             payload = json.loads(decoded)
         except (json.JSONDecodeError, RecursionError) as e:
-            return {}, (400, f"The request body is not valid JSON ({getattr(e, 'msg', 'too deeply nested')}). Send a JSON object such as {example}.")
+            return {}, (
+                400,
+                f"The request body is not valid JSON ({getattr(e, 'msg', 'too deeply nested')}). Send a JSON object such as {example}.",
+            )
         if not isinstance(payload, dict):
-            return {}, (400, f"The request body must be a JSON object, got a JSON {_json_type(payload)}. Send {example}.")
+            return {}, (
+                400,
+                f"The request body must be a JSON object, got a JSON {_json_type(payload)}. Send {example}.",
+            )
         return payload, None
 
     def text_problem(self, text: Any, key: str, nul_allowed: bool = True) -> Optional[Tuple[int, str]]:
         if not isinstance(text, str):
             return 400, f"`{key}` must be a string, got a JSON {_json_type(text)}."
         if len(text) > self.max_text_chars:
-            return 413, f"`{key}` has {len(text)} characters; the limit is {self.max_text_chars}. Send a shorter message."
+            return (
+                413,
+                f"`{key}` has {len(text)} characters; the limit is {self.max_text_chars}. Send a shorter message.",
+            )
         if _has_surrogates(text):
-            return 400, f"`{key}` contains unpaired UTF-16 surrogates (\\ud800-\\udfff escapes); send valid Unicode text."
+            return (
+                400,
+                f"`{key}` contains unpaired UTF-16 surrogates (\\ud800-\\udfff escapes); send valid Unicode text.",
+            )
         if not nul_allowed and "\x00" in text:
             return 400, f"`{key}` contains a NUL character (\\u0000); remove it."
         return None
@@ -211,14 +234,19 @@ class RequestGuard(InputChannel):
         try:
             decoded = unquote(raw, errors="strict")
         except UnicodeDecodeError:
-            return "", "The conversation id in the path is not percent-encoded UTF-8; encode it as JavaScript's encodeURIComponent does."
+            return (
+                "",
+                "The conversation id in the path is not percent-encoded UTF-8; encode it as JavaScript's encodeURIComponent does.",
+            )
         return self.valid_id(decoded, "The conversation id in the path")
 
     def api_problem(self, body: bytes, action: str, app: Any = None) -> Optional[Tuple[int, str]]:
         """Checks the bodies of the API's conversation endpoints (`trigger_intent`, `execute`, `messages`, events)."""
         if action == "tracker/events":
             return self.events_problem(body, app)
-        payload, problem = self.json_object(body, '{"name": "greet"}' if action != "messages" else '{"text": "你好", "sender": "user"}')
+        payload, problem = self.json_object(
+            body, '{"name": "greet"}' if action != "messages" else '{"text": "你好", "sender": "user"}'
+        )
         if problem is not None:
             return problem
         if action == "messages":
@@ -253,11 +281,17 @@ class RequestGuard(InputChannel):
         try:
             events = json.loads(body.decode("utf-8") or "null")
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            return 400, 'The request body is not valid JSON. Send an event such as {"event": "slot", "name": "product", "value": "保温杯"} or a list of events.'
+            return (
+                400,
+                'The request body is not valid JSON. Send an event such as {"event": "slot", "name": "product", "value": "保温杯"} or a list of events.',
+            )
         events = events if isinstance(events, list) else [events]
         for index, event in enumerate(events):
             if not isinstance(event, dict) or not isinstance(event.get("event"), str):
-                return 400, f"Event {index} must be a JSON object with a string `event` (its type), got {_shown(event)}."
+                return (
+                    400,
+                    f"Event {index} must be a JSON object with a string `event` (its type), got {_shown(event)}.",
+                )
         from rasa.shared.core.trackers import DialogueStateTracker
 
         domain = getattr(getattr(getattr(app, "ctx", None), "agent", None), "domain", None)
@@ -265,7 +299,10 @@ class RequestGuard(InputChannel):
             DialogueStateTracker.from_dict("guard-check", events, domain.slots if domain is not None else [])
         except Exception as e:  # noqa: BLE001 - any failure here is a bad event
             logger.info("RequestGuard: refused events (%s: %s)", type(e).__name__, e)
-            return 400, "The events are not valid Rasa events (see the HTTP API's event format): a field has the wrong type or is missing."
+            return (
+                400,
+                "The events are not valid Rasa events (see the HTTP API's event format): a field has the wrong type or is missing.",
+            )
         return None
 
     # ------------------------------------------------------------------ HTTP answers
@@ -279,14 +316,25 @@ class RequestGuard(InputChannel):
         if status != 500 and not LEAK.search(text):
             return
         ref = uuid.uuid4().hex[:8]
-        logger.error("RequestGuard: error %s answering %s %s with %s: %s", ref, request.method, request.path, status, text[:2000])
+        logger.error(
+            "RequestGuard: error %s answering %s %s with %s: %s", ref, request.method, request.path, status, text[:2000]
+        )
         reason = "ServerError"
         try:
             reason = str(json.loads(text).get("reason") or reason)
         except (ValueError, AttributeError):
             pass
-        message = SERVER_ERROR_MESSAGE.format(ref=ref) if status >= 500 else f"The request was refused (error {ref}); the details are in the server log."
-        body = {"status": "failure", "reason": reason if not LEAK.search(reason) else "ServerError", "message": message, "code": status}
+        message = (
+            SERVER_ERROR_MESSAGE.format(ref=ref)
+            if status >= 500
+            else f"The request was refused (error {ref}); the details are in the server log."
+        )
+        body = {
+            "status": "failure",
+            "reason": reason if not LEAK.search(reason) else "ServerError",
+            "message": message,
+            "code": status,
+        }
         resp.body = json.dumps(body).encode("utf-8")  # changed in place: later middleware (CORS) still runs
         for header in [h for h in resp.headers if h.lower() in ("content-length", "content-type")]:
             del resp.headers[header]
@@ -325,7 +373,9 @@ class RequestGuard(InputChannel):
             value, problem = self.valid_id(wanted, "`session_id`")
             if problem is None:
                 return value
-            logger.warning("RequestGuard: socket.io session_request with an unusable session_id (%s); a new one is issued", problem)
+            logger.warning(
+                "RequestGuard: socket.io session_request with an unusable session_id (%s); a new one is issued", problem
+            )
         return uuid.uuid4().hex
 
 
@@ -376,7 +426,10 @@ def _entities_problem(entities: Any) -> Optional[Tuple[int, str]]:
             if not isinstance(entity, dict) or not isinstance(entity.get("entity"), str) or "value" not in entity:
                 return 400, f'`entities[{index}]` must be an object such as {{"entity": "product", "value": "保温杯"}}.'
         return None
-    return 400, f'`entities` must be an object such as {{"product": "保温杯"}} or a list of entities, got a JSON {_json_type(entities)}.'
+    return (
+        400,
+        f'`entities` must be an object such as {{"product": "保温杯"}} or a list of entities, got a JSON {_json_type(entities)}.',
+    )
 
 
 def _parse_data_problem(parse_data: Any) -> Optional[Tuple[int, str]]:
@@ -384,7 +437,11 @@ def _parse_data_problem(parse_data: Any) -> Optional[Tuple[int, str]]:
         return None
     example = '{"intent": {"name": "greet", "confidence": 1.0}, "entities": []}'
     intent = parse_data.get("intent") if isinstance(parse_data, dict) else None
-    if not isinstance(intent, dict) or not isinstance(intent.get("name"), str) or not isinstance(parse_data.get("entities"), list):
+    if (
+        not isinstance(intent, dict)
+        or not isinstance(intent.get("name"), str)
+        or not isinstance(parse_data.get("entities"), list)
+    ):
         return 400, f"`parse_data` must be an object such as {example}."
     problem = _entities_problem(parse_data["entities"])
     return None if problem is None else (400, problem[1].replace("`entities", "`parse_data.entities"))

@@ -15,6 +15,7 @@ The seed's dates are relative to the moment it runs, so the 7-day return window 
 orders always means the same thing. Each order has the customer's phone number: the assistant shows
 or changes an order only after the last four digits of it are given in the conversation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -240,36 +241,106 @@ def _seed_orders(now: dt.datetime) -> List[dict]:
     day = dt.timedelta(days=1)
     hour = dt.timedelta(hours=1)
     return [
-        dict(order_id="2405180031", customer="林女士", phone="13812345678", product="蓝牙耳机", quantity=1, status=STATUS_DELIVERED,
-             created_at=now - 6 * day, shipped_at=now - 5 * day, delivered_at=now - 3 * day,
-             carrier="顺丰速运", tracking_no="SF1402358876120",
-             events=[(now - 5 * day, "杭州", "商家已发货，顺丰速运揽收"),
-                     (now - 4 * day, "上海", "到达上海转运中心"),
-                     (now - 3 * day - 4 * hour, "上海", "快递员正在派送"),
-                     (now - 3 * day, "上海", "已签收，签收人：本人")]),
-        dict(order_id="2405200117", customer="王先生", phone="13700001357", product="智能手环", quantity=1, status=STATUS_SHIPPED,
-             created_at=now - 3 * day, shipped_at=now - 2 * day, delivered_at=None,
-             carrier="中通快递", tracking_no="ZT7531902468",
-             events=[(now - 2 * day, "杭州", "商家已发货，中通快递揽收"),
-                     (now - 1 * day, "南京", "到达南京分拨中心"),
-                     (now - 5 * hour, "南京", "离开南京分拨中心，发往北京")]),
-        dict(order_id="2405210422", customer="陈女士", phone="15900002468", product="空气炸锅", quantity=1, status=STATUS_PENDING,
-             created_at=now - 1 * day, shipped_at=None, delivered_at=None, carrier=None, tracking_no=None,
-             events=[]),
-        dict(order_id="2405150876", customer="林女士", phone="13812345678", product="保温杯", quantity=2, status=STATUS_DELIVERED,
-             created_at=now - 24 * day, shipped_at=now - 23 * day, delivered_at=now - 20 * day,
-             carrier="韵达快递", tracking_no="YD4300998812",
-             events=[(now - 23 * day, "杭州", "商家已发货，韵达快递揽收"),
-                     (now - 20 * day, "广州", "已签收，签收人：快递柜")]),
-        dict(order_id="2405190555", customer="孙女士", phone="13500004826", product="机械键盘", quantity=1, status=STATUS_OUT_FOR_DELIVERY,
-             created_at=now - 4 * day, shipped_at=now - 3 * day, delivered_at=None,
-             carrier="京东物流", tracking_no="JDV002233445566",
-             events=[(now - 3 * day, "杭州", "商家已发货，京东物流揽收"),
-                     (now - 1 * day, "成都", "到达成都双流分拣中心"),
-                     (now - 2 * hour, "成都", "快递员正在派送，电话 138****2046")]),
-        dict(order_id="2405220009", customer="周先生", phone="17700007913", product="电动牙刷", quantity=1, status=STATUS_CANCELLED,
-             created_at=now - 2 * day, shipped_at=None, delivered_at=None, carrier=None, tracking_no=None,
-             events=[]),
+        dict(
+            order_id="2405180031",
+            customer="林女士",
+            phone="13812345678",
+            product="蓝牙耳机",
+            quantity=1,
+            status=STATUS_DELIVERED,
+            created_at=now - 6 * day,
+            shipped_at=now - 5 * day,
+            delivered_at=now - 3 * day,
+            carrier="顺丰速运",
+            tracking_no="SF1402358876120",
+            events=[
+                (now - 5 * day, "杭州", "商家已发货，顺丰速运揽收"),
+                (now - 4 * day, "上海", "到达上海转运中心"),
+                (now - 3 * day - 4 * hour, "上海", "快递员正在派送"),
+                (now - 3 * day, "上海", "已签收，签收人：本人"),
+            ],
+        ),
+        dict(
+            order_id="2405200117",
+            customer="王先生",
+            phone="13700001357",
+            product="智能手环",
+            quantity=1,
+            status=STATUS_SHIPPED,
+            created_at=now - 3 * day,
+            shipped_at=now - 2 * day,
+            delivered_at=None,
+            carrier="中通快递",
+            tracking_no="ZT7531902468",
+            events=[
+                (now - 2 * day, "杭州", "商家已发货，中通快递揽收"),
+                (now - 1 * day, "南京", "到达南京分拨中心"),
+                (now - 5 * hour, "南京", "离开南京分拨中心，发往北京"),
+            ],
+        ),
+        dict(
+            order_id="2405210422",
+            customer="陈女士",
+            phone="15900002468",
+            product="空气炸锅",
+            quantity=1,
+            status=STATUS_PENDING,
+            created_at=now - 1 * day,
+            shipped_at=None,
+            delivered_at=None,
+            carrier=None,
+            tracking_no=None,
+            events=[],
+        ),
+        dict(
+            order_id="2405150876",
+            customer="林女士",
+            phone="13812345678",
+            product="保温杯",
+            quantity=2,
+            status=STATUS_DELIVERED,
+            created_at=now - 24 * day,
+            shipped_at=now - 23 * day,
+            delivered_at=now - 20 * day,
+            carrier="韵达快递",
+            tracking_no="YD4300998812",
+            events=[
+                (now - 23 * day, "杭州", "商家已发货，韵达快递揽收"),
+                (now - 20 * day, "广州", "已签收，签收人：快递柜"),
+            ],
+        ),
+        dict(
+            order_id="2405190555",
+            customer="孙女士",
+            phone="13500004826",
+            product="机械键盘",
+            quantity=1,
+            status=STATUS_OUT_FOR_DELIVERY,
+            created_at=now - 4 * day,
+            shipped_at=now - 3 * day,
+            delivered_at=None,
+            carrier="京东物流",
+            tracking_no="JDV002233445566",
+            events=[
+                (now - 3 * day, "杭州", "商家已发货，京东物流揽收"),
+                (now - 1 * day, "成都", "到达成都双流分拣中心"),
+                (now - 2 * hour, "成都", "快递员正在派送，电话 138****2046"),
+            ],
+        ),
+        dict(
+            order_id="2405220009",
+            customer="周先生",
+            phone="17700007913",
+            product="电动牙刷",
+            quantity=1,
+            status=STATUS_CANCELLED,
+            created_at=now - 2 * day,
+            shipped_at=None,
+            delivered_at=None,
+            carrier=None,
+            tracking_no=None,
+            events=[],
+        ),
     ]
 
 
@@ -315,11 +386,19 @@ def seed(url: Optional[str] = None, now: Optional[dt.datetime] = None) -> bool:
             order = Order(product_id=product.id, amount=product.price * spec["quantity"], **spec)
             session.add(order)
             for time, location, description in events:
-                session.add(LogisticsEvent(order_id=order.order_id, time=time, location=location,
-                                           description=description))
+                session.add(
+                    LogisticsEvent(order_id=order.order_id, time=time, location=location, description=description)
+                )
         for code, title, discount, min_spend, days in COUPONS:
-            session.add(Coupon(code=code, title=title, discount=discount, min_spend=min_spend,
-                               expires_at=now + dt.timedelta(days=days)))
+            session.add(
+                Coupon(
+                    code=code,
+                    title=title,
+                    discount=discount,
+                    min_spend=min_spend,
+                    expires_at=now + dt.timedelta(days=days),
+                )
+            )
     return True
 
 
@@ -338,8 +417,10 @@ def show(url: Optional[str] = None) -> None:
     with session_scope(url) as session:
         print(f"database: {_redact(url or database_url())}")
         for order in session.query(Order).order_by(Order.order_id):
-            print(f"  order {order.order_id}  {order.product.name} x{order.quantity}  {order.status}  "
-                  f"{order.carrier or '-'} {order.tracking_no or ''}  phone {mask_phone(order.phone or '')}")
+            print(
+                f"  order {order.order_id}  {order.product.name} x{order.quantity}  {order.status}  "
+                f"{order.carrier or '-'} {order.tracking_no or ''}  phone {mask_phone(order.phone or '')}"
+            )
         for coupon in session.query(Coupon).order_by(Coupon.code):
             print(f"  coupon {coupon.code}  {coupon.title}  expires {coupon.expires_at:%Y-%m-%d}")
         for claim in session.query(CouponClaim).order_by(CouponClaim.id):
@@ -368,12 +449,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         created = seed(url)
     except SchemaOutdated as outdated:
         if url != DEFAULT_DB_URL:
-            print(f"The shop database {_redact(url)} was made by an older version ({outdated}). Run "
-                  f"`python -m rasa_project.db init --reset --url ...` to re-create it (this deletes its data).",
-                  file=sys.stderr)
+            print(
+                f"The shop database {_redact(url)} was made by an older version ({outdated}). Run "
+                f"`python -m rasa_project.db init --reset --url ...` to re-create it (this deletes its data).",
+                file=sys.stderr,
+            )
             return 1
         reset(url)  # the demo database next to this module: its data is the seed
-        print(f"The demo shop database was made by an older version ({outdated}): re-created and seeded: {_redact(url)}")
+        print(
+            f"The demo shop database was made by an older version ({outdated}): re-created and seeded: {_redact(url)}"
+        )
         return 0
     print(f"Shop database {'created and seeded' if created else 'already seeded'}: {_redact(url)}")
     return 0

@@ -5,6 +5,7 @@ short answers such as 好的 may still read them as ``affirm``, and a rule would
 (claim the coupons just listed). Last in the pipeline (config.yml, config.offline.yml), this component sets
 such messages to ``nlu_fallback`` with confidence 1.0, so the bot asks the customer to say it in words.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Text
@@ -47,7 +48,9 @@ class WordlessMessageFallback(GraphComponent):
             if not text.strip() or has_words(text):
                 continue  # empty messages never reach the dialogue (RequestGuard); words go on as classified
             fallback = {INTENT_NAME_KEY: DEFAULT_NLU_FALLBACK_INTENT_NAME, PREDICTED_CONFIDENCE_KEY: 1.0}
-            ranking = [r for r in message.get(INTENT_RANKING_KEY) or [] if r.get(INTENT_NAME_KEY) != fallback[INTENT_NAME_KEY]]
+            ranking = [
+                r for r in message.get(INTENT_RANKING_KEY) or [] if r.get(INTENT_NAME_KEY) != fallback[INTENT_NAME_KEY]
+            ]
             message.set(INTENT, fallback, add_to_output=True)
             message.set(INTENT_RANKING_KEY, [fallback, *ranking], add_to_output=True)
         return messages

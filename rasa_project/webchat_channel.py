@@ -15,6 +15,7 @@ of a conversation is readable by whoever knows its id, as the conversation itsel
 any conversation whose id it is given): the page makes 128-bit random ids. The page can also be opened from any
 static server with ``?server=http://host:5005`` (that origin then needs ``--cors``).
 """
+
 from __future__ import annotations
 
 import json
@@ -125,7 +126,9 @@ def conversation_messages(events: List[Any], with_intents: bool) -> List[Dict[st
             messages.append(message)
         elif kind == "bot" and (event.text or (event.data or {}).get("image")):
             data = event.data or {}
-            messages.append({"role": "bot", "text": event.text, "image": data.get("image"), "buttons": data.get("buttons")})
+            messages.append(
+                {"role": "bot", "text": event.text, "image": data.get("image"), "buttons": data.get("buttons")}
+            )
     return messages[-MAX_HISTORY:]
 
 

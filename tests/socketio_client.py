@@ -3,6 +3,7 @@
 The widget connects, asks for a session (``session_request``), gets ``session_confirm`` with the session id, sends
 ``user_uttered`` {"message", "session_id"} and receives each bot message as a ``bot_uttered`` event.
 """
+
 from __future__ import annotations
 
 import asyncio

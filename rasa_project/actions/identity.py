@@ -8,6 +8,7 @@
 * Across conversations, an order that failed ``db.ORDER_LOCK_FAILURES`` checks within a day is not
   checked any more that day, so a client that opens new conversations does not get more guesses.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,12 @@ LOCKED_TEXT = (
     f"手机尾号已经核对失败 {MAX_TRIES} 次，为了保护订单信息，这次对话不能再查看或办理订单了。"
     "如需帮助，请输入“转人工”，由客服核实身份。"
 )
-ORDER_LOCKED_TEXT = "这个订单最近核对失败的次数太多，为了保护订单信息，暂时不能在这里查看或办理。请输入“转人工”，由客服核实身份。"
-NOT_VERIFIED_TEXT = "为了保护您的信息，查看或办理订单前要先核对下单手机号的后四位。请告诉我订单号，例如“查一下订单 2405180031”。"
+ORDER_LOCKED_TEXT = (
+    "这个订单最近核对失败的次数太多，为了保护订单信息，暂时不能在这里查看或办理。请输入“转人工”，由客服核实身份。"
+)
+NOT_VERIFIED_TEXT = (
+    "为了保护您的信息，查看或办理订单前要先核对下单手机号的后四位。请告诉我订单号，例如“查一下订单 2405180031”。"
+)
 _MOBILE = re.compile(r"(?<!\d)1\d{10}(?!\d)")
 _LAST4 = re.compile(r"(?<!\d)\d{4}(?!\d)")
 

@@ -1,4 +1,5 @@
 """Orders: the forms' validation (order number, then the phone digits), the answer about an order, the return."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -109,7 +110,13 @@ class ValidateOrderMixin:
                 return verified
         tries = identity.failures(tracker) + 1
         left = identity.MAX_TRIES - tries
-        logger.info("identity check failed for order %s in conversation %s (%d/%d)", order_id, tracker.sender_id, tries, identity.MAX_TRIES)
+        logger.info(
+            "identity check failed for order %s in conversation %s (%d/%d)",
+            order_id,
+            tracker.sender_id,
+            tries,
+            identity.MAX_TRIES,
+        )
         if left > 0:
             dispatcher.utter_message(
                 text=f"订单号和手机尾号对不上，不能显示订单信息（还可以再试 {left} 次）。请重新告诉我订单号。"
@@ -176,9 +183,7 @@ class ActionAnswerOrder(Action):
     def name(self) -> Text:
         return "action_answer_order"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         if identity.locked(tracker):
             dispatcher.utter_message(text=identity.LOCKED_TEXT)
             return [SlotSet("order_id", None), SlotSet("phone_last4", None)]
@@ -200,9 +205,7 @@ class ActionSubmitReturn(Action):
     def name(self) -> Text:
         return "action_submit_return"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         if identity.locked(tracker):
             dispatcher.utter_message(text=identity.LOCKED_TEXT)
             return [SlotSet("order_id", None), SlotSet("phone_last4", None), SlotSet("return_reason", None)]
@@ -239,9 +242,7 @@ class ActionAskOrderId(Action):
     def name(self) -> Text:
         return "action_ask_order_id"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         if len(identity.order_ids_in((tracker.latest_message or {}).get("text"))) > 1:
             return []  # validate_order_id has just asked which of the numbers
         if tracker.active_loop_name == "return_form":
@@ -259,9 +260,7 @@ class ActionAskPhoneLast4(Action):
     def name(self) -> Text:
         return "action_ask_phone_last4"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         order_id = tracker.get_slot("order_id")
         dispatcher.utter_message(text=f"为了保护您的信息，请输入订单 {order_id} 下单时所留手机号的后四位。")
         return []
@@ -271,9 +270,7 @@ class ActionAskReturnReason(Action):
     def name(self) -> Text:
         return "action_ask_return_reason"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         order_id = tracker.get_slot("order_id")
         which = f"订单 {order_id} " if order_id else ""
         dispatcher.utter_message(

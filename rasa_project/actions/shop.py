@@ -1,4 +1,5 @@
 """Products and coupons."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,9 +24,7 @@ class ActionProductInfo(Action):
     def name(self) -> Text:
         return "action_product_info"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         name = _latest_product(tracker)
         with db.session_scope() as session:
             product = session.query(db.Product).filter(db.Product.name == name).first() if name else None
@@ -60,9 +59,7 @@ class ActionListCoupons(Action):
     def name(self) -> Text:
         return "action_list_coupons"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         with db.session_scope() as session:
             coupons = _available_coupons(session, dt.datetime.now())
             claimed = _claimed_codes(session, tracker.sender_id)
@@ -85,9 +82,7 @@ class ActionClaimCoupons(Action):
     def name(self) -> Text:
         return "action_claim_coupons"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         text = (tracker.latest_message or {}).get("text") or ""
         if not any(ch.isalnum() for ch in text):
             # An emoji or punctuation alone is no "yes" (the NLU may still read it as affirm).

@@ -1,4 +1,5 @@
 """Helpers of the sample assistant's tests: the test config, real processes on free ports, HTTP."""
+
 from __future__ import annotations
 
 import copy
@@ -13,11 +14,12 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from urllib.parse import quote
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+from urllib.parse import quote
 
 import yaml
+
 from rasa_process import test_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +85,7 @@ def build_test_config(source: Path = REPO_ROOT / "config.offline.yml") -> Dict[s
         name = component["name"]
         if name in TINY:
             if not component_available(name):
-                warnings.warn(f"{name} is not written yet: the test model uses DIETClassifier instead")
+                warnings.warn(f"{name} is not written yet: the test model uses DIETClassifier instead", stacklevel=2)
                 if not stand_in_added:
                     pipeline.extend(copy.deepcopy(_STAND_IN))
                     stand_in_added = True
@@ -129,8 +131,13 @@ class Process:
     def start(self, timeout: float = 240.0) -> None:
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
-            self.args, cwd=REPO_ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            self.args,
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         handle.close()
         deadline = time.monotonic() + timeout
@@ -167,7 +174,9 @@ class RasaServer(Process):
 
     TOKEN = "test-token-" + os.urandom(8).hex()
 
-    def __init__(self, model: Path, work: Path, action_url: str, env: Dict[str, str], extra_origins: List[str] = ()) -> None:
+    def __init__(
+        self, model: Path, work: Path, action_url: str, env: Dict[str, str], extra_origins: List[str] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.origins = [self.url, f"http://localhost:{self.port}", *extra_origins]
@@ -179,10 +188,25 @@ class RasaServer(Process):
         self.endpoints = work / "endpoints.yml"
         self.endpoints.write_text(yaml.safe_dump(endpoints), encoding="utf-8")
         args = [
-            PYTHON, "-m", "rasa", "run", "--enable-api", "--auth-token", self.TOKEN, "--cors", *self.origins,
-            "--model", str(model), "--endpoints", str(self.endpoints),
-            "--credentials", str(REPO_ROOT / "rasa_project" / "credentials.yml"),
-            "--port", str(self.port), "--interface", "127.0.0.1",
+            PYTHON,
+            "-m",
+            "rasa",
+            "run",
+            "--enable-api",
+            "--auth-token",
+            self.TOKEN,
+            "--cors",
+            *self.origins,
+            "--model",
+            str(model),
+            "--endpoints",
+            str(self.endpoints),
+            "--credentials",
+            str(REPO_ROOT / "rasa_project" / "credentials.yml"),
+            "--port",
+            str(self.port),
+            "--interface",
+            "127.0.0.1",
         ]
         super().__init__("rasa run", args, env, work / "rasa_run.log", f"{self.url}/status?token={self.TOKEN}")
 

@@ -1,4 +1,5 @@
 """The custom actions against a real (temporary) SQLite shop database, without any server."""
+
 from __future__ import annotations
 
 import asyncio
@@ -43,14 +44,18 @@ def tracker(
 ) -> Tracker:
     events = [{"event": "user", "text": t} for t in (texts or [])]
     latest = {"text": (texts or [""])[-1], "entities": entities or [], "intent": {}}
-    return Tracker(
-        sender, slots or {}, latest, events, False, None, {"name": active_loop} if active_loop else {}, None
-    )
+    return Tracker(sender, slots or {}, latest, events, False, None, {"name": active_loop} if active_loop else {}, None)
 
 
 #: the last four digits of the phone on each demo order (rasa_project/db.py seed)
-PHONE = {"2405180031": "5678", "2405200117": "1357", "2405210422": "2468", "2405150876": "5678",
-         "2405190555": "4826", "2405220009": "7913"}
+PHONE = {
+    "2405180031": "5678",
+    "2405200117": "1357",
+    "2405210422": "2468",
+    "2405150876": "5678",
+    "2405190555": "4826",
+    "2405220009": "7913",
+}
 
 
 def verified(order_id: str, **slots: Any) -> Dict[str, Any]:
@@ -69,8 +74,13 @@ def run(action, t: Tracker) -> tuple:
 
 @pytest.mark.parametrize(
     "value, expected",
-    [("2405180031", "2405180031"), ("订单号 2405 1800 31", "2405180031"), ("123", None), (None, None),
-     ("24051800311", None)],
+    [
+        ("2405180031", "2405180031"),
+        ("订单号 2405 1800 31", "2405180031"),
+        ("123", None),
+        (None, None),
+        ("24051800311", None),
+    ],
 )
 def test_find_order_id(value, expected) -> None:
     assert find_order_id(value) == expected
@@ -105,8 +115,10 @@ def test_a_database_of_an_older_version_is_named_not_used(tmp_path, capsys) -> N
     with sqlite3.connect(path) as connection:  # the orders table as the previous version made it: no phone
         connection.execute("CREATE TABLE orders (order_id VARCHAR(32) PRIMARY KEY, customer VARCHAR(64))")
     url = f"sqlite:///{path}"
-    assert db.schema_problem(url) == "the table orders has no column product_id, quantity, amount, status, " \
+    assert (
+        db.schema_problem(url) == "the table orders has no column product_id, quantity, amount, status, "
         "created_at, shipped_at, delivered_at, carrier, tracking_no, phone"
+    )
     assert db.main(["init", "--url", url]) == 1
     assert "init --reset" in capsys.readouterr().err
     assert db.main(["init", "--reset", "--url", url]) == 0 and db.schema_problem(url) is None
@@ -156,10 +168,12 @@ def test_answer_order_reads_the_database(shop: str, order_id: str, query: str, e
 
 @pytest.mark.parametrize(
     "slots",
-    [{"order_id": "2405200117"},  # never verified
-     {"order_id": "2405200117", "verified_phone": "5678"},  # verified for another customer's order
-     {"order_id": "2405999999", "verified_phone": "5678"},  # no such order
-     {**verified("2405200117"), "verify_failures": 3.0}],  # locked
+    [
+        {"order_id": "2405200117"},  # never verified
+        {"order_id": "2405200117", "verified_phone": "5678"},  # verified for another customer's order
+        {"order_id": "2405999999", "verified_phone": "5678"},  # no such order
+        {**verified("2405200117"), "verify_failures": 3.0},
+    ],  # locked
 )
 def test_answer_order_shows_nothing_without_the_verified_phone(shop: str, slots: Dict[str, Any]) -> None:
     text, events = run(ActionAnswerOrder(), tracker(slots))
@@ -174,7 +188,10 @@ def test_order_id_is_checked_then_the_phone_is_asked_for(shop: str) -> None:
     assert form.validate_order_id("订单 2405200117", dispatcher, tracker(), {}) == ask
     assert form.validate_order_id("我忘了", dispatcher, tracker(), {}) == {"order_id": None}
     # an unknown number gets the same question as a real one: the bot does not say which numbers exist
-    assert form.validate_order_id("2405999999", dispatcher, tracker(), {}) == {"order_id": "2405999999", "phone_last4": None}
+    assert form.validate_order_id("2405999999", dispatcher, tracker(), {}) == {
+        "order_id": "2405999999",
+        "phone_last4": None,
+    }
     assert [m["text"] for m in dispatcher.messages] == ["订单号是 10 位数字，可以在“我的订单”里找到，请再核对一下。"]
     text, _ = run(ActionAskPhoneLast4(), tracker({"order_id": "2405200117"}))
     assert "2405200117" in text and "后四位" in text
@@ -268,7 +285,10 @@ def test_two_order_numbers_in_one_message_are_asked_about(shop: str) -> None:
 def test_return_form_accepts_only_returnable_orders(shop: str, order_id: str, accepted: bool, why: str) -> None:
     # before the phone is verified nothing is said about the order
     dispatcher = CollectingDispatcher()
-    assert ValidateReturnForm().validate_order_id(order_id, dispatcher, tracker(), {}) == {"order_id": order_id, "phone_last4": None}
+    assert ValidateReturnForm().validate_order_id(order_id, dispatcher, tracker(), {}) == {
+        "order_id": order_id,
+        "phone_last4": None,
+    }
     assert dispatcher.messages == []
     result, text = validate_phone(ValidateReturnForm(), {"order_id": order_id}, PHONE[order_id])
     assert result["verified_phone"] == PHONE[order_id]

@@ -5,6 +5,7 @@ and find the conversation again (it comes back from the tracker store), for a co
 Chinese characters and a slash. The page uses nothing of Rasa's HTTP API, which is behind a token here. The screenshot goes to
 tmp_path; set NLU_BERT_SCREENSHOT=docs/webchat.png to refresh the README's picture.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,14 @@ from assistant_helpers import REPO_ROOT, RasaServer
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 

@@ -1,4 +1,5 @@
 """The sample assistant's training data, domain and configs: the issue's minimums, and consistency."""
+
 from __future__ import annotations
 
 import inspect
@@ -194,8 +195,13 @@ def _form_rules() -> Dict[Tuple[str, str], List[str]]:
 @pytest.mark.parametrize("form", ["order_form", "return_form"])
 def test_every_intent_inside_every_form_has_its_way(domain: Domain, form: str) -> None:
     rules = _form_rules()
-    not_an_answer = set(next(m for m in domain.as_dict()["slots"]["order_id"]["mappings"]
-                             if m["type"] == "from_text" and m["conditions"][0]["active_loop"] == form)["not_intent"])
+    not_an_answer = set(
+        next(
+            m
+            for m in domain.as_dict()["slots"]["order_id"]["mappings"]
+            if m["type"] == "from_text" and m["conditions"][0]["active_loop"] == form
+        )["not_intent"]
+    )
     for intent in domain.intents:
         actions = rules.get((form, intent))
         if intent in ANSWERED:
@@ -234,14 +240,28 @@ def test_ted_does_not_extract_entities(name: str) -> None:
 
 @pytest.mark.parametrize(
     "text, fallback",
-    [("😀", True), ("😀" * 10, True), ("！！！。。。", True), ("👍", True), ("...", True), ("好的", False),
-     ("ok", False), ("5678", False), ("  ", False)],
+    [
+        ("😀", True),
+        ("😀" * 10, True),
+        ("！！！。。。", True),
+        ("👍", True),
+        ("...", True),
+        ("好的", False),
+        ("ok", False),
+        ("5678", False),
+        ("  ", False),
+    ],
 )
 def test_messages_without_words_are_not_understood(text: str, fallback: bool) -> None:
     from rasa_project.nlu_components import WordlessMessageFallback
 
-    message = Message(data={"text": text, "intent": {"name": "affirm", "confidence": 0.58},
-                            "intent_ranking": [{"name": "affirm", "confidence": 0.58}, {"name": "deny", "confidence": 0.3}]})
+    message = Message(
+        data={
+            "text": text,
+            "intent": {"name": "affirm", "confidence": 0.58},
+            "intent_ranking": [{"name": "affirm", "confidence": 0.58}, {"name": "deny", "confidence": 0.3}],
+        }
+    )
     WordlessMessageFallback().process([message])
     assert (message.get("intent")["name"] == "nlu_fallback") is fallback
     if fallback:
@@ -262,9 +282,25 @@ def test_config_keys_are_known_to_the_components(name: str) -> None:
 
 def test_rasa_data_validate_is_clean() -> None:
     result = subprocess.run(
-        [PYTHON, "-m", "rasa", "data", "validate", "--fail-on-warnings", "--config", "config.yml",
-         "--domain", "domain.yml", "--data", *ASSISTANT_DATA],
-        cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+        [
+            PYTHON,
+            "-m",
+            "rasa",
+            "data",
+            "validate",
+            "--fail-on-warnings",
+            "--config",
+            "config.yml",
+            "--domain",
+            "domain.yml",
+            "--data",
+            *ASSISTANT_DATA,
+        ],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]

@@ -3,6 +3,7 @@
 One tiny model is trained per session (conftest.assistant_model); these tests share it and one
 server. Marked `slow`: together a few minutes on two CPU cores.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,9 @@ def test_greet_then_order_status_from_the_database(rasa_server: RasaServer, fres
     assert "ZT7531902468" in logistics  # the order number and the verified phone were remembered
 
 
-def test_an_unknown_number_and_a_wrong_phone_show_nothing(rasa_server: RasaServer, fresh_shop_db: str, sender: str) -> None:
+def test_an_unknown_number_and_a_wrong_phone_show_nothing(
+    rasa_server: RasaServer, fresh_shop_db: str, sender: str
+) -> None:
     assert "订单号" in rasa_server.say_text(sender, "我的快递到哪了")
     reply = rasa_server.say_text(sender, "2405999999")
     assert "后四位" in reply and "没有找到" not in reply  # no oracle for which numbers exist
@@ -67,8 +70,12 @@ def test_a_message_without_sender_is_refused_and_reads_no_other_conversation(
 ) -> None:
     rasa_server.say_text(sender, "帮我查一下订单2405190555")
     assert "京东物流" in rasa_server.say_text(sender, "4826")
-    for body in ({"message": "我的快递到哪了"}, {"sender": "", "message": "我的快递到哪了"},
-                 {"sender": None, "message": "我的快递到哪了"}, {"sender": ["a"], "message": "我的快递到哪了"}):
+    for body in (
+        {"message": "我的快递到哪了"},
+        {"sender": "", "message": "我的快递到哪了"},
+        {"sender": None, "message": "我的快递到哪了"},
+        {"sender": ["a"], "message": "我的快递到哪了"},
+    ):
         status, answer = http("POST", f"{rasa_server.url}/webhooks/rest/webhook", body)
         assert status == 400 and "`sender`" in answer["message"], (body, status, answer)
     assert rasa_server.user_texts("default") == []  # nothing went into Rasa's shared conversation
@@ -95,8 +102,12 @@ def test_an_empty_message_is_no_message(rasa_server: RasaServer, sender: str) ->
 
 def test_the_api_needs_the_token_and_cors_names_the_page(rasa_server: RasaServer, sender: str) -> None:
     rasa_server.say_text(sender, "你好")
-    for method, path, body in [("GET", f"/conversations/{sender}/tracker", None), ("POST", "/model/parse", {"text": "你好"}),
-                               ("POST", f"/conversations/{sender}/trigger_intent", {"name": "greet"}), ("GET", "/status", None)]:
+    for method, path, body in [
+        ("GET", f"/conversations/{sender}/tracker", None),
+        ("POST", "/model/parse", {"text": "你好"}),
+        ("POST", f"/conversations/{sender}/trigger_intent", {"name": "greet"}),
+        ("GET", "/status", None),
+    ]:
         status, _ = http(method, f"{rasa_server.url}{path}", body)
         assert status == 401, (path, status)
     page_origin, evil = rasa_server.url, "http://evil.example"
@@ -108,8 +119,15 @@ def test_the_api_needs_the_token_and_cors_names_the_page(rasa_server: RasaServer
 
 @pytest.mark.parametrize(
     "body, status",
-    [([], 400), ({"name": 123}, 400), ({"name": "no_such_intent"}, 404), ({"name": ""}, 400),
-     ({"name": "greet", "entities": "x"}, 400), ({"name": "greet", "entities": [1]}, 400), ("greet", 400)],
+    [
+        ([], 400),
+        ({"name": 123}, 400),
+        ({"name": "no_such_intent"}, 404),
+        ({"name": ""}, 400),
+        ({"name": "greet", "entities": "x"}, 400),
+        ({"name": "greet", "entities": [1]}, 400),
+        ("greet", 400),
+    ],
 )
 def test_trigger_intent_answers_bad_bodies_plainly(rasa_server: RasaServer, sender: str, body, status: int) -> None:
     url = f"{rasa_server.url}/conversations/{sender}/trigger_intent?token={rasa_server.TOKEN}"
@@ -244,11 +262,19 @@ def test_conversation_survives_a_server_restart(rasa_server: RasaServer, fresh_s
 
 # Inside each form, what every intent leads to (data/rules.yml): answered and the form goes on, the form ends,
 # a switch to the other form, or the form reads the message as its answer.
-DETOUR_ANSWERS = {"greet": "utter_greet", "thanks": "utter_youre_welcome", "chitchat": "utter_chitchat",
-                  "out_of_scope": "utter_out_of_scope", "ask_opening_hours": "utter_opening_hours",
-                  "ask_product": "action_product_info", "ask_coupon": "action_list_coupons"}
-FORM_START = {"order_form": ("check_order_status", [{"slot_was_set": [{"order_query": "status"}]}]),
-              "return_form": ("request_return", [])}
+DETOUR_ANSWERS = {
+    "greet": "utter_greet",
+    "thanks": "utter_youre_welcome",
+    "chitchat": "utter_chitchat",
+    "out_of_scope": "utter_out_of_scope",
+    "ask_opening_hours": "utter_opening_hours",
+    "ask_product": "action_product_info",
+    "ask_coupon": "action_list_coupons",
+}
+FORM_START = {
+    "order_form": ("check_order_status", [{"slot_was_set": [{"order_query": "status"}]}]),
+    "return_form": ("request_return", []),
+}
 ENDED = [{"action": "action_deactivate_loop"}, {"active_loop": None}, {"slot_was_set": [{"requested_slot": None}]}]
 
 
@@ -267,13 +293,23 @@ def form_detour_stories() -> list:
                 after = [{"action": "utter_goodbye"}, *ENDED]
             elif intent == "human_handoff":
                 after = [{"action": "utter_handoff_during_form"}, *ENDED, {"action": "action_human_handoff"}]
-            elif (form, intent) in {("order_form", "request_return"), ("return_form", "check_order_status"),
-                                    ("return_form", "check_logistics")}:
+            elif (form, intent) in {
+                ("order_form", "request_return"),
+                ("return_form", "check_order_status"),
+                ("return_form", "check_logistics"),
+            }:
                 after = [*ENDED, {"action": other}, {"active_loop": other}]
             else:  # the answer to the form's question: the form validates it
                 after = [{"action": form}]
-            steps = [{"intent": start}, *start_slots, {"action": form}, {"active_loop": form},
-                     {"slot_was_set": [{"requested_slot": "order_id"}]}, {"intent": intent}, *after]
+            steps = [
+                {"intent": start},
+                *start_slots,
+                {"action": form},
+                {"active_loop": form},
+                {"slot_was_set": [{"requested_slot": "order_id"}]},
+                {"intent": intent},
+                *after,
+            ]
             stories.append({"story": f"{form}, then {intent}", "steps": steps})
     return stories
 
@@ -281,7 +317,9 @@ def form_detour_stories() -> list:
 def test_rasa_test_stories_pass(assistant_model: Path, assistant_workdir: Path) -> None:
     stories = assistant_workdir / "test_stories"
     stories.mkdir(exist_ok=True)
-    (stories / "test_stories.yml").write_text((REPO_ROOT / "tests" / "test_stories.yml").read_text(encoding="utf-8"), encoding="utf-8")
+    (stories / "test_stories.yml").write_text(
+        (REPO_ROOT / "tests" / "test_stories.yml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
     detours = form_detour_stories()
     (stories / "form_detours.yml").write_text(
         yaml.safe_dump({"version": "3.1", "stories": detours}, allow_unicode=True, sort_keys=False), encoding="utf-8"
@@ -290,9 +328,25 @@ def test_rasa_test_stories_pass(assistant_model: Path, assistant_workdir: Path) 
     log = assistant_workdir / "rasa_test.log"
     with log.open("wb") as handle:
         result = subprocess.run(
-            [PYTHON, "-m", "rasa", "test", "core", "--stories", str(stories),
-             "--model", str(assistant_model), "--out", str(out), "--fail-on-prediction-errors"],
-            cwd=assistant_workdir, env=subprocess_env(), stdout=handle, stderr=subprocess.STDOUT, timeout=600,
+            [
+                PYTHON,
+                "-m",
+                "rasa",
+                "test",
+                "core",
+                "--stories",
+                str(stories),
+                "--model",
+                str(assistant_model),
+                "--out",
+                str(out),
+                "--fail-on-prediction-errors",
+            ],
+            cwd=assistant_workdir,
+            env=subprocess_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            timeout=600,
         )
     failed = (out / "failed_test_stories.yml").read_text(encoding="utf-8") if out.exists() else ""
     assert result.returncode == 0, f"{failed}\n{tail(log, 40)}"

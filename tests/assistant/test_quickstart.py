@@ -6,6 +6,7 @@
   terminal (a pty), and leaves the logs of `run` alone;
 * a second `run` on the same port says so and stops, again without touching the logs of the first.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,13 @@ SCRIPT = str(REPO_ROOT / "scripts" / "quickstart.sh")
 def quickstart_env(assistant_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
     work = tmp_path_factory.mktemp("quickstart")
     return subprocess_env(
-        NLU_BERT_MODEL=str(assistant_model), QUICKSTART_STATE=str(work / "state"), SHOP_DB_URL=f"sqlite:///{work / 'shop.db'}",
-        TRACKER_DB=str(work / "tracker.db"), RASA_PORT=str(free_port()), ACTIONS_PORT=str(free_port()), TERM="xterm",
+        NLU_BERT_MODEL=str(assistant_model),
+        QUICKSTART_STATE=str(work / "state"),
+        SHOP_DB_URL=f"sqlite:///{work / 'shop.db'}",
+        TRACKER_DB=str(work / "tracker.db"),
+        RASA_PORT=str(free_port()),
+        ACTIONS_PORT=str(free_port()),
+        TERM="xterm",
     )
 
 
@@ -45,8 +51,15 @@ def make_run(quickstart_env: Dict[str, str]) -> Iterator[Dict[str, str]]:
     state.mkdir(parents=True)
     out = state.parent / "make_run.out"
     with out.open("wb") as handle:
-        proc = subprocess.Popen(["bash", SCRIPT, "run"], cwd=REPO_ROOT, env=quickstart_env, stdout=handle,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", SCRIPT, "run"],
+            cwd=REPO_ROOT,
+            env=quickstart_env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 600
         while "ready." not in out.read_text(encoding="utf-8", errors="replace"):
@@ -76,7 +89,9 @@ def listening_addresses(port: int) -> set:
     return found
 
 
-def test_make_run_serves_on_localhost_with_the_api_behind_a_token(make_run: Dict[str, str], quickstart_env: Dict[str, str]) -> None:
+def test_make_run_serves_on_localhost_with_the_api_behind_a_token(
+    make_run: Dict[str, str], quickstart_env: Dict[str, str]
+) -> None:
     url, state = make_run["url"], Path(make_run["state"])
     if os.path.exists("/proc/net/tcp"):
         assert listening_addresses(int(quickstart_env["RASA_PORT"])) == {"0100007F"}  # 127.0.0.1, not 0.0.0.0
@@ -95,7 +110,9 @@ def test_make_run_serves_on_localhost_with_the_api_behind_a_token(make_run: Dict
         request = urllib.request.Request(f"{url}/webhooks/webchat/status", headers={"Origin": origin})
         with urllib.request.urlopen(request) as response:
             assert (response.headers.get("Access-Control-Allow-Origin") == origin) is allowed
-    assert "token in" in Path(make_run["out"]).read_text(encoding="utf-8") and token not in Path(make_run["out"]).read_text(encoding="utf-8")
+    assert "token in" in Path(make_run["out"]).read_text(encoding="utf-8") and token not in Path(
+        make_run["out"]
+    ).read_text(encoding="utf-8")
 
 
 def read_until(fd: int, pattern: str, timeout: float) -> str:
@@ -112,15 +129,24 @@ def read_until(fd: int, pattern: str, timeout: float) -> str:
             seen += chunk
             if re.search(pattern, seen.decode("utf-8", errors="replace")):
                 return seen.decode("utf-8", errors="replace")
-    raise AssertionError(f"no {pattern!r} within {timeout:.0f} s; output:\n{seen.decode('utf-8', errors='replace')[-3000:]}")
+    raise AssertionError(
+        f"no {pattern!r} within {timeout:.0f} s; output:\n{seen.decode('utf-8', errors='replace')[-3000:]}"
+    )
 
 
 def test_make_shell_beside_make_run(make_run: Dict[str, str], quickstart_env: Dict[str, str]) -> None:
     run_logs = Path(make_run["state"]) / "run"
     before = {name: (run_logs / name).read_bytes() for name in ("actions.log", "rasa.log")}
     master, slave = pty.openpty()
-    shell = subprocess.Popen(["bash", SCRIPT, "shell"], cwd=REPO_ROOT, env=quickstart_env, stdin=slave, stdout=slave,
-                             stderr=slave, start_new_session=True)
+    shell = subprocess.Popen(
+        ["bash", SCRIPT, "shell"],
+        cwd=REPO_ROOT,
+        env=quickstart_env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
     os.close(slave)
     try:
         started = read_until(master, r"Your input ->", 600)
@@ -138,14 +164,20 @@ def test_make_shell_beside_make_run(make_run: Dict[str, str], quickstart_env: Di
     assert (Path(make_run["state"]) / "shell" / "actions.log").exists()
     for name, old in before.items():  # the logs of `make run` were not truncated, only appended to
         assert (run_logs / name).read_bytes()[: len(old)] == old, name
-    status, replies = http("POST", f"{make_run['url']}/webhooks/rest/webhook", {"sender": "after-shell", "message": "你好"})
+    status, replies = http(
+        "POST", f"{make_run['url']}/webhooks/rest/webhook", {"sender": "after-shell", "message": "你好"}
+    )
     assert status == 200 and "小禾" in replies[0]["text"]  # make run still serves
 
 
-def test_a_second_make_run_on_the_same_port_stops_with_a_reason(make_run: Dict[str, str], quickstart_env: Dict[str, str]) -> None:
+def test_a_second_make_run_on_the_same_port_stops_with_a_reason(
+    make_run: Dict[str, str], quickstart_env: Dict[str, str]
+) -> None:
     run_logs = Path(make_run["state"]) / "run"
     before = (run_logs / "actions.log").read_bytes()
-    result = subprocess.run(["bash", SCRIPT, "run"], cwd=REPO_ROOT, env=quickstart_env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", SCRIPT, "run"], cwd=REPO_ROOT, env=quickstart_env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode != 0
     assert f"port {quickstart_env['RASA_PORT']} is taken" in result.stderr
     assert (run_logs / "actions.log").read_bytes()[: len(before)] == before

@@ -4,6 +4,7 @@ Chromium: open the page, send 你好, see the reply; the widget's empty message 
 The widget's bundle comes from npm (`npm pack rasa-webchat@1.0.1`, cached in ~/.cache/nlu-bert/) or from
 NLU_BERT_RASA_WEBCHAT=/path/to/lib/index.js; without npm and without that file the test is skipped with a reason.
 """
+
 from __future__ import annotations
 
 import http.server
@@ -23,8 +24,16 @@ from assistant_helpers import REPO_ROOT, RasaServer
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 RASA_WEBCHAT = "rasa-webchat@1.0.1"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +49,9 @@ def rasa_webchat_js() -> Path:
     if npm is None:
         pytest.skip("npm is not installed (Debian: apt-get install -y npm) and NLU_BERT_RASA_WEBCHAT is not set")
     cache.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([npm, "pack", RASA_WEBCHAT, "--silent"], cwd=cache, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [npm, "pack", RASA_WEBCHAT, "--silent"], cwd=cache, capture_output=True, text=True, timeout=300
+    )
     if result.returncode != 0:
         pytest.skip(f"npm pack {RASA_WEBCHAT} failed: {result.stderr.strip()[-300:]}")
     with tarfile.open(cache / result.stdout.strip().splitlines()[-1]) as archive:

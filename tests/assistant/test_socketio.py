@@ -1,13 +1,14 @@
 """The assistant over Rasa's socket.io channel (credentials.yml: `socketio:` with session_persistence), as rasa-webchat
 talks to it, with python-socketio's AsyncClient; then rasa-webchat itself in headless Chromium (test_rasa_webchat.py)."""
+
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from socketio_client import ChatClient, texts
 
 from assistant_helpers import RasaServer
-from socketio_client import ChatClient, texts
 
 pytestmark = pytest.mark.slow
 

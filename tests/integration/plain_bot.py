@@ -4,6 +4,7 @@ socket.io channel with session persistence and the RequestGuard, the HTTP API be
 Rasa's own components only (KeywordIntentClassifier, RulePolicy): it trains in seconds, so the guard is checked
 on a bot it knows nothing about.
 """
+
 from __future__ import annotations
 
 import os
@@ -104,7 +105,20 @@ def plain_bot(plain_bot_model: Path) -> Iterator[PlainBot]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = project / f"rasa-{port}.log"
-    args = [RASA, "run", "--model", str(plain_bot_model), "--credentials", "credentials.yml", "--enable-api",
-            "--auth-token", token, "--port", str(port), "-i", "127.0.0.1"]
+    args = [
+        RASA,
+        "run",
+        "--model",
+        str(plain_bot_model),
+        "--credentials",
+        "credentials.yml",
+        "--enable-api",
+        "--auth-token",
+        token,
+        "--port",
+        str(port),
+        "-i",
+        "127.0.0.1",
+    ]
     with background(args, project, log, ready_url=f"{url}/status?token={token}"):
         yield PlainBot(url, token, log)

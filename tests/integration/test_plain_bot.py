@@ -1,6 +1,7 @@
 """A plain Rasa bot (plain_bot.py) behind the RequestGuard, driven as widgets and hostile clients drive it: a socket.io
 client with session persistence, REST messages without a sender, and every kind of bad input of bad_inputs.py over
 REST, socket.io and the HTTP API. Real `rasa run`, real python-socketio client, nothing mocked."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,11 +10,11 @@ import urllib.parse
 from typing import List
 
 import pytest
+from plain_bot import PlainBot
+from socketio_client import ChatClient, texts
 
 from bad_inputs import API_CASES, CASES, LEAK, SOCKET_CASES
-from plain_bot import PlainBot
 from rasa_process import http
-from socketio_client import ChatClient, texts
 
 pytestmark = pytest.mark.slow
 WEBHOOK = "/webhooks/rest/webhook"
@@ -82,8 +83,12 @@ def test_rest_messages_without_sender_share_nothing(plain_bot: PlainBot) -> None
 
 
 def test_the_api_is_closed_without_the_token(plain_bot: PlainBot) -> None:
-    for method, path, body in (("GET", "/conversations/x/tracker", None), ("POST", "/conversations/x/trigger_intent", {"name": "greet"}),
-                               ("POST", "/model/parse", {"text": "你好"}), ("PUT", "/model", {"model_file": "x"})):
+    for method, path, body in (
+        ("GET", "/conversations/x/tracker", None),
+        ("POST", "/conversations/x/trigger_intent", {"name": "greet"}),
+        ("POST", "/model/parse", {"text": "你好"}),
+        ("PUT", "/model", {"model_file": "x"}),
+    ):
         status, answer = http(method, f"{plain_bot.url}{path}", body)
         assert status == 401, (path, status, answer)
 
@@ -92,7 +97,9 @@ def _check_answer(name: str, status: int, answer, allowed, failures: List[str]) 
     shown = json.dumps(answer, ensure_ascii=False) if not isinstance(answer, str) else answer
     if status not in allowed:
         failures.append(f"{name}: {status} not in {allowed}: {shown[:200]}")
-    elif status >= 400 and not (isinstance(answer, dict) and isinstance(answer.get("message"), str) and answer["message"]):
+    elif status >= 400 and not (
+        isinstance(answer, dict) and isinstance(answer.get("message"), str) and answer["message"]
+    ):
         failures.append(f"{name}: {status} without a plain message: {shown[:200]}")
     if LEAK.search(shown):
         failures.append(f"{name}: the answer shows internals: {shown[:300]}")
@@ -140,7 +147,9 @@ def test_hostile_inputs_over_rest_socketio_and_the_api(plain_bot: PlainBot) -> N
                 fresh = ChatClient(plain_bot.url)
                 try:
                     issued = await fresh.connect(request=request)
-                    if not (isinstance(issued, str) and len(issued) == 32) or "测试机器人" not in texts(await fresh.say("你好")):
+                    if not (isinstance(issued, str) and len(issued) == 32) or "测试机器人" not in texts(
+                        await fresh.say("你好")
+                    ):
                         failures.append(f"session_request {request!r}: got {issued!r}")
                 finally:
                     await fresh.close()

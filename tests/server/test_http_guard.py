@@ -1,5 +1,6 @@
 """RequestGuard: every malformed body, id and socket.io payload is refused with a plain message (pure checks, no
 server; tests/integration/test_plain_bot.py sends the same inputs to a real `rasa run`)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +11,9 @@ from typing import Tuple
 
 import pytest
 
-from bad_inputs import API_CASES, CASES, LEAK, PARSE, SESSION, SOCKET_CASES, USER, WEBHOOK, j
 from nlu_bert.http_guard import RequestGuard
+
+from bad_inputs import API_CASES, CASES, LEAK, PARSE, SESSION, SOCKET_CASES, USER, WEBHOOK, j
 
 GUARD = RequestGuard()
 FIELDS = {PARSE: ("text", None), WEBHOOK: ("message", "sender")}
@@ -31,7 +33,10 @@ def test_guard_answers_bad_bodies_with_a_message(name: str, path: str, body: byt
 @pytest.mark.parametrize(
     "body, expected",
     [
-        (b"hello", 'The request body is not valid JSON (Expecting value). Send a JSON object such as {"text": "你好"}.'),
+        (
+            b"hello",
+            'The request body is not valid JSON (Expecting value). Send a JSON object such as {"text": "你好"}.',
+        ),
         (j(["x"]), 'The request body must be a JSON object, got a JSON array. Send {"text": "你好"}.'),
         (j({"text": 5}), "`text` must be a string, got a JSON number."),
         (j({"text": "好" * 5001}), "`text` has 5001 characters; the limit is 5000. Send a shorter message."),
@@ -63,7 +68,13 @@ def test_error_texts_suggest_bodies_with_a_sender() -> None:
 
 @pytest.mark.parametrize(
     "raw, expected",
-    [("abc", "abc"), ("%E7%94%A8%E6%88%B7%20%E4%B8%80", "用户 一"), ("a%2Fb", "a/b"), ("a/b", "a/b"), ("100%25", "100%")],
+    [
+        ("abc", "abc"),
+        ("%E7%94%A8%E6%88%B7%20%E4%B8%80", "用户 一"),
+        ("a%2Fb", "a/b"),
+        ("a/b", "a/b"),
+        ("100%25", "100%"),
+    ],
 )
 def test_conversation_ids_in_paths_are_percent_decoded(raw: str, expected: str) -> None:
     assert GUARD.conversation_id(raw) == (expected, None)
@@ -75,8 +86,12 @@ def test_unusable_conversation_ids_are_refused(raw: str) -> None:
     assert value == "" and problem.startswith("The conversation id in the path")
 
 
-API_FIELDS = {"/conversations/{cid}/trigger_intent": "trigger_intent", "/conversations/{cid}/execute": "execute",
-              "/conversations/{cid}/tracker/events": "tracker/events", "/conversations/{cid}/messages": "messages"}
+API_FIELDS = {
+    "/conversations/{cid}/trigger_intent": "trigger_intent",
+    "/conversations/{cid}/execute": "execute",
+    "/conversations/{cid}/tracker/events": "tracker/events",
+    "/conversations/{cid}/messages": "messages",
+}
 
 
 # the body checks that need no domain (unknown intents and actions: tests/integration/test_plain_bot.py)
@@ -94,19 +109,33 @@ def test_api_bodies_are_checked(name: str, method: str, path: str, body: bytes, 
 
 
 def test_trigger_intent_messages_are_plain() -> None:
-    assert GUARD.api_problem(b"[]", "trigger_intent") == (400, 'The request body must be a JSON object, got a JSON array. Send {"name": "greet"}.')
+    assert GUARD.api_problem(b"[]", "trigger_intent") == (
+        400,
+        'The request body must be a JSON object, got a JSON array. Send {"name": "greet"}.',
+    )
     assert GUARD.api_problem(j({"name": 123}), "trigger_intent") == (
-        400, "`name` must be the name of an intent (a non-empty string), got the JSON number 123.")
+        400,
+        "`name` must be the name of an intent (a non-empty string), got the JSON number 123.",
+    )
     assert GUARD.api_problem(j({"name": "greet", "entities": {"product": "保温杯"}}), "trigger_intent") is None
-    assert GUARD.api_problem(j({"name": "greet", "entities": [{"entity": "product", "value": "保温杯"}]}), "trigger_intent") is None
+    assert (
+        GUARD.api_problem(
+            j({"name": "greet", "entities": [{"entity": "product", "value": "保温杯"}]}), "trigger_intent"
+        )
+        is None
+    )
 
 
-@pytest.mark.parametrize("name, event, payload", [c for c in SOCKET_CASES if c[1] == USER], ids=[c[0] for c in SOCKET_CASES if c[1] == USER])
+@pytest.mark.parametrize(
+    "name, event, payload", [c for c in SOCKET_CASES if c[1] == USER], ids=[c[0] for c in SOCKET_CASES if c[1] == USER]
+)
 def test_bad_socketio_messages_are_dropped(name: str, event: str, payload) -> None:
     channel = SimpleNamespace(session_persistence=True, metadata_key="metadata")
     problem = GUARD.socket_problem(payload, channel)
     assert problem is not None, name
-    empty = isinstance(payload, dict) and (payload.get("message") is None or (isinstance(payload["message"], str) and not payload["message"].strip()))
+    empty = isinstance(payload, dict) and (
+        payload.get("message") is None or (isinstance(payload["message"], str) and not payload["message"].strip())
+    )
     assert (problem == "") is empty  # empty messages are no messages: dropped without a warning
 
 
@@ -115,7 +144,10 @@ def test_good_socketio_messages_pass() -> None:
     assert GUARD.socket_problem({"message": "你好", "session_id": "abc", "metadata": {"a": 1}}, channel) is None
     assert GUARD.socket_problem({"message": "你好", "session_id": "abc", "metadata": '{"a": 1}'}, channel) is None
     # without session persistence the socket's own id is the conversation id: no session_id needed
-    assert GUARD.socket_problem({"message": "你好"}, SimpleNamespace(session_persistence=False, metadata_key="metadata")) is None
+    assert (
+        GUARD.socket_problem({"message": "你好"}, SimpleNamespace(session_persistence=False, metadata_key="metadata"))
+        is None
+    )
 
 
 @pytest.mark.parametrize("payload", [c[2] for c in SOCKET_CASES if c[1] == SESSION] + [None, {}, {"session_id": None}])
@@ -132,11 +164,13 @@ class FakeResponse:
 
 @pytest.mark.parametrize(
     "status, body",
-    [(500, '{"reason": "ConversationError", "message": "An unexpected error occurred. Error: \'entities\'"}'),
-     (500, "Internal Server Error"),
-     (400, '{"message": "Supplied events are not valid. <object at 0x7f3a2c1d9e80>"}'),
-     (400, '{"message": "(sqlite3.OperationalError) no such table [SQL: SELECT * FROM events]"}'),
-     (409, 'Traceback (most recent call last):\n  File "/app/rasa/server.py", line 3')],
+    [
+        (500, '{"reason": "ConversationError", "message": "An unexpected error occurred. Error: \'entities\'"}'),
+        (500, "Internal Server Error"),
+        (400, '{"message": "Supplied events are not valid. <object at 0x7f3a2c1d9e80>"}'),
+        (400, '{"message": "(sqlite3.OperationalError) no such table [SQL: SELECT * FROM events]"}'),
+        (409, 'Traceback (most recent call last):\n  File "/app/rasa/server.py", line 3'),
+    ],
 )
 def test_error_answers_never_show_internals(status: int, body: str) -> None:
     response = FakeResponse(status, body)
