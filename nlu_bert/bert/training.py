@@ -48,6 +48,7 @@ class TrainedIntentModel:
     texts: List[str]  # the training texts kept (duplicates dropped)
     make_batch: BatchFn  # indices into ``texts`` -> model inputs
     check_idx: List[int]  # the validation texts first, then the training texts (for served_agreement)
+    label_ids: List[int]  # the intent (index into ``labels``) of each of ``texts``
 
 
 def learning_rates(config: Mapping[str, Any]) -> Tuple[float, float]:
@@ -163,7 +164,7 @@ def train(
         "history": result.history,
         "fit_seconds": round(result.seconds, 2),
     }
-    return TrainedIntentModel(model, labels, meta, report, texts, make_batch, val_idx + train_idx)
+    return TrainedIntentModel(model, labels, meta, report, texts, make_batch, val_idx + train_idx, label_ids)
 
 
 def served_agreement(

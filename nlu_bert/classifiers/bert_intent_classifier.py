@@ -32,11 +32,13 @@ from rasa.shared.exceptions import InvalidConfigException, RasaException
 from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
-from scipy.special import softmax
 
 from nlu_bert import archive, backbones, onnx_tools
 from nlu_bert.archive import ModelArchiveError  # noqa: F401 - the error this component raises for a bad archive
 from nlu_bert.bert import native, predictors
+from nlu_bert.confidence import fitting
+from nlu_bert.confidence.scorer import META_KEY as CONFIDENCE_KEY
+from nlu_bert.confidence.scorer import ConfidenceModel, Confidences
 from nlu_bert.config import ConfigChecker, DefaultsBlock, merge_blocks, rename_old_keys
 from nlu_bert.hardware import return_freed_memory
 from nlu_bert.version import __version__
@@ -94,6 +96,15 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             # Only the `torch` inference backend stores them; `onnxruntime` stores its ONNX graph instead,
             # `native` its int8 weights with the other tensors in this dtype.
             "save_dtype": "float16",
+            # Confidences (docs/confidence.md). calibrate: fit a temperature on the validation split so that
+            # a confidence of 0.8 is right about 80% of the time (needs 50 held-out examples; else 1, logged).
+            "calibrate": True,
+            # Out-of-scope: confidences fall linearly to 0 for messages whose energy (logsumexp of the logits)
+            # is below that of this share of the held-out in-scope examples (0 = off). On the public sets 0.2
+            # sent most out-of-scope messages under FallbackClassifier's 0.3 and kept ~94% of right answers.
+            "out_of_scope_quantile": 0.2,
+            # Messages without a CJK character, letter or digit (emoji, punctuation only) get confidence 0.
+            "no_content_rule": True,
             # `scratch` backbone size: hidden width, layers, attention heads.
             "scratch_hidden_size": 256,
             "scratch_num_layers": 4,
@@ -159,6 +170,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         self.served: Any = None  # nlu_bert.bert.serving.ServedModel: what predicts, once trained or loaded
         self.meta: Dict[str, Any] = {}
         self._resolved_backend: Optional[str] = None  # what `inference.backend` auto became for this model
+        self.confidence = ConfidenceModel()  # temperature, out-of-scope factor (nlu_bert.confidence)
 
     @property
     def predictor(self) -> Optional[predictors.Predictor]:
@@ -187,6 +199,9 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         check.choice("device", list(backbones.DEVICES))
         check.integer("ranking_length", 0)
         check.choice("save_dtype", ["float32", "float16"])
+        check.choice("calibrate", [True, False])
+        check.number("out_of_scope_quantile", 0, 0.5)
+        check.choice("no_content_rule", [True, False])
         check.scratch_sizes()
         check.integer("scratch_mlm_epochs", 0)
         check.choice("ngram_features", ["auto", True, False])
@@ -260,11 +275,21 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             served_as = f"{self._backend} {self._precision}"
             batch_size = self.config["batch_size"]
             report["served_agreement"] = training.served_agreement(
-                COMPONENT, trained, self.predict_proba, served_as, batch_size
+                COMPONENT, trained, self.served.logits, served_as, batch_size
             )
-            with self._model_storage.write_to(self._resource) as folder:
-                archive.write_report(Path(folder), report)
+        held_out = trained.check_idx[: trained.report["validation_examples"]]
+        self.confidence, report["confidence"] = fitting.fit_held_out(
+            trained.texts, trained.label_ids, held_out, self.served.logits, self.config, self._log
+        )
+        self.meta[CONFIDENCE_KEY] = self.confidence.to_meta()
+        with self._model_storage.write_to(self._resource) as folder:
+            archive.write_meta(Path(folder), COMPONENT, self.meta)
+            archive.write_report(Path(folder), report)
         return self._resource
+
+    @staticmethod
+    def _log(line: str) -> None:
+        logger.info(f"{COMPONENT}: {line}")
 
     # ------------------------------------------------------------------ persistence
     @property
@@ -362,6 +387,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         inference, batch_size = self.config["inference"], self.config["batch_size"]
         self.served = serving.load(folder, meta, backend, precision, inference, device, batch_size)
         self.labels, self.meta = self.served.labels, meta
+        self.confidence = ConfidenceModel.from_meta(meta, no_content_rule=self.config["no_content_rule"])
 
     def _serving_backend(self, meta: Dict[str, Any]) -> Tuple[str, str]:
         """The configured backend (for `auto`: the one the archive was made for), except for archives written
@@ -392,17 +418,21 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             if self.served is None and todo:
                 logger.debug(f"{COMPONENT}: not trained; no intent predicted.")
             return messages
-        probabilities = self.predict_proba([texts[i] for i in todo])
+        confidences = self.confidences([texts[i] for i in todo])
         ranking_length = self.config["ranking_length"] or len(self.labels)
-        for row, i in zip(probabilities, todo):
-            order = np.argsort(-row, kind="stable")[:ranking_length]
+        for row, order_by, i in zip(confidences.scaled, confidences.probabilities, todo):
+            order = np.argsort(-order_by, kind="stable")[:ranking_length]
             ranking = [{"name": self.labels[j], "confidence": float(row[j])} for j in order]
             messages[i].set(INTENT, dict(ranking[0]), add_to_output=True)
             messages[i].set(INTENT_RANKING_KEY, ranking, add_to_output=True)
         return messages
 
     def predict_proba(self, texts: List[str]) -> np.ndarray:
-        """Softmax over all intents (columns in the order of ``self.labels``), for non-empty texts."""
+        """The intents' confidences (columns in the order of ``self.labels``) for non-empty texts: the calibrated
+        softmax × the out-of-scope factor, so a row sums to at most 1 (docs/confidence.md)."""
+        return self.confidences(texts).scaled
+
+    def confidences(self, texts: List[str]) -> Confidences:
         if self.served is None:
             raise RasaException(f"{COMPONENT}: the model is not trained; train it with `rasa train` first.")
-        return softmax(self.served.logits(texts), axis=-1)
+        return self.confidence(self.served.logits(texts), texts)

@@ -39,6 +39,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu_bert import archive, backbones, onnx_tools
+from nlu_bert.confidence.content import has_content
 from nlu_bert.config import ConfigChecker, DefaultsBlock, merge_blocks, rename_old_keys
 from nlu_bert.fewshot import decision, serving
 from nlu_bert.fewshot import model as fewshot_model
@@ -386,6 +387,8 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         text = normalize_text(message.get(TEXT) or "")[: CHARS_PER_TOKEN * self.config["max_text_tokens"]]
         if not text:
             return {"acted": False, "reason": "empty_text"}
+        if not has_content(text):  # emoji or punctuation only: no intent of the bot fits (docs/confidence.md)
+            return {"acted": False, "reason": "no_content"}
         ranking = decision.ranking_of(message.get(INTENT), message.get(INTENT_RANKING_KEY))
         if not ranking:
             return {"acted": False, "reason": "no_intent"}

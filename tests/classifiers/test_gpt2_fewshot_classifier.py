@@ -238,6 +238,17 @@ def test_empty_text_and_missing_intent_are_no_ops(fewshot: Component) -> None:
     assert no_intent.get("few_shot") == {"acted": False, "reason": "no_intent"} and no_intent.get("intent") is None
 
 
+@pytest.mark.parametrize("text", ["😀😀😀", "？？？", "!!! ..."])
+def test_messages_without_content_are_left_to_the_fallback_classifier(
+    text: str, fewshot: Component, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fewshot._scorer, "score", lambda *a, **k: pytest.fail("scored a message without content"))
+    message = unsure(text, ranking(("greet", 0.0), ("goodbye", 0.0)))
+    fewshot.process([message])
+    assert message.get("few_shot") == {"acted": False, "reason": "no_content"}
+    assert message.get("intent") == {"name": "greet", "confidence": 0.0}
+
+
 def test_confident_messages_cost_nothing(fewshot: Component, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fewshot._scorer, "score", lambda *a, **k: pytest.fail("scored a confident message"))
     message = unsure("你好", ranking(("greet", 0.9), ("goodbye", 0.05)))
