@@ -4,7 +4,7 @@ reliability bins, a check on synthetic negatives, and the fallback thresholds re
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.special import softmax
@@ -164,12 +164,16 @@ def fit_held_out(
     logits_of: Logits,
     config: Mapping[str, Any],
     log: Callable[[str], None],
+    held_logits: Optional[np.ndarray] = None,
 ) -> Tuple[ConfidenceModel, Dict[str, Any]]:
     """Everything of this module for a freshly trained classifier: ``held_out`` indexes the examples of ``texts``
-    it never trained on, ``logits_of`` is the served model (so the fit sees the logits `rasa run` computes)."""
+    it never trained on, ``logits_of`` is the served model (so the fit sees the logits `rasa run` computes);
+    ``held_logits``, when given, are the held-out examples' logits (else ``logits_of`` computes them)."""
     held_texts = [texts[i] for i in held_out]
     labels = np.asarray([label_ids[i] for i in held_out], dtype=np.int64)
-    logits = logits_of(held_texts) if held_texts else np.zeros((0, 1))
+    if held_logits is None:
+        held_logits = logits_of(held_texts) if held_texts else np.zeros((0, 1))
+    logits = held_logits
     model, report = fit(
         logits,
         labels,

@@ -77,7 +77,8 @@ def test_every_backend_serves_the_stored_temperature_and_factor(trained: Tuple[A
     loaded = BertIntentClassifier.load(config, storage, resource, make_context())
     meta, _ = stored(storage, resource)
     texts = ["我的订单到哪了", "今天天气怎么样", "随便聊聊吧"]
-    logits = loaded.served.logits(texts)
+    w_bert, w_lexical = meta["lexical"]["weights"]
+    logits = w_bert * loaded.served.logits(texts) + w_lexical * loaded.lexical.model.log_proba(texts)
     t, ref = meta["confidence"]["temperature"], meta["confidence"]["energy_reference"]
     expected = softmax(logits / t, axis=-1) * out_of_scope.in_scope_factor(out_of_scope.energy(logits, t), ref)[:, None]
     assert np.allclose(loaded.predict_proba(texts), expected)
@@ -94,11 +95,12 @@ def test_archive_without_confidence_settings_loads_with_temperature_one(
     component, storage, resource, config = trained
     with storage.read_from(resource) as folder:
         meta = json.loads((Path(folder) / archive.META_FILE).read_text())
-        meta.pop("confidence")
+        meta.pop("confidence"), meta.pop("lexical")
         (Path(folder) / archive.META_FILE).write_text(json.dumps(meta))
     try:
         old = BertIntentClassifier.load(config, storage, resource, make_context())
         texts = ["我要退款", "明天见"]
+        assert old.lexical is None
         assert np.allclose(old.predict_proba(texts), softmax(old.served.logits(texts), axis=-1))
     finally:
         with storage.read_from(resource) as folder:
@@ -127,17 +129,38 @@ def test_small_bot_skips_calibration_with_a_clear_log_line(tmp_path: Path, caplo
 
 
 def test_calibration_and_out_of_scope_factor_can_be_switched_off(tmp_path: Path) -> None:
-    config = {**CONFIG, "epochs": 2, "calibrate": False, "out_of_scope_quantile": 0, "no_content_rule": False}
+    config = {**CONFIG, "epochs": 2, "calibrate": False, "out_of_scope_quantile": 0, "no_content_rule": False,
+              "lexical_model": False}  # fmt: skip
     component, storage, resource = train(tmp_path, config)
     meta, _ = stored(storage, resource)
-    assert meta["confidence"] == {"temperature": 1.0, "energy_reference": []}
+    assert meta["confidence"] == {"temperature": 1.0, "energy_reference": []} and "lexical" not in meta
+    with storage.read_from(resource) as folder:
+        assert not (Path(folder) / "lexical.npz").exists()
     texts = ["😀😀😀", "我要退款"]
     assert np.allclose(component.predict_proba(texts), softmax(component.served.logits(texts), axis=-1))
 
 
-@pytest.mark.parametrize("key, value", [("calibrate", "yes"), ("out_of_scope_quantile", 0.9), ("no_content_rule", 2)])
+@pytest.mark.parametrize(
+    "key, value",
+    [("calibrate", "yes"), ("out_of_scope_quantile", 0.9), ("no_content_rule", 2), ("lexical_model", "on")],
+)
 def test_bad_confidence_settings_name_the_key(key: str, value: Any, tmp_path: Path) -> None:
     from rasa.shared.exceptions import InvalidConfigException
 
     with pytest.raises(InvalidConfigException, match=f"`{key}`"):
         BertIntentClassifier.create({**CONFIG, key: value}, make_storage(tmp_path), Resource("x"), make_context())
+
+
+def test_damaged_lexical_model_is_a_clear_archive_error(trained: Tuple[Any, ...]) -> None:
+    from nlu_bert.archive import ModelArchiveError
+
+    component, storage, resource, config = trained
+    with storage.read_from(resource) as folder:
+        path = Path(folder) / "lexical.npz"
+        kept = path.read_bytes()
+        path.write_bytes(b"not an npz")
+    try:
+        with pytest.raises(ModelArchiveError, match="lexical.npz is unreadable.*Train the model again"):
+            BertIntentClassifier.load(config, storage, resource, make_context())
+    finally:
+        path.write_bytes(kept)

@@ -33,6 +33,7 @@ TINY = {
     "validation_split": 0.0,
     "ngram_buckets": 2048,
     "ngram_dim": 16,
+    "lexical_model": False,  # the TF-IDF model beside BERT: tests/classifiers/test_bert_confidence.py
 }
 HELD_OUT = {"greet": "你好啊朋友", "goodbye": "那就再见了", "check_order": "帮我看看订单物流", "refund": "这个我要退款"}
 ODD_TEXTS = ["😀😀😀", "我的訂單到哪裡了", "order 12345 查一下", "ＡＢＣ１２３", "退款" * 500, "a\x00b\u200f", "/greet"]
