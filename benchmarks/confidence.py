@@ -12,8 +12,9 @@ out-of-scope factor fitted at train time, the no-content rule) on the test split
   than 0.1): at 0.3 (FallbackClassifier) and at the GPT-2 fallback's default threshold.
 
     nice -n 10 .venv/bin/python -m benchmarks.confidence --datasets smp2017 smp2019
+    nice -n 10 .venv/bin/python -m benchmarks.confidence --datasets smp2017:10x15 cais:8x15   # small bots
 
-Writes benchmarks/results/confidence.{json,md} and docs/reliability.png.
+Writes benchmarks/results/confidence.{json,md} and docs/calibration.png (reliability diagrams).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.special import softmax
@@ -42,7 +44,7 @@ def examples(path: Path) -> List[Any]:
     return [m for m in load_data(str(path)).intent_examples if (m.get("text") or "").strip() and m.get("intent")]
 
 
-def train(train_file: Path, config: Dict[str, Any], folder: Path) -> Any:
+def train(train_examples: List[Any], config: Dict[str, Any], folder: Path) -> Any:
     from rasa.engine.graph import ExecutionContext, GraphSchema
     from rasa.engine.storage.local_model_storage import LocalModelStorage
     from rasa.engine.storage.resource import Resource
@@ -52,7 +54,7 @@ def train(train_file: Path, config: Dict[str, Any], folder: Path) -> Any:
 
     storage, context = LocalModelStorage(folder), ExecutionContext(GraphSchema({}), "confidence-benchmark")
     component = BertIntentClassifier.create(config, storage, Resource("bert_intent"), context)
-    component.train(TrainingData(training_examples=examples(train_file)))
+    component.train(TrainingData(training_examples=train_examples))
     return component
 
 
@@ -69,9 +71,8 @@ def ece(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def measure(component: Any, test: Sequence[Any], oos: Dict[str, List[str]], gpt2_threshold: float) -> Dict[str, Any]:
-    from nlu_bert.confidence.calibration import reliability_bins
+    from nlu_bert.confidence.calibration import expected_calibration_error, reliability_bins
 
-    test = [m for m in test if m.get("intent") in component.labels]  # --max-train may leave an intent out
     texts = [m.get("text").strip() for m in test]
     labels = np.array([component.labels.index(m.get("intent")) for m in test])
     logits = component.served.logits(texts)
@@ -95,9 +96,18 @@ def measure(component: Any, test: Sequence[Any], oos: Dict[str, List[str]], gpt2
             result[f"{where}_{name}"] = {
                 "threshold": threshold,
                 "errors": int((~right).sum()),
-                "errors_consulted": round(float(hit[~right].mean()), 4),
-                "correct_consulted": round(float(hit[right].mean()), 4),
+                "errors_consulted": round(float(hit[~right].mean()), 4) if (~right).any() else None,
+                "correct_consulted": round(float(hit[right].mean()), 4) if right.any() else None,
             }
+    oos_texts = [t for ts in oos.values() for t in ts]
+    plain_oos, served_oos = softmax(component.served.logits(oos_texts), axis=-1), component.predict_proba(oos_texts)
+    wrong = np.zeros(len(oos_texts), dtype=bool)
+    result["ece_with_oos_before"] = round(
+        expected_calibration_error(np.r_[plain.max(-1), plain_oos.max(-1)], np.r_[plain.argmax(-1) == labels, wrong]), 4
+    )
+    result["ece_with_oos_after"] = round(
+        expected_calibration_error(np.r_[served.scaled.max(-1), served_oos.max(-1)], np.r_[right, wrong]), 4
+    )
     sets = {**oos, "no_content": NO_CONTENT, "keyboard_mash": KEYBOARD_MASH}
     for name, probs_of in (("before", lambda ts: softmax(component.served.logits(ts), axis=-1)),
                            ("after", component.predict_proba)):  # fmt: skip
@@ -151,6 +161,7 @@ def table(results: Dict[str, Dict[str, Any]]) -> str:
                     when,
                     r["accuracy"] if when == "after" else r["accuracy_before"],
                     r["ece_before"] if when == "before" else r["ece_after"],
+                    r[f"ece_with_oos_{when}"],
                     pct(oos["all_out_of_scope"]),
                     pct(oos["no_content"]),
                     pct(oos["keyboard_mash"]),
@@ -158,19 +169,24 @@ def table(results: Dict[str, Dict[str, Any]]) -> str:
                     f"{pct(g['errors_consulted'])} / {pct(g['correct_consulted'])} (at {g['threshold']})",
                 ]
             )
-    header = ["dataset", "confidences", "accuracy", "ECE", "OOS < 0.3", "emoji/punct < 0.3", "mash < 0.3",
+    header = ["dataset", "confidences", "accuracy", "ECE in-scope", "ECE with OOS", "OOS < 0.3", "emoji/punct < 0.3", "mash < 0.3",
               "FallbackClassifier 0.3: errors / right consulted", "GPT-2 fallback: errors / right consulted"]  # fmt: skip
     return markdown_table(header, rows)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=["smp2017", "smp2019"], choices=sorted(SPEC))
-    parser.add_argument("--max-train", type=int, default=0, help="train on at most this many examples (0 = all)")
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["smp2017", "smp2019"],
+        help=f"any of {', '.join(sorted(SPEC))}; NAME:IxK = a small bot: I random intents with K examples each "
+        "(the test texts of the other intents join its out-of-scope set)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--config", default="{}", help="JSON merged into the component's config")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "reliability.png")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (earlier rows of other sets kept)")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "calibration.png")
     args = parser.parse_args(argv)
     quiet_environment()
     logging.basicConfig(level=logging.WARNING)
@@ -179,37 +195,64 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     config = {"model": "scratch", "num_threads": args.threads, **json.loads(args.config)}
     results: Dict[str, Dict[str, Any]] = {}
-    for name in args.datasets:
+    for spec in args.datasets:
+        name, _, size = spec.partition(":")
+        if name not in SPEC:
+            parser.error(f"unknown dataset {name!r} (choose from {', '.join(sorted(SPEC))})")
         train_file, test_file = prepare_dataset(name, WORK)
-        if args.max_train:
-            train_file = subsample(train_file, args.max_train, WORK / "confidence" / name)
         oos = out_of_scope_sets(name, lambda source: prepare_dataset(source, WORK)[1])
+        train_examples, test = examples(train_file), examples(test_file)
+        if size:
+            intents, per_intent = (int(x) for x in size.split("x"))
+            train_examples, test, oos["other_intents"] = small_bot(train_examples, test, intents, per_intent)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="nlu-bert-confidence-") as folder:
-            component = train(train_file, config, Path(folder))
+            component = train(train_examples, config, Path(folder))
             report = component_report(component)
-            r = measure(component, examples(test_file), oos, GPT2_THRESHOLD)
+            r = measure(component, test, oos, GPT2_THRESHOLD)
         r.update(
+            train_examples=len(train_examples),
             train_seconds=round(time.perf_counter() - started, 1),
             train_report=report,
             oos_sizes={k: len(v) for k, v in oos.items()},
+            command=f"nice -n 10 .venv/bin/python -m benchmarks.confidence --datasets {spec}"
+            + (f" --config '{args.config}'" if args.config != "{}" else ""),
         )
-        results[name] = r
-        log(
-            f"{name}: "
-            + json.dumps(
-                {k: v for k, v in r.items() if not k.startswith(("reliability", "train_report"))}, ensure_ascii=False
-            )
-        )
+        results[spec] = r
+        log(f"{spec}: " + json.dumps({k: v for k, v in r.items() if not k.startswith(("reliability", "train_report"))}, ensure_ascii=False))  # fmt: skip
         del component
-    command = "nice -n 10 .venv/bin/python -m benchmarks.confidence --datasets " + " ".join(args.datasets)
-    if args.max_train:
-        command += f" --max-train {args.max_train}"
-    markdown = f"# Confidence benchmark\n\n`{command}`\n\n{table(results)}\n"
-    json_path, md_path = write_results("confidence", {"command": command, "datasets": results}, markdown, args.out)
-    reliability_plot(results, args.plot)
+    stored = args.out / "confidence.json"  # read at the end: a run of other sets may have written it meanwhile
+    results = {**(json.loads(stored.read_text())["datasets"] if stored.exists() else {}), **results}
+    results = dict(sorted(results.items(), key=lambda kv: (":" in kv[0], kv[0])))
+    commands = "\n".join(f"- `{r['command']}`" for r in results.values())
+    markdown = f"# Confidence benchmark\n\n{commands}\n\n{table(results)}\n"
+    json_path, md_path = write_results("confidence", {"datasets": results}, markdown, args.out)
+    full_sets = {k: v for k, v in results.items() if ":" not in k}
+    if full_sets:
+        reliability_plot(full_sets, args.plot)
     print(markdown)
     log(f"wrote {json_path}, {md_path}, {args.plot}")
+
+
+def small_bot(
+    train: List[Any], test: List[Any], intents: int, per_intent: int
+) -> Tuple[List[Any], List[Any], List[str]]:
+    """A small bot cut from a public set: ``intents`` random intents, ``per_intent`` random examples of each; the
+    test texts of the other intents are out of scope for it (seeded, the same cut each run)."""
+    rng = random.Random(0)
+    labels = sorted({m.get("intent") for m in train})
+    rng.shuffle(labels)
+    keep = set(labels[:intents])
+    by_intent: Dict[str, List[Any]] = {}
+    for m in train:
+        if m.get("intent") in keep:
+            by_intent.setdefault(m.get("intent"), []).append(m)
+    small = []
+    for intent in sorted(by_intent):
+        rng.shuffle(by_intent[intent])
+        small += by_intent[intent][:per_intent]
+    others = [m.get("text").strip() for m in test if m.get("intent") not in keep]
+    return small, [m for m in test if m.get("intent") in keep], others
 
 
 def component_report(component: Any) -> Dict[str, Any]:
@@ -218,19 +261,6 @@ def component_report(component: Any) -> Dict[str, Any]:
     with component._model_storage.read_from(component._resource) as folder:
         report = archive.read_report(Path(folder)).get("confidence", {})
     return {k: v for k, v in report.items() if not k.startswith("reliability")}
-
-
-def subsample(train_file: Path, n: int, folder: Path) -> Path:
-    import random
-
-    from rasa.shared.nlu.training_data.training_data import TrainingData
-
-    kept = examples(train_file)
-    random.Random(0).shuffle(kept)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = folder / "train.yml"
-    TrainingData(training_examples=kept[:n]).persist_nlu(str(out))
-    return out
 
 
 if __name__ == "__main__":

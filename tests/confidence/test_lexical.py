@@ -8,7 +8,7 @@ from typing import List, Tuple
 import numpy as np
 import pytest
 
-from nlu_bert.confidence.lexical import FILE, Ensemble, LexicalModel, fit_ensemble, fit_weights
+from nlu_bert.confidence.lexical import DEFAULT_WEIGHTS, FILE, LexicalModel, fit_ensemble, fit_weights
 
 from nlu_testing import TINY_BOT
 
@@ -44,7 +44,7 @@ def test_weights_follow_the_informative_model() -> None:
     assert w_noise < 0.05 and w_informative > 0.5
 
 
-def test_fit_ensemble_weights_come_from_held_out_examples() -> None:
+def test_fit_ensemble_checks_the_default_weights_on_a_few_held_out_examples() -> None:
     held_out = [0, 12, 24, 36]
     lines: List[str] = []
     calls: List[Tuple[str, ...]] = []
@@ -55,9 +55,20 @@ def test_fit_ensemble_weights_come_from_held_out_examples() -> None:
 
     ensemble, held = fit_ensemble(TEXTS, IDS, held_out, len(LABELS), bert, lines.append)
     assert calls == [tuple(TEXTS[i] for i in held_out)] and held.shape == (4, len(LABELS))
-    assert "held-out examples" in lines[0] and isinstance(ensemble, Ensemble)
+    assert ensemble.weights == DEFAULT_WEIGHTS and "default (fitted from 50), checked on 4 held-out" in lines[0]
     combined = ensemble.combine(np.zeros((1, len(LABELS))), ["查一下我的订单"])
     assert LABELS[int(combined.argmax())] == "check_order"
+
+
+def test_enough_held_out_examples_fit_the_weights() -> None:
+    texts = [f"{a}{t}" for t in TEXTS for a in ("", "请问", "麻烦")]
+    ids = [i for i in IDS for _ in range(3)]
+    held_out = list(range(0, len(texts), 2))  # 72 held out
+    lines: List[str] = []
+    bert = lambda ts: np.zeros((len(ts), len(LABELS)))  # noqa: E731 - a BERT that knows nothing
+    ensemble, held = fit_ensemble(texts, ids, held_out, len(LABELS), bert, lines.append)
+    assert "fitted on 72 held-out examples" in lines[0] and ensemble.weights != DEFAULT_WEIGHTS
+    assert held.shape == (72, len(LABELS))
 
 
 def test_nothing_held_out_uses_the_default_weights() -> None:
