@@ -77,7 +77,7 @@ def measure(component: Any, test: Sequence[Any], oos: Dict[str, List[str]], gpt2
     labels = np.array([component.labels.index(m.get("intent")) for m in test])
     logits = component.served.logits(texts)
     plain = softmax(logits, axis=-1)
-    served = component.confidences(texts)
+    served = component.confidence(logits, texts)
     right = served.scaled.argmax(-1) == labels
     result: Dict[str, Any] = {
         "test_examples": len(texts),

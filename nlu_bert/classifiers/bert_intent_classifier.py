@@ -36,9 +36,8 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 from nlu_bert import archive, backbones, onnx_tools
 from nlu_bert.archive import ModelArchiveError  # noqa: F401 - the error this component raises for a bad archive
 from nlu_bert.bert import native, predictors
-from nlu_bert.confidence import fitting, lexical
-from nlu_bert.confidence.scorer import META_KEY as CONFIDENCE_KEY
-from nlu_bert.confidence.scorer import ConfidenceModel, Confidences
+from nlu_bert.confidence import fitting
+from nlu_bert.confidence.scorer import ConfidenceModel
 from nlu_bert.config import ConfigChecker, DefaultsBlock, merge_blocks, rename_old_keys
 from nlu_bert.hardware import return_freed_memory
 from nlu_bert.version import __version__
@@ -96,18 +95,13 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             # Only the `torch` inference backend stores them; `onnxruntime` stores its ONNX graph instead,
             # `native` its int8 weights with the other tensors in this dtype.
             "save_dtype": "float16",
-            # Confidences (docs/confidence.md). calibrate: fit a temperature on the validation split so that
-            # a confidence of 0.8 is right about 80% of the time (needs 50 held-out examples; else 1, logged).
+            # Confidences (docs/confidence.md): a temperature fitted on the validation split (>= 50 examples);
+            # confidences fall to 0 below the energy of this lowest share of held-out examples (0 = off);
+            # messages without a CJK character, letter or digit get 0; a TF-IDF model stacked with BERT (auto:
+            # on for `scratch` only).
             "calibrate": True,
-            # Out-of-scope: confidences fall linearly to 0 for messages whose energy (logsumexp of the logits)
-            # is below that of this share of the held-out in-scope examples (0 = off). On the public sets 0.2
-            # sent most out-of-scope messages under FallbackClassifier's 0.3 and kept ~94% of right answers.
             "out_of_scope_quantile": 0.2,
-            # Messages without a CJK character, letter or digit (emoji, punctuation only) get confidence 0.
             "no_content_rule": True,
-            # A TF-IDF (character 1-4-grams in jieba words) logistic regression beside BERT, its log-probabilities
-            # added to BERT's logits with weights fitted on the validation split: `auto` (on for `scratch` only,
-            # where it measured more accurate than either alone), true, false.
             "lexical_model": "auto",
             # `scratch` backbone size: hidden width, layers, attention heads.
             "scratch_hidden_size": 256,
@@ -174,8 +168,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         self.served: Any = None  # nlu_bert.bert.serving.ServedModel: what predicts, once trained or loaded
         self.meta: Dict[str, Any] = {}
         self._resolved_backend: Optional[str] = None  # what `inference.backend` auto became for this model
-        self.confidence = ConfidenceModel()  # temperature, out-of-scope factor (nlu_bert.confidence)
-        self.lexical: Optional[lexical.Ensemble] = None  # the TF-IDF model beside BERT, where configured
+        self.confidence = ConfidenceModel()  # temperature, out-of-scope factor, lexical model (nlu_bert.confidence)
 
     @property
     def predictor(self) -> Optional[predictors.Predictor]:
@@ -204,10 +197,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         check.choice("device", list(backbones.DEVICES))
         check.integer("ranking_length", 0)
         check.choice("save_dtype", ["float32", "float16"])
-        check.choice("calibrate", [True, False])
-        check.number("out_of_scope_quantile", 0, 0.5)
-        check.choice("no_content_rule", [True, False])
-        check.choice("lexical_model", ["auto", True, False])
+        fitting.check_config(check)
         check.scratch_sizes()
         check.integer("scratch_mlm_epochs", 0)
         check.choice("ngram_features", ["auto", True, False])
@@ -283,26 +273,10 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             report["served_agreement"] = training.served_agreement(
                 COMPONENT, trained, self.served.logits, served_as, batch_size
             )
-        held_out, held_logits = trained.check_idx[: trained.report["validation_examples"]], None
-        if lexical.enabled(self.config):
-            self.lexical, held_logits = lexical.fit_ensemble(
-                trained.texts, trained.label_ids, held_out, len(self.labels), self.served.logits, self._log
-            )
-            self.meta[lexical.META_KEY] = self.lexical.to_meta()
-        self.confidence, report["confidence"] = fitting.fit_held_out(
-            trained.texts, trained.label_ids, held_out, self._logits, self.config, self._log, held_logits
-        )
-        self.meta[CONFIDENCE_KEY] = self.confidence.to_meta()
+        self.confidence, report["confidence"] = fitting.fit_trained(trained, self.served.logits, self.config)
         with self._model_storage.write_to(self._resource) as folder:
-            archive.write_meta(Path(folder), COMPONENT, self.meta)
-            archive.write_report(Path(folder), report)
-            if self.lexical is not None:
-                self.lexical.save(Path(folder))
+            self.meta = self.confidence.write(Path(folder), self.meta, report)
         return self._resource
-
-    @staticmethod
-    def _log(line: str) -> None:
-        logger.info(f"{COMPONENT}: {line}")
 
     # ------------------------------------------------------------------ persistence
     @property
@@ -338,12 +312,11 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         if self._backend == predictors.AUTO:  # a model given to a component that did not train it
             self._resolve_backend(self.model.encoder.config.to_dict())
         backend, precision, save_dtype = self._backend, self._precision, self.config["save_dtype"]
-        meta = {k: v for k, v in self.meta.items() if k != lexical.META_KEY or self.lexical is not None}
+        meta = {**self.meta, **self.confidence.to_meta()}
         try:
             with self._model_storage.write_to(self._resource) as folder:
                 write_model(Path(folder), self.model, self.tokenizer, backend, precision, save_dtype, meta)
-                if self.lexical is not None:
-                    self.lexical.save(Path(folder))
+                self.confidence.save_files(Path(folder))
                 if report is not None:
                     archive.write_report(Path(folder), report)
         except (OSError, SafetensorError) as e:
@@ -403,8 +376,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         inference, batch_size = self.config["inference"], self.config["batch_size"]
         self.served = serving.load(folder, meta, backend, precision, inference, device, batch_size)
         self.labels, self.meta = self.served.labels, meta
-        self.confidence = ConfidenceModel.from_meta(meta, no_content_rule=self.config["no_content_rule"])
-        self.lexical = lexical.load(folder, meta)
+        self.confidence = ConfidenceModel.from_meta(meta, self.config["no_content_rule"], folder)
 
     def _serving_backend(self, meta: Dict[str, Any]) -> Tuple[str, str]:
         """The configured backend (for `auto`: the one the archive was made for), except for archives written
@@ -435,26 +407,14 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             if self.served is None and todo:
                 logger.debug(f"{COMPONENT}: not trained; no intent predicted.")
             return messages
-        confidences = self.confidences([texts[i] for i in todo])
-        ranking_length = self.config["ranking_length"] or len(self.labels)
-        for row, order_by, i in zip(confidences.scaled, confidences.probabilities, todo):
-            order = np.argsort(-order_by, kind="stable")[:ranking_length]
-            ranking = [{"name": self.labels[j], "confidence": float(row[j])} for j in order]
+        batch = [texts[i] for i in todo]
+        confidences = self.confidence(self.served.logits(batch), batch)
+        for ranking, i in zip(confidences.rankings(self.labels, self.config["ranking_length"]), todo):
             messages[i].set(INTENT, dict(ranking[0]), add_to_output=True)
             messages[i].set(INTENT_RANKING_KEY, ranking, add_to_output=True)
         return messages
 
-    def predict_proba(self, texts: List[str]) -> np.ndarray:
-        """The intents' confidences (columns in the order of ``self.labels``) for non-empty texts: the calibrated
-        softmax × the out-of-scope factor, so a row sums to at most 1 (docs/confidence.md)."""
-        return self.confidences(texts).scaled
-
-    def confidences(self, texts: List[str]) -> Confidences:
+    def predict_proba(self, texts: List[str]) -> np.ndarray:  # intents' confidences, columns as in self.labels
         if self.served is None:
             raise RasaException(f"{COMPONENT}: the model is not trained; train it with `rasa train` first.")
-        return self.confidence(self._logits(texts), texts)
-
-    def _logits(self, texts: List[str]) -> np.ndarray:
-        """BERT's logits, with the lexical model's log-probabilities added where the archive has one."""
-        logits = self.served.logits(texts)
-        return self.lexical.combine(logits, texts) if self.lexical is not None else logits
+        return self.confidence(self.served.logits(texts), texts).scaled

@@ -4,13 +4,16 @@ reliability bins, a check on synthetic negatives, and the fallback thresholds re
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+import logging
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 from scipy.special import softmax
 
-from nlu_bert.confidence import calibration, out_of_scope
+from nlu_bert.confidence import calibration, lexical, out_of_scope
 from nlu_bert.confidence.scorer import ConfidenceModel, Confidences
+
+logger = logging.getLogger(__name__)
 
 MIN_CALIBRATION_EXAMPLES = 50  # fewer held-out examples: temperature 1 (a fit on a handful is noise)
 MIN_REFERENCE_EXAMPLES = 10  # fewer: no out-of-scope factor
@@ -160,20 +163,27 @@ def _pct(x: Any) -> str:
 def fit_held_out(
     texts: Sequence[str],
     label_ids: Sequence[int],
+    num_labels: int,
     held_out: Sequence[int],
     logits_of: Logits,
     config: Mapping[str, Any],
     log: Callable[[str], None],
-    held_logits: Optional[np.ndarray] = None,
 ) -> Tuple[ConfidenceModel, Dict[str, Any]]:
-    """Everything of this module for a freshly trained classifier: ``held_out`` indexes the examples of ``texts``
-    it never trained on, ``logits_of`` is the served model (so the fit sees the logits `rasa run` computes);
-    ``held_logits``, when given, are the held-out examples' logits (else ``logits_of`` computes them)."""
+    """Everything of this package for a freshly trained classifier: ``held_out`` indexes the examples of ``texts``
+    it never trained on, ``logits_of`` is the served BERT (so the fit sees the logits `rasa run` computes). With
+    `lexical_model`, the TF-IDF model is fitted first and everything after it sees the combined logits."""
     held_texts = [texts[i] for i in held_out]
     labels = np.asarray([label_ids[i] for i in held_out], dtype=np.int64)
-    if held_logits is None:
-        held_logits = logits_of(held_texts) if held_texts else np.zeros((0, 1))
-    logits = held_logits
+    ensemble = None
+    if lexical.enabled(config):
+        ensemble, logits = lexical.fit_ensemble(texts, label_ids, held_out, num_labels, logits_of, log)
+        bert_logits_of = logits_of
+
+        def logits_of(batch: List[str]) -> np.ndarray:
+            return ensemble.combine(bert_logits_of(batch), batch)
+
+    else:
+        logits = logits_of(held_texts) if held_texts else np.zeros((0, 1))
     model, report = fit(
         logits,
         labels,
@@ -186,4 +196,25 @@ def fit_held_out(
         report["recommended_thresholds"] = recommend_thresholds(model(logits, held_texts), labels, log)
     if model.energy_reference:
         report["synthetic_negatives"] = check_negatives(model, logits_of, texts, int(config["random_seed"]))
+    model.ensemble = ensemble  # last: the logits above were combined already
     return model, report
+
+
+def fit_trained(trained: Any, logits_of: Logits, config: Mapping[str, Any]) -> Tuple[ConfidenceModel, Dict[str, Any]]:
+    """:func:`fit_held_out` for BertIntentClassifier's ``nlu_bert.bert.training.TrainedIntentModel``: its validation
+    examples are the held-out ones; the lines are logged as the component's."""
+    from nlu_bert.archive import BERT
+
+    def log(line: str) -> None:
+        logger.info(f"{BERT}: {line}")
+
+    held_out = trained.check_idx[: trained.report["validation_examples"]]
+    return fit_held_out(trained.texts, trained.label_ids, len(trained.labels), held_out, logits_of, config, log)
+
+
+def check_config(check: Any) -> None:
+    """The component's confidence keys, with its ``nlu_bert.config.ConfigChecker``."""
+    check.boolean("calibrate")
+    check.number("out_of_scope_quantile", 0, 0.5)
+    check.boolean("no_content_rule")
+    check.choice("lexical_model", ["auto", True, False])

@@ -170,13 +170,11 @@ def enabled(config: Any) -> bool:
     return is_scratch(config["model"]) if setting == "auto" else bool(setting)
 
 
-def load(folder: Path, meta: Any) -> Any:
-    """The archive's ensemble, or None where it has none (trained without it, or before it existed)."""
+def load(folder: Path, stored: dict) -> "Ensemble":
+    """The archive's ensemble (``stored``: its settings in meta.json); a missing or damaged file is a
+    ModelArchiveError."""
     from nlu_bert import archive
 
-    stored = meta.get(META_KEY)
-    if not isinstance(stored, dict):
-        return None
     archive.require_files(folder, archive.BERT, [FILE])
     try:
         return Ensemble.load(folder, stored)

@@ -1,16 +1,17 @@
 """What the intent classifier does with its logits at predict time, whichever backend computed them: the stored
-temperature, the out-of-scope factor and the no-content rule. Archives without these settings (trained before
+temperature, the out-of-scope factor, the no-content rule and the lexical model. Archives without these settings (trained before
 them, or by a bot too small to fit them) are served as before: temperature 1, no factor."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy.special import softmax
 
-from nlu_bert.confidence import content, out_of_scope
+from nlu_bert.confidence import content, lexical, out_of_scope
 
 META_KEY = "confidence"  # the settings' key in the component's meta.json
 
@@ -25,32 +26,66 @@ class Confidences:
         """What the intents' confidences are: probability × in-scope factor."""
         return self.probabilities * self.in_scope[:, None]
 
+    def rankings(self, labels: Sequence[str], length: int = 0) -> List[List[Dict[str, Any]]]:
+        """Per message, Rasa's ``intent_ranking``: the ``length`` (0 = all) most probable intents with their
+        confidences (ordered by probability: a factor of 0 keeps the order)."""
+        scaled, length = self.scaled, length or len(labels)
+        orders = np.argsort(-self.probabilities, axis=-1, kind="stable")[:, :length]
+        return [[{"name": labels[j], "confidence": float(row[j])} for j in order] for row, order in zip(scaled, orders)]
+
 
 @dataclass
 class ConfidenceModel:
     temperature: float = 1.0
     energy_reference: List[float] = field(default_factory=list)  # empty: no out-of-scope factor
     no_content_rule: bool = True
+    ensemble: Optional[lexical.Ensemble] = None  # the TF-IDF model beside BERT, where trained with one
 
     @classmethod
-    def from_meta(cls, meta: Mapping[str, Any], no_content_rule: bool = True) -> "ConfidenceModel":
+    def from_meta(
+        cls, meta: Mapping[str, Any], no_content_rule: bool = True, folder: Optional[Path] = None
+    ) -> "ConfidenceModel":
+        """The settings of an archive's meta.json; its lexical model is read from ``folder`` where it has one."""
         stored: Optional[Mapping[str, Any]] = meta.get(META_KEY)
         if not isinstance(stored, Mapping):
             return cls(no_content_rule=no_content_rule)
+        ensemble = stored.get(lexical.META_KEY)
         return cls(
             temperature=float(stored.get("temperature") or 1.0),
             energy_reference=[float(x) for x in stored.get("energy_reference") or []],
             no_content_rule=no_content_rule,
+            ensemble=lexical.load(folder, ensemble) if isinstance(ensemble, dict) and folder is not None else None,
         )
 
     def to_meta(self) -> Dict[str, Any]:
-        return {
+        """``{"confidence": ...}`` for meta.json."""
+        stored: Dict[str, Any] = {
             "temperature": round(self.temperature, 6),
             "energy_reference": [round(x, 6) for x in self.energy_reference],
         }
+        if self.ensemble is not None:
+            stored[lexical.META_KEY] = self.ensemble.to_meta()
+        return {META_KEY: stored}
+
+    def write(self, folder: Path, meta: Dict[str, Any], report: Dict[str, Any]) -> Dict[str, Any]:
+        """Into a trained classifier's archive folder: these settings into its meta.json, the training report, the
+        lexical model's file; returns the new meta."""
+        from nlu_bert import archive
+
+        meta = archive.write_meta(folder, archive.BERT, {**meta, **self.to_meta()})
+        archive.write_report(folder, report)
+        self.save_files(folder)
+        return meta
+
+    def save_files(self, folder: Path) -> None:
+        if self.ensemble is not None:
+            self.ensemble.save(folder)
 
     def __call__(self, logits: np.ndarray, texts: Sequence[str]) -> Confidences:
+        """Confidences from BERT's logits (the lexical model's log-probabilities added first, where there is one)."""
         logits = np.asarray(logits, dtype=np.float64)
+        if self.ensemble is not None:
+            logits = self.ensemble.combine(logits, texts)
         probabilities = softmax(logits / self.temperature, axis=-1)
         factor = out_of_scope.in_scope_factor(out_of_scope.energy(logits, self.temperature), self.energy_reference)
         if self.no_content_rule:

@@ -77,8 +77,8 @@ def test_every_backend_serves_the_stored_temperature_and_factor(trained: Tuple[A
     loaded = BertIntentClassifier.load(config, storage, resource, make_context())
     meta, _ = stored(storage, resource)
     texts = ["我的订单到哪了", "今天天气怎么样", "随便聊聊吧"]
-    w_bert, w_lexical = meta["lexical"]["weights"]
-    logits = w_bert * loaded.served.logits(texts) + w_lexical * loaded.lexical.model.log_proba(texts)
+    w_bert, w_lexical = meta["confidence"]["lexical"]["weights"]
+    logits = w_bert * loaded.served.logits(texts) + w_lexical * loaded.confidence.ensemble.model.log_proba(texts)
     t, ref = meta["confidence"]["temperature"], meta["confidence"]["energy_reference"]
     expected = softmax(logits / t, axis=-1) * out_of_scope.in_scope_factor(out_of_scope.energy(logits, t), ref)[:, None]
     assert np.allclose(loaded.predict_proba(texts), expected)
@@ -95,12 +95,12 @@ def test_archive_without_confidence_settings_loads_with_temperature_one(
     component, storage, resource, config = trained
     with storage.read_from(resource) as folder:
         meta = json.loads((Path(folder) / archive.META_FILE).read_text())
-        meta.pop("confidence"), meta.pop("lexical")
+        meta.pop("confidence")
         (Path(folder) / archive.META_FILE).write_text(json.dumps(meta))
     try:
         old = BertIntentClassifier.load(config, storage, resource, make_context())
         texts = ["我要退款", "明天见"]
-        assert old.lexical is None
+        assert old.confidence.ensemble is None
         assert np.allclose(old.predict_proba(texts), softmax(old.served.logits(texts), axis=-1))
     finally:
         with storage.read_from(resource) as folder:

@@ -95,7 +95,7 @@ def test_stored_settings_scale_by_temperature_and_factor_and_zero_out_no_content
 
 def test_round_trip_through_meta() -> None:
     model = ConfidenceModel(temperature=1.7, energy_reference=[1.0, 2.0, 3.0])
-    again = ConfidenceModel.from_meta({"confidence": model.to_meta()})
+    again = ConfidenceModel.from_meta(model.to_meta())
     assert again.temperature == pytest.approx(1.7) and again.energy_reference == [1.0, 2.0, 3.0]
 
 
