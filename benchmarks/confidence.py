@@ -73,6 +73,8 @@ def ece(probabilities: np.ndarray, labels: np.ndarray) -> float:
 def measure(component: Any, test: Sequence[Any], oos: Dict[str, List[str]], gpt2_threshold: float) -> Dict[str, Any]:
     from nlu_bert.confidence.calibration import expected_calibration_error, reliability_bins
 
+    unknown = sum(m.get("intent") not in component.labels for m in test)  # SMP2019: 3 test texts of 3 intents
+    test = [m for m in test if m.get("intent") in component.labels]
     texts = [m.get("text").strip() for m in test]
     labels = np.array([component.labels.index(m.get("intent")) for m in test])
     logits = component.served.logits(texts)
@@ -81,6 +83,7 @@ def measure(component: Any, test: Sequence[Any], oos: Dict[str, List[str]], gpt2
     right = served.scaled.argmax(-1) == labels
     result: Dict[str, Any] = {
         "test_examples": len(texts),
+        "test_examples_of_intents_not_trained": unknown,
         "accuracy": round(float(right.mean()), 4),
         "accuracy_before": round(float((plain.argmax(-1) == labels).mean()), 4),
         "temperature": round(component.confidence.temperature, 3),
