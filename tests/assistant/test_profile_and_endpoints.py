@@ -120,7 +120,7 @@ def test_production_endpoints_postgres_and_redis(monkeypatch) -> None:
         monkeypatch.setenv(key, value)
     endpoints = AvailableEndpoints.read_endpoints(str(REPO_ROOT / "rasa_project" / "endpoints.production.yml"))
     assert endpoints.action.url == "http://actions:5055/webhook"
-    assert endpoints.tracker_store.type == "SQL"
+    assert endpoints.tracker_store.type == "nlu_bert.tracker_store.ResilientSQLTrackerStore"
     assert endpoints.tracker_store.kwargs["dialect"] == "postgresql"
     assert endpoints.tracker_store.url == "db"
     assert endpoints.lock_store.type == "redis"

@@ -1,0 +1,93 @@
+"""Rasa's SQL tracker store, made safe for a database that restarts.
+
+Rasa 3.6 wraps every tracker store in a ``FailSafeTrackerStore``: when a read fails it answers "no such
+conversation", and when a write fails it keeps the tracker in the memory of that one process. After a
+PostgreSQL restart, every pooled connection of every `rasa run` process is dead, so the next message of
+each conversation is read as a new conversation and its turn is kept nowhere the other processes can see.
+
+``ResilientSQLTrackerStore`` (``type: nlu_bert.tracker_store.ResilientSQLTrackerStore`` in endpoints.yml,
+with the same keys as Rasa's ``type: SQL``) changes two things:
+
+* every connection is checked before use (SQLAlchemy's ``pool_pre_ping``), so the dead connections of a
+  restarted server are replaced instead of failing a message;
+* a read or write that fails because the database cannot be reached is tried again, with a growing pause,
+  for up to ``retry_seconds`` (default 30): a message that arrives while the database restarts waits for
+  it, and is then handled against the whole conversation. Only after that does Rasa's fallback apply.
+
+Everything else (tables, queries, sessions, ``SQL_POOL_SIZE`` / ``SQL_MAX_OVERFLOW``, ``login_db``) is Rasa's.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable, Iterable, Optional, Text, TypeVar
+
+import sqlalchemy as sa
+from rasa.core.tracker_store import SQLTrackerStore, create_engine_kwargs
+from rasa.shared.core.trackers import DialogueStateTracker
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DEFAULT_RETRY_SECONDS = 30.0
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """True for errors that mean "the database cannot be reached now" (worth waiting for), not a bad query."""
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError))
+
+
+class ResilientSQLTrackerStore(SQLTrackerStore):
+    """``SQLTrackerStore`` with pre-pinged connections and bounded retries while the database is unreachable."""
+
+    def __init__(self, *args: Any, retry_seconds: float = DEFAULT_RETRY_SECONDS, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_seconds = float(retry_seconds)
+        # Rasa's engine (re-made without its pool settings when `login_db` is used), made again with them and
+        # with every connection checked before use.
+        url = self.engine.url
+        self.engine.dispose()
+        self.engine = sa.create_engine(url, pool_pre_ping=True, **create_engine_kwargs(url))
+        self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
+
+    async def _with_retries(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + self.retry_seconds
+        pause = 0.2
+        while True:
+            try:
+                return await operation()
+            except Exception as error:  # noqa: BLE001 - only unreachable-database errors are retried
+                if not is_unreachable(error) or time.monotonic() + pause > deadline:
+                    raise
+                logger.warning(
+                    f"Tracker store: {what} failed, the database is unreachable ({type(error).__name__}: "
+                    f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}); trying again in "
+                    f"{pause:.1f} s (for up to {self.retry_seconds:g} s in all)."
+                )
+                self.engine.dispose()  # drop every pooled connection: they all point at the old server
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    async def _retrieve(self, sender_id: Text, fetch_events_from_all_sessions: bool) -> Optional[DialogueStateTracker]:
+        parent = super()._retrieve
+        return await self._with_retries(f"reading conversation '{sender_id}'", lambda: parent(sender_id, fetch_events_from_all_sessions))
+
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        await self.stream_events(tracker)  # once: a retried write must not publish its events again
+        await self._with_retries(f"saving conversation '{tracker.sender_id}'", lambda: self._write(tracker))
+
+    async def _write(self, tracker: DialogueStateTracker) -> None:
+        """Rasa's save without its streaming (done above). Nothing else runs on the event loop meanwhile: with no
+        broker, Rasa's ``stream_events`` returns without suspending, and the rest of its save is synchronous."""
+        broker, self.event_broker = self.event_broker, None
+        try:
+            await super().save(tracker)
+        finally:
+            self.event_broker = broker
+
+    async def keys(self) -> Iterable[Text]:
+        parent = super().keys
+        return await self._with_retries("listing conversations", parent)
