@@ -2,6 +2,8 @@
 # The serving image: `rasa run` with nlu-bert's components, and the action server (the same image with
 # another command, see docker-compose.yml). The base package only: no torch, no transformers. A model
 # trained with the default inference backends is served by onnxruntime and nlu-bert's native kernel.
+# One compute thread per process (OMP_NUM_THREADS, TF_*_PARALLELISM_THREADS): scale with processes, one or
+# two per core, not with threads (docs/deploy.md).
 #
 #   docker build -f deploy/serve.Dockerfile -t nlu-bert-serve .          (from the repository root)
 ARG PYTHON_IMAGE=python:3.10-slim-bookworm
@@ -38,6 +40,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     TOKENIZERS_PARALLELISM=false \
     TF_CPP_MIN_LOG_LEVEL=3 \
     OMP_NUM_THREADS=1 \
+    TF_INTRA_OP_PARALLELISM_THREADS=1 \
+    TF_INTER_OP_PARALLELISM_THREADS=1 \
     RASA_TELEMETRY_ENABLED=false \
     SQLALCHEMY_SILENCE_UBER_WARNING=1 \
     MALLOC_MMAP_THRESHOLD_=131072 \

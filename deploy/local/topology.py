@@ -51,8 +51,9 @@ def server_env(threads: int = 1, **extra: str) -> Dict[str, str]:
         HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TF_CPP_MIN_LOG_LEVEL="3",
         RASA_TELEMETRY_ENABLED="false", SQLALCHEMY_SILENCE_UBER_WARNING="1", PYTHONWARNINGS="ignore",
     )
-    if threads > 0:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if threads > 0:  # several workers share the cores: each computes on `threads` of them
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                   TF_INTRA_OP_PARALLELISM_THREADS=str(threads), TF_INTER_OP_PARALLELISM_THREADS=str(threads))
     env.update(extra)
     return env
 
@@ -86,10 +87,10 @@ class Worker(Service):
     """One `rasa run` worker: the HTTP API, the assistant's channels, endpoints.production.yml."""
 
     def __init__(self, index: int, model: Path, folder: Path, env: Dict[str, str], endpoints: Path, credentials: Path,
-                 auth_token: Optional[str] = None) -> None:
+                 auth_token: Optional[str] = None, module: str = "rasa") -> None:
         self.index, self.port = index, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [PYTHON, "-m", "rasa", "run", "--enable-api", "--model", str(model), "--endpoints", str(endpoints),
+        args = [PYTHON, "-m", module, "run", "--enable-api", "--model", str(model), "--endpoints", str(endpoints),
                 "--credentials", str(credentials), "--port", str(self.port), "--interface", "127.0.0.1"]
         if auth_token:
             args += ["--auth-token", auth_token]
@@ -103,7 +104,7 @@ class Topology:
     def __init__(self, model: Path, workers: int = 2, folder: Optional[Path] = None, threads: int = 1,
                  lock_lifetime: int = LOCK_LIFETIME, endpoints: Path = ENDPOINTS, credentials: Path = CREDENTIALS,
                  auth_token: Optional[str] = None, worker_env: Optional[Dict[str, str]] = None,
-                 start_timeout: float = 300.0) -> None:
+                 start_timeout: float = 300.0, worker_module: str = "rasa") -> None:
         if workers < 1:
             raise TopologyError(f"workers must be ≥ 1, got {workers}")
         self.model, self.n_workers, self.threads = Path(model).resolve(), workers, threads
@@ -112,6 +113,7 @@ class Topology:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.lock_lifetime, self.endpoints, self.credentials = lock_lifetime, endpoints, credentials
         self.auth_token, self.worker_env, self.start_timeout = auth_token, dict(worker_env or {}), start_timeout
+        self.worker_module = worker_module  # `python -m <module> run ...`: rasa, or a wrapper of it
         self.postgres: Optional[Postgres] = None
         self.redis: Optional[Redis] = None
         self.actions: Optional[Service] = None
@@ -174,7 +176,8 @@ class Topology:
         )
 
     def _make_worker(self, index: int) -> Worker:
-        return Worker(index, self.model, self.folder, self.worker_environment(), self.endpoints, self.credentials, self.auth_token)
+        return Worker(index, self.model, self.folder, self.worker_environment(), self.endpoints, self.credentials,
+                      self.auth_token, self.worker_module)
 
     def stop(self) -> None:
         for service in [self.nginx, *reversed(self.workers), self.actions, self.redis]:
