@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import machine_info, markdown_table, write_results  # noqa: E402
+from benchmarks._common import git_state, machine_info, markdown_table, write_results  # noqa: E402
 from deploy.local.topology import Topology, sample_assistant_model  # noqa: E402
 
 # Answered by rules: 3 responses, 2 custom actions on the action server (action_product_info, action_list_coupons).
@@ -202,7 +202,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     late = (max(1, longest - 9), longest)
     result.update(
         args={"turns": args.turns, "repeat": args.repeat, "threads": args.threads},
-        machine=machine, model=str(model.relative_to(REPO) if model.is_relative_to(REPO) else model),
+        machine=machine, code=git_state(), model=str(model.relative_to(REPO) if model.is_relative_to(REPO) else model),
         summary=summarize(messages, (1, min(10, longest)), late),
         by_turn=by_turn([m for m in messages if m["length"] == longest], max(1, longest // 10)),
     )

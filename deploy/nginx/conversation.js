@@ -5,12 +5,14 @@
 //   2. the conversation id in the path of Rasa's HTTP API: /conversations/<id>/...;
 //   3. the `sender` of a JSON body posted to a channel webhook (/webhooks/<channel>/webhook: the REST
 //      channel, and every channel that names its sender the same way);
-//   4. otherwise the client's address: socket.io (its polling requests must reach the worker that holds
-//      the engine.io session, and the session id is not in the HTTP request), and anything else.
+//   4. socket.io: the client's address (its polling requests must reach the worker that holds the
+//      engine.io session, and the session id is not in the HTTP request);
+//   5. anything else (/model/parse, /status, a body without a sender): the request's own id, which spreads
+//      those requests over the workers.
 //
-// Conversation keys and address keys have different prefixes, so a sender id that looks like an address is
-// still a conversation. A body nginx had to write to a file (over client_body_buffer_size) or that is not
-// JSON falls back to the address: the request is served, only not necessarily by the same worker.
+// The three kinds of keys have different prefixes, so a sender id that looks like an address is still a
+// conversation. A body nginx had to write to a file (over client_body_buffer_size) or that is not JSON is
+// served as a request of no conversation.
 
 var CONVERSATION_PATH = /^\/conversations\/([^\/]+)(\/|$)/;
 
@@ -49,19 +51,20 @@ function key(r) {
         return 'conversation:' + header;
     }
     var uri = r.uri;
-    if (uri.indexOf('/socket.io/') !== 0) {
-        var match = CONVERSATION_PATH.exec(uri);
-        if (match) {
-            return 'conversation:' + match[1];
-        }
-        if (r.method === 'POST' && uri.indexOf('/webhooks/') === 0) {
-            var sender = senderOf(r);
-            if (sender !== null) {
-                return 'conversation:' + sender;
-            }
+    if (uri.indexOf('/socket.io/') === 0) {
+        return 'address:' + r.remoteAddress;
+    }
+    var match = CONVERSATION_PATH.exec(uri);
+    if (match) {
+        return 'conversation:' + match[1];
+    }
+    if (r.method === 'POST' && uri.indexOf('/webhooks/') === 0) {
+        var sender = senderOf(r);
+        if (sender !== null) {
+            return 'conversation:' + sender;
         }
     }
-    return 'address:' + r.remoteAddress;
+    return 'request:' + r.variables.request_id;
 }
 
 export default { key: key };

@@ -128,6 +128,8 @@ def test_nginx_upstream_lists_exactly_the_rasa_services() -> None:
     assert "hash $conversation_key consistent;" in conf
     assert "js_set $conversation_key conversation.key;" in conf
     assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent;" in conf
+    # a variable in proxy_pass is evaluated before nginx reads the body, and the key would never see the sender
+    assert re.findall(r"^\s*proxy_pass (\S+);", conf, flags=re.M) == ["http://rasa", "http://rasa"]
 
 
 def test_nginx_waits_longer_than_a_dead_workers_lock() -> None:

@@ -10,7 +10,6 @@ model ids.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
