@@ -70,7 +70,7 @@ def sample_assistant_model(model: Optional[Path] = None, out: Path = DEFAULT_MOD
     if not retrain and out.is_file() and all(p.stat().st_mtime <= out.stat().st_mtime for p in inputs):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    log = out.with_suffix(".train.log")
+    log = out.parent / (out.name.replace(".tar.gz", "") + ".train.log")
     print(f"[topology] training the sample assistant ({OFFLINE_CONFIG.name}) into {out} (log: {log}) ...", flush=True)
     with log.open("wb") as handle:
         result = subprocess.run(
