@@ -1,0 +1,174 @@
+"""IncrementalStatesTracker (nlu_bert/tracker_states.py) gives exactly Rasa's dialogue states, turn by turn.
+
+Each conversation grows one event at a time, as it does while it is served; at every length the tracker is
+rebuilt from copies of the events (as the tracker store does for each message) and its states are compared
+with ``Domain.states_for_tracker_history`` for every combination of the arguments the policies pass. The
+conversations: every story and rule of the sample assistant, and random ones with forms, slots, follow-up
+actions, rejected actions, rule-only turns, reverted utterances and actions, restarts and new sessions.
+"""
+from __future__ import annotations
+
+import copy
+import random
+from typing import Any, List
+
+import pytest
+from nlu_testing import REPO_ROOT
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import (
+    ActionExecuted,
+    ActionExecutionRejected,
+    ActionReverted,
+    ActiveLoop,
+    BotUttered,
+    FollowupAction,
+    Restarted,
+    SessionStarted,
+    SlotSet,
+    UserUttered,
+    UserUtteranceReverted,
+)
+from rasa.shared.core.trackers import DialogueStateTracker
+
+from nlu_bert.tracker_states import IncrementalStatesTracker, StatesCache
+
+ARGUMENTS = [(omit, ignore, rule_only) for omit in (False, True) for ignore in (False, True)
+             for rule_only in (None, {"rule_only_slots": ["requested_slot"], "rule_only_loops": ["return_form"]})]
+
+
+@pytest.fixture(scope="module")
+def domain() -> Domain:
+    return Domain.load(str(REPO_ROOT / "domain.yml"))
+
+
+def assert_same_states_while_growing(domain: Domain, events: List[Any], sender: str, cache: StatesCache, steps: List[int] = ()) -> None:
+    """At every length (or at the lengths ``steps`` give: several events at once, as a whole turn adds them)."""
+    slots = domain.slots
+    for length in steps or range(1, len(events) + 1):
+        reference = DialogueStateTracker.from_events(sender, copy.deepcopy(events[:length]), slots)
+        served = IncrementalStatesTracker.from_events_with_cache(sender, copy.deepcopy(events[:length]), slots, cache)
+        for omit, ignore, rule_only in ARGUMENTS:
+            expected = domain.states_for_tracker_history(reference, omit, ignore, rule_only)
+            got = served.past_states(domain, omit, ignore, rule_only)
+            assert got == expected, f"{sender}: {length} events, arguments {(omit, ignore, rule_only)}"
+
+
+def story_trackers(domain: Domain) -> List[DialogueStateTracker]:
+    from rasa.shared.core.generator import TrainingDataGenerator
+    from rasa.shared.importers.importer import TrainingDataImporter
+
+    importer = TrainingDataImporter.load_from_dict(
+        domain_path=str(REPO_ROOT / "domain.yml"), training_data_paths=[str(REPO_ROOT / "data" / n) for n in ("stories.yml", "rules.yml")]
+    )
+    return TrainingDataGenerator(importer.get_stories(), domain, augmentation_factor=0).generate()
+
+
+def test_the_sample_assistants_stories_and_rules(domain: Domain) -> None:
+    trackers = story_trackers(domain)
+    assert len(trackers) > 20
+    cache = StatesCache()
+    for index, tracker in enumerate(trackers):
+        assert_same_states_while_growing(domain, list(tracker.events), f"story-{index}", cache)
+    assert cache.hits > cache.misses  # most calls resumed
+
+
+def random_conversation(domain: Domain, rng: random.Random, turns: int) -> List[Any]:
+    intents = list(domain.intents)
+    actions = [a for a in domain.action_names_or_texts if a.startswith(("utter_", "action_")) and a != "action_listen"]
+    forms = list(domain.form_names)
+    events: List[Any] = [ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen")]
+    clock = 1000.0
+    for _ in range(turns):
+        clock += 1.0
+        intent = rng.choice(intents)
+        entities = [{"entity": "order_id", "value": "2405180031", "start": 0, "end": 10}] if rng.random() < 0.3 else []
+        events.append(UserUttered(f"text {rng.random():.6f}", {"name": intent, "confidence": 1.0}, entities, timestamp=clock))
+        kind = rng.random()
+        if kind < 0.07:
+            events.append(UserUtteranceReverted(timestamp=clock + 0.1))
+            continue
+        if kind < 0.10:
+            events.append(Restarted(timestamp=clock + 0.1))
+            events.append(ActionExecuted("action_listen", timestamp=clock + 0.2))
+            continue
+        if kind < 0.12:
+            events += [ActionExecuted("action_session_start", timestamp=clock + 0.1), SessionStarted(timestamp=clock + 0.2)]
+        for step in range(rng.randint(1, 3)):
+            t = clock + 0.1 * (step + 1)
+            choice = rng.random()
+            if choice < 0.15 and forms:
+                form = rng.choice(forms)
+                events += [ActionExecuted(form, timestamp=t), ActiveLoop(form, timestamp=t + 0.01), SlotSet("requested_slot", "order_id", timestamp=t + 0.02)]
+            elif choice < 0.25:
+                events += [ActionExecuted(rng.choice(forms) if forms else "action_listen", timestamp=t), ActiveLoop(None, timestamp=t + 0.01),
+                           SlotSet("requested_slot", None, timestamp=t + 0.02)]
+            elif choice < 0.32:
+                events.append(ActionExecutionRejected(rng.choice(actions), timestamp=t))
+            elif choice < 0.38:
+                events.append(FollowupAction(rng.choice(actions), timestamp=t))
+            elif choice < 0.44:
+                events += [ActionExecuted(rng.choice(actions), timestamp=t), ActionReverted(timestamp=t + 0.01)]
+            else:
+                events.append(ActionExecuted(rng.choice(actions), timestamp=t, hide_rule_turn=rng.random() < 0.3))
+                if rng.random() < 0.5:
+                    events.append(BotUttered(f"reply {rng.random():.6f}", timestamp=t + 0.01))
+                if rng.random() < 0.3:
+                    events.append(SlotSet(rng.choice([s.name for s in domain.slots]), rng.choice(["a", None, "status"]), timestamp=t + 0.02))
+        events.append(ActionExecuted("action_listen", timestamp=clock + 0.9))
+    return events
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_conversations_with_loops_reverts_and_restarts(domain: Domain, seed: int) -> None:
+    rng = random.Random(seed)
+    cache = StatesCache()
+    for index in range(3):
+        assert_same_states_while_growing(domain, random_conversation(domain, rng, 12), f"random-{seed}-{index}", cache)
+
+
+def test_a_long_conversation_is_replayed_from_where_it_stopped(domain: Domain) -> None:
+    """Turn after turn, each call replays only the new events (Rasa's replays them all, every time)."""
+    rng = random.Random(7)
+    events = random_conversation(domain, rng, 60)
+    events = [e for e in events if not isinstance(e, (UserUtteranceReverted, Restarted, ActionReverted))]
+    cache = StatesCache()
+    replayed: List[int] = []
+    original_update = DialogueStateTracker.update
+
+    def counting_update(self: DialogueStateTracker, event: Any, domain: Any = None) -> None:
+        replayed.append(1)
+        original_update(self, event, domain)
+
+    for length in range(10, len(events) + 1, 10):
+        served = IncrementalStatesTracker.from_events_with_cache("long", copy.deepcopy(events[:length]), domain.slots, cache)
+        replayed.clear()
+        DialogueStateTracker.update = counting_update
+        try:
+            served.past_states(domain, False, True, None)
+        finally:
+            DialogueStateTracker.update = original_update
+        if length > 10:
+            assert len(replayed) <= 10, f"{len(replayed)} events replayed at {length} events"
+
+
+def test_without_a_cache_it_is_rasas_tracker(domain: Domain) -> None:
+    events = random_conversation(domain, random.Random(3), 5)
+    tracker = IncrementalStatesTracker.from_events("plain", events, domain.slots)
+    assert tracker.past_states(domain) == domain.states_for_tracker_history(DialogueStateTracker.from_events("plain", events, domain.slots))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_whole_turns_at_once_and_conversations_sharing_an_id(domain: Domain, seed: int) -> None:
+    """A turn adds several events at once (a revert and what follows it can arrive together), and two
+    conversations under one id (two stories, or a conversation rewritten) must never resume each other."""
+    rng = random.Random(100 + seed)
+    cache = StatesCache()
+    conversations = [random_conversation(domain, rng, 10) for _ in range(2)] + [e.events for e in story_trackers(domain)[:6]]
+    for _ in range(3):
+        for events in conversations:
+            events = list(events)
+            steps, length = [], 0
+            while length < len(events):
+                length = min(len(events), length + rng.randint(1, 8))
+                steps.append(length)
+            assert_same_states_while_growing(domain, events, "shared-id", cache, steps)
