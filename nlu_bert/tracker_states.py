@@ -7,7 +7,9 @@ them. MemoizationPolicy, RulePolicy (twice) and TEDPolicy each do it, for each a
 of a message grows with the length of the conversation (benchmarks/results/message_profile.md).
 
 ``IncrementalStatesTracker`` computes the same states, and keeps per conversation where it stopped (the
-replayed tracker, the states so far, and the signature of the events they came from) in a ``StatesCache``.
+replayed tracker, the states so far, and the signature of the events they came from) in a ``StatesCache``;
+likewise the conversation's ``applied_events`` (its events without the reverted ones), which every policy
+asks for again.
 The next call, for the same conversation one turn later, checks that the events it was computed from are
 still the first events of the conversation (type, timestamp and content of each) and goes on from there:
 only the new events are replayed. Anything else (another conversation, an event reverted or rewritten, a restart)
@@ -28,7 +30,7 @@ from typing import Any, Dict, Hashable, List, Optional, Text, Tuple
 import rasa.shared.core.constants
 from rasa.shared.constants import DEFAULT_SENDER_ID
 from rasa.shared.core.domain import Domain, State
-from rasa.shared.core.events import ActionExecuted
+from rasa.shared.core.events import ActionExecuted, ActionReverted, ActiveLoop, Restarted, SessionStarted, UserUttered, UserUtteranceReverted
 from rasa.shared.core.trackers import DialogueStateTracker
 
 Signature = List[Tuple[Any, ...]]
@@ -51,10 +53,19 @@ class _Checkpoint:
         self.last_ml_action_sub_state, self.turn_was_hidden = last_ml_action_sub_state, turn_was_hidden
 
 
+class _AppliedCheckpoint:
+    """The events a conversation's events fold to (``applied_events``), after the events ``marks`` stand for."""
+
+    __slots__ = ("marks", "applied", "loop_names")
+
+    def __init__(self, marks: Signature, applied: List[Any], loop_names: frozenset) -> None:
+        self.marks, self.applied, self.loop_names = marks, applied, loop_names
+
+
 class StatesCache:
     """The checkpoints of the most recent ``size`` (conversation, arguments) pairs of one process."""
 
-    def __init__(self, size: int = 512) -> None:
+    def __init__(self, size: int = 2048) -> None:
         self.size = size
         self._entries: "OrderedDict[Hashable, _Checkpoint]" = OrderedDict()
         self._lock = threading.Lock()
@@ -89,9 +100,10 @@ def _freeze(value: Any) -> Hashable:
 
 
 class IncrementalStatesTracker(DialogueStateTracker):
-    """A ``DialogueStateTracker`` whose ``past_states`` resume from the previous call's checkpoint."""
+    """A ``DialogueStateTracker`` whose ``past_states`` and ``applied_events`` resume from the previous call."""
 
     states_cache: Optional[StatesCache] = None
+    _applied_memo: Optional[Tuple[Tuple[int, int, Optional[int]], List[Any]]] = None
 
     @classmethod
     def from_events_with_cache(cls, sender_id: Text, events: List[Any], slots: Any, cache: StatesCache) -> "IncrementalStatesTracker":
@@ -103,8 +115,49 @@ class IncrementalStatesTracker(DialogueStateTracker):
                     rule_only_data: Optional[Dict[Text, Any]] = None) -> List[State]:
         if self.states_cache is None:
             return super().past_states(domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
-        key = (id(domain), self.sender_id, omit_unset_slots, ignore_rule_only_turns, _freeze(rule_only_data))
+        key = ("states", id(domain), self.sender_id, omit_unset_slots, ignore_rule_only_turns, _freeze(rule_only_data))
         return resumable_states(self, domain, self.states_cache, key, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+
+    def applied_events(self) -> List[Any]:
+        """Rasa's ``applied_events``: once per state of this tracker (every policy asks), and for a conversation
+        one turn longer than last time, folding only its new events."""
+        if self.states_cache is None:
+            return super().applied_events()
+        events = self.events
+        memo_key = (id(events), len(events), id(events[-1]) if events else None)
+        if self._applied_memo is None or self._applied_memo[0] != memo_key:
+            self._applied_memo = (memo_key, resumable_applied_events(self, self.states_cache))
+        return list(self._applied_memo[1])
+
+
+def resumable_applied_events(tracker: DialogueStateTracker, cache: StatesCache) -> List[Any]:
+    """Rasa 3.6.21's ``DialogueStateTracker.applied_events``, resumed from the checkpoint of the same conversation
+    when its events start with the checkpoint's events and name no loop the checkpoint did not know."""
+    events = list(tracker.events)
+    marks: Signature = [_mark(event) for event in events]
+    loop_names = frozenset(event.name for event in events if isinstance(event, ActiveLoop) and event.name)
+    key = ("applied", tracker.sender_id)
+    checkpoint = cache.get(key)
+    if (checkpoint is not None and checkpoint.loop_names == loop_names and len(checkpoint.marks) <= len(marks)
+            and marks[: len(checkpoint.marks)] == checkpoint.marks):
+        start, applied = len(checkpoint.marks), list(checkpoint.applied)
+    else:
+        start, applied = 0, []
+    for event in events[start:]:
+        if isinstance(event, (Restarted, SessionStarted)):
+            applied = []
+        elif isinstance(event, ActionReverted):
+            tracker._undo_till_previous(ActionExecuted, applied)
+        elif isinstance(event, UserUtteranceReverted):
+            tracker._undo_till_previous(UserUttered, applied)
+            tracker._undo_till_previous(ActionExecuted, applied)
+        elif (isinstance(event, ActionExecuted) and event.action_name in loop_names
+              and not tracker._first_loop_execution_or_unhappy_path(event.action_name, applied)):
+            tracker._undo_till_previous_loop_execution(event.action_name, applied)
+        else:
+            applied.append(event)
+    cache.put(key, _AppliedCheckpoint(marks, list(applied), loop_names))
+    return applied
 
 
 def resumable_states(tracker: DialogueStateTracker, domain: Domain, cache: StatesCache, key: Hashable,
@@ -150,6 +203,8 @@ def resumable_states(tracker: DialogueStateTracker, domain: Domain, cache: State
         if isinstance(event, ActionExecuted):
             visit(replay, event.hide_rule_turn)
         replay.update(event)
-    cache.put(key, _Checkpoint(signature, copy.deepcopy(replay), list(states), last_ml_action_sub_state, turn_was_hidden))
+    # the replayed tracker itself is the checkpoint (nothing changes it from here on: the next call resumes from
+    # a copy of it)
+    cache.put(key, _Checkpoint(signature, replay, list(states), last_ml_action_sub_state, turn_was_hidden))
     visit(replay, False)  # the current state (Rasa's generator yields the replayed tracker once more at the end)
     return [_copy_state(state) for state in states]
