@@ -11,8 +11,9 @@ replayed tracker, the states so far, and the signature of the events they came f
 likewise the conversation's ``applied_events`` (its events without the reverted ones), which every policy
 asks for again.
 The next call, for the same conversation one turn later, checks that the events it was computed from are
-still the first events of the conversation (type, timestamp and content of each) and goes on from there:
-only the new events are replayed. Anything else (another conversation, an event reverted or rewritten, a restart)
+still the first events of the conversation and goes on from there: only the new events are replayed. The
+check compares a chain of hashes (each event's type, timestamp and content, hashed with the hash before
+it), built once per event, so a turn costs the same at the hundredth turn as at the first. Anything else (another conversation, an event reverted or rewritten, a restart)
 computes from the start, as Rasa does. The states returned are copies: callers may change them.
 
 ResilientSQLTrackerStore (tracker_store.py) hands out these trackers; the loop below is Rasa 3.6.21's
@@ -33,52 +34,59 @@ from rasa.shared.core.domain import Domain, State
 from rasa.shared.core.events import ActionExecuted, ActionReverted, ActiveLoop, Restarted, SessionStarted, UserUttered, UserUtteranceReverted
 from rasa.shared.core.trackers import DialogueStateTracker
 
-Signature = List[Tuple[Any, ...]]
+def _link(previous: int, event: Any) -> int:
+    """The next hash of a chain: ``previous`` and what identifies ``event`` at its place in the conversation
+    (type, timestamp, and what it says)."""
+    return hash((previous, event.type_name, event.timestamp, getattr(event, "text", None), getattr(event, "action_name", None),
+                 getattr(event, "key", None), repr(getattr(event, "value", None)), getattr(event, "name", None)))
 
 
-def _mark(event: Any) -> Tuple[Any, ...]:
-    """What identifies an event at its place in a conversation: its type and timestamp, and what it says."""
-    return (event.type_name, event.timestamp, getattr(event, "text", None), getattr(event, "action_name", None),
-            getattr(event, "key", None), getattr(event, "value", None), getattr(event, "name", None))
+def _chain(events: Any, start: int = 0, previous: int = 0) -> List[int]:
+    out = []
+    for event in list(events)[start:] if start else events:
+        previous = _link(previous, event)
+        out.append(previous)
+    return out
 
 
 class _Checkpoint:
-    """Where a computation stopped: after ``signature``'s events, before the final (current) state."""
+    """Where a states computation stopped: after ``length`` applied events (whose chain ends in ``link``),
+    before the final (current) state."""
 
-    __slots__ = ("signature", "replay", "states", "last_ml_action_sub_state", "turn_was_hidden")
+    __slots__ = ("length", "link", "replay", "states", "last_ml_action_sub_state", "turn_was_hidden")
 
-    def __init__(self, signature: Signature, replay: DialogueStateTracker, states: List[State],
+    def __init__(self, length: int, link: int, replay: DialogueStateTracker, states: List[State],
                  last_ml_action_sub_state: Any, turn_was_hidden: bool) -> None:
-        self.signature, self.replay, self.states = signature, replay, states
+        self.length, self.link, self.replay, self.states = length, link, replay, states
         self.last_ml_action_sub_state, self.turn_was_hidden = last_ml_action_sub_state, turn_was_hidden
 
 
 class _AppliedCheckpoint:
-    """The events a conversation's events fold to (``applied_events``), after the events ``marks`` stand for."""
+    """What a conversation's first ``length`` events (chain ending in ``link``) fold to (``applied_events``)."""
 
-    __slots__ = ("marks", "applied", "loop_names")
+    __slots__ = ("length", "link", "applied", "applied_chain", "loop_names")
 
-    def __init__(self, marks: Signature, applied: List[Any], loop_names: frozenset) -> None:
-        self.marks, self.applied, self.loop_names = marks, applied, loop_names
+    def __init__(self, length: int, link: int, applied: List[Any], applied_chain: List[int], loop_names: frozenset) -> None:
+        self.length, self.link, self.applied, self.applied_chain, self.loop_names = length, link, applied, applied_chain, loop_names
 
 
 class StatesCache:
-    """The checkpoints of the most recent ``size`` (conversation, arguments) pairs of one process."""
+    """The checkpoints of the most recent ``size`` (conversation, kind) pairs of one process."""
 
     def __init__(self, size: int = 2048) -> None:
         self.size = size
-        self._entries: "OrderedDict[Hashable, _Checkpoint]" = OrderedDict()
+        self._entries: "OrderedDict[Hashable, Any]" = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def get(self, key: Hashable) -> Optional[_Checkpoint]:
+    def get(self, key: Hashable) -> Any:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
             return entry
 
-    def put(self, key: Hashable, checkpoint: _Checkpoint) -> None:
+    def put(self, key: Hashable, checkpoint: Any) -> None:
         with self._lock:
             self._entries[key] = checkpoint
             self._entries.move_to_end(key)
@@ -103,7 +111,8 @@ class IncrementalStatesTracker(DialogueStateTracker):
     """A ``DialogueStateTracker`` whose ``past_states`` and ``applied_events`` resume from the previous call."""
 
     states_cache: Optional[StatesCache] = None
-    _applied_memo: Optional[Tuple[Tuple[int, int, Optional[int]], List[Any]]] = None
+    _event_chain: Optional[Tuple[int, int, List[int]]] = None  # (id of the events deque, id of the last event chained, chain)
+    _applied_memo: Optional[Tuple[Tuple[int, int, Optional[int]], List[Any], List[int]]] = None
 
     @classmethod
     def from_events_with_cache(cls, sender_id: Text, events: List[Any], slots: Any, cache: StatesCache) -> "IncrementalStatesTracker":
@@ -116,60 +125,101 @@ class IncrementalStatesTracker(DialogueStateTracker):
         if self.states_cache is None:
             return super().past_states(domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
         key = ("states", id(domain), self.sender_id, omit_unset_slots, ignore_rule_only_turns, _freeze(rule_only_data))
-        return resumable_states(self, domain, self.states_cache, key, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+        applied, chain = self._applied()
+        return resumable_states(self, applied, chain, domain, self.states_cache, key, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
 
     def applied_events(self) -> List[Any]:
         """Rasa's ``applied_events``: once per state of this tracker (every policy asks), and for a conversation
         one turn longer than last time, folding only its new events."""
         if self.states_cache is None:
             return super().applied_events()
+        return list(self._applied()[0])
+
+    def events_chain(self) -> List[int]:
+        """The hash chain of this tracker's events, extended as events are added (Rasa only appends them)."""
+        events = self.events
+        memo = self._event_chain
+        if memo is not None and memo[0] == id(events) and len(memo[2]) <= len(events) and (
+                not memo[2] or id(events[len(memo[2]) - 1]) == memo[1]):
+            chain = memo[2]
+            if len(chain) < len(events):
+                chain = chain + _chain(events, len(chain), chain[-1] if chain else 0)
+        else:
+            chain = _chain(events)
+        self._event_chain = (id(events), id(events[-1]) if events else 0, chain)
+        return chain
+
+    def _applied(self) -> Tuple[List[Any], List[int]]:
         events = self.events
         memo_key = (id(events), len(events), id(events[-1]) if events else None)
         if self._applied_memo is None or self._applied_memo[0] != memo_key:
-            self._applied_memo = (memo_key, resumable_applied_events(self, self.states_cache))
-        return list(self._applied_memo[1])
+            applied, chain = resumable_applied_events(self, self.states_cache)
+            self._applied_memo = (memo_key, applied, chain)
+        return self._applied_memo[1], self._applied_memo[2]
 
 
-def resumable_applied_events(tracker: DialogueStateTracker, cache: StatesCache) -> List[Any]:
-    """Rasa 3.6.21's ``DialogueStateTracker.applied_events``, resumed from the checkpoint of the same conversation
-    when its events start with the checkpoint's events and name no loop the checkpoint did not know."""
+def resumable_applied_events(tracker: IncrementalStatesTracker, cache: StatesCache) -> Tuple[List[Any], List[int]]:
+    """Rasa 3.6.21's ``DialogueStateTracker.applied_events`` (and the hash chain of its result), resumed from the
+    checkpoint of the same conversation when its events start with the checkpoint's events and name no loop
+    the checkpoint did not know."""
     events = list(tracker.events)
-    marks: Signature = [_mark(event) for event in events]
+    chain = tracker.events_chain()
     loop_names = frozenset(event.name for event in events if isinstance(event, ActiveLoop) and event.name)
     key = ("applied", tracker.sender_id)
     checkpoint = cache.get(key)
-    if (checkpoint is not None and checkpoint.loop_names == loop_names and len(checkpoint.marks) <= len(marks)
-            and marks[: len(checkpoint.marks)] == checkpoint.marks):
-        start, applied = len(checkpoint.marks), list(checkpoint.applied)
+    if (checkpoint is not None and checkpoint.loop_names == loop_names and 0 < checkpoint.length <= len(events)
+            and chain[checkpoint.length - 1] == checkpoint.link):
+        start, applied, applied_chain = checkpoint.length, list(checkpoint.applied), list(checkpoint.applied_chain)
     else:
-        start, applied = 0, []
+        start, applied, applied_chain = 0, [], []
+
+    def undo_till_previous(event_type: Any) -> None:
+        """Rasa's ``_undo_till_previous`` on both lists."""
+        while applied:
+            removed = applied.pop()
+            applied_chain.pop()
+            if isinstance(removed, event_type):
+                break
+
     for event in events[start:]:
         if isinstance(event, (Restarted, SessionStarted)):
-            applied = []
+            applied.clear()
+            applied_chain.clear()
         elif isinstance(event, ActionReverted):
-            tracker._undo_till_previous(ActionExecuted, applied)
+            undo_till_previous(ActionExecuted)
         elif isinstance(event, UserUtteranceReverted):
-            tracker._undo_till_previous(UserUttered, applied)
-            tracker._undo_till_previous(ActionExecuted, applied)
+            undo_till_previous(UserUttered)
+            undo_till_previous(ActionExecuted)
         elif (isinstance(event, ActionExecuted) and event.action_name in loop_names
               and not tracker._first_loop_execution_or_unhappy_path(event.action_name, applied)):
+            # Rasa drops the featurized events after the loop's previous execution: re-chain from there
+            first = next((i + 1 for i in range(len(applied) - 1, -1, -1)
+                          if isinstance(applied[i], ActionExecuted) and applied[i].action_name == event.action_name), 0)
             tracker._undo_till_previous_loop_execution(event.action_name, applied)
+            del applied_chain[first:]
+            for kept in applied[first:]:
+                applied_chain.append(_link(applied_chain[-1] if applied_chain else 0, kept))
         else:
             applied.append(event)
-    cache.put(key, _AppliedCheckpoint(marks, list(applied), loop_names))
-    return applied
+            applied_chain.append(_link(applied_chain[-1] if applied_chain else 0, event))
+    if events:
+        cache.put(key, _AppliedCheckpoint(len(events), chain[-1], list(applied), list(applied_chain), loop_names))
+    return applied, applied_chain
 
 
-def resumable_states(tracker: DialogueStateTracker, domain: Domain, cache: StatesCache, key: Hashable,
-                     omit_unset_slots: bool, ignore_rule_only_turns: bool, rule_only_data: Optional[Dict[Text, Any]]) -> List[State]:
-    """``domain.states_for_tracker_history(tracker, ...)``, resumed from ``cache[key]`` where it still applies."""
-    applied = tracker.applied_events()
-    signature: Signature = [_mark(event) for event in applied]
+def resumable_states(tracker: DialogueStateTracker, applied: List[Any], chain: List[int], domain: Domain, cache: StatesCache,
+                     key: Hashable, omit_unset_slots: bool, ignore_rule_only_turns: bool,
+                     rule_only_data: Optional[Dict[Text, Any]]) -> List[State]:
+    """``domain.states_for_tracker_history(tracker, ...)`` for the tracker's ``applied`` events (hash ``chain``),
+    resumed from ``cache[key]`` where it still applies."""
     checkpoint = cache.get(key)
-    if checkpoint is not None and len(checkpoint.signature) <= len(signature) and signature[: len(checkpoint.signature)] == checkpoint.signature:
+    resumed = checkpoint is not None and checkpoint.length <= len(applied) and (
+        checkpoint.length == 0 or chain[checkpoint.length - 1] == checkpoint.link)
+    if resumed:
         cache.hits += 1
-        start = len(checkpoint.signature)
-        replay = copy.deepcopy(checkpoint.replay)
+        start = checkpoint.length
+        # nothing new: the checkpoint's replayed tracker is only read; else a copy of it goes on
+        replay = checkpoint.replay if start == len(applied) else copy.deepcopy(checkpoint.replay)
         states = list(checkpoint.states)
         last_ml_action_sub_state, turn_was_hidden = checkpoint.last_ml_action_sub_state, checkpoint.turn_was_hidden
     else:
@@ -203,8 +253,9 @@ def resumable_states(tracker: DialogueStateTracker, domain: Domain, cache: State
         if isinstance(event, ActionExecuted):
             visit(replay, event.hide_rule_turn)
         replay.update(event)
-    # the replayed tracker itself is the checkpoint (nothing changes it from here on: the next call resumes from
-    # a copy of it)
-    cache.put(key, _Checkpoint(signature, replay, list(states), last_ml_action_sub_state, turn_was_hidden))
+    if not resumed or start < len(applied):
+        # the replayed tracker itself is the checkpoint: nothing changes it from here on, and the next call that
+        # has new events to replay goes on from a copy of it
+        cache.put(key, _Checkpoint(len(applied), chain[-1] if applied else 0, replay, list(states), last_ml_action_sub_state, turn_was_hidden))
     visit(replay, False)  # the current state (Rasa's generator yields the replayed tracker once more at the end)
     return [_copy_state(state) for state in states]

@@ -159,16 +159,14 @@ def test_without_a_cache_it_is_rasas_tracker(domain: Domain) -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_whole_turns_at_once_and_conversations_sharing_an_id(domain: Domain, seed: int) -> None:
-    """A turn adds several events at once (a revert and what follows it can arrive together), and two
-    conversations under one id (two stories, or a conversation rewritten) must never resume each other."""
+    """A turn adds several events at once (a revert and what follows it can arrive together), and conversations
+    under one id, growing in turns (two stories, or a conversation rewritten), must never resume each other."""
     rng = random.Random(100 + seed)
     cache = StatesCache()
-    conversations = [random_conversation(domain, rng, 10) for _ in range(2)] + [e.events for e in story_trackers(domain)[:6]]
-    for _ in range(3):
-        for events in conversations:
-            events = list(events)
-            steps, length = [], 0
-            while length < len(events):
-                length = min(len(events), length + rng.randint(1, 8))
-                steps.append(length)
-            assert_same_states_while_growing(domain, events, "shared-id", cache, steps)
+    conversations = [random_conversation(domain, rng, 10) for _ in range(2)] + [list(t.events) for t in story_trackers(domain)[:6]]
+    lengths = [0] * len(conversations)
+    while any(length < len(events) for length, events in zip(lengths, conversations)):
+        for index, events in enumerate(conversations):
+            if lengths[index] < len(events):
+                lengths[index] = min(len(events), lengths[index] + rng.randint(1, 8))
+                assert_same_states_while_growing(domain, events, "shared-id", cache, [lengths[index]])
