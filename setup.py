@@ -1,11 +1,12 @@
-"""The native int8 BERT kernel (nlu_bert/native/bert_int8.c), built when pip installs nlu-bert.
+"""The native int8 BERT kernel (nlu_bert/bert/native/bert_int8.c), built when pip installs nlu-bert.
 
 Everything else about the package is in pyproject.toml. The extension is optional: without a C compiler
 with OpenMP, or on a CPU architecture other than x86-64, the install goes on without it and the `native`
-inference backend serves its file with onnxruntime (nlu_bert/native/__init__.py says why at load time). The
+inference backend serves its file with onnxruntime (nlu_bert/bert/native/__init__.py says why at load time). The
 library is loaded with ctypes only after the CPU's AVX-512 VNNI flags are checked (and its AMX path runs only
 where the CPU has AMX and Linux grants it), so building it with those instructions is safe on any x86-64 machine.
 """
+
 import platform
 import sys
 import tempfile
@@ -14,7 +15,7 @@ from pathlib import Path
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-NATIVE = "nlu_bert.native._bert_int8"
+NATIVE = "nlu_bert.bert.native._bert_int8"
 AMX_FLAGS = ["-mamx-tile", "-mamx-int8"]  # gcc >= 11, clang >= 12
 
 
@@ -43,11 +44,18 @@ if sys.platform == "linux" and platform.machine().lower() in ("x86_64", "amd64")
     extensions.append(
         Extension(
             NATIVE,
-            sources=["nlu_bert/native/bert_int8.c"],
+            sources=["nlu_bert/bert/native/bert_int8.c"],
             extra_compile_args=[
-                "-O3", "-std=gnu11", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
-                "-mavx512vnni", "-mfma",
-            ],  # fmt: skip
+                "-O3",
+                "-std=gnu11",
+                "-fopenmp",
+                "-mavx512f",
+                "-mavx512bw",
+                "-mavx512vl",
+                "-mavx512dq",
+                "-mavx512vnni",
+                "-mfma",
+            ],
             extra_link_args=["-fopenmp", "-lm"],
             optional=True,
         )

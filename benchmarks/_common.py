@@ -3,6 +3,7 @@
 Nothing here imports torch at module import time (a benchmark worker that measures onnxruntime must
 not pay for it).
 """
+
 from __future__ import annotations
 
 import json
@@ -93,7 +94,9 @@ def file_stem(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name)
 
 
-def add_config_pipelines(parser: Any, specs: List[str], pipelines: Dict[str, Any], languages: Dict[str, str]) -> List[str]:
+def add_config_pipelines(
+    parser: Any, specs: List[str], pipelines: Dict[str, Any], languages: Dict[str, str]
+) -> List[str]:
     """Add each ``--config`` pipeline to ``pipelines`` / ``languages`` under its row name; the names added.
     A bad file or a taken name is a usage error (exit 2) with what to change."""
     added = []
@@ -120,7 +123,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_flags(wanted: Iterable[str] = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")) -> List[str]:
+def cpu_flags(
+    wanted: Iterable[str] = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"),
+) -> List[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
@@ -196,7 +201,9 @@ def linear_params(hidden: int, layers: int, intermediate: int, num_labels: int) 
     return layers * (4 * hidden * hidden + 2 * hidden * intermediate)
 
 
-def flops_per_message(tokens: int, hidden: int = 768, layers: int = 12, intermediate: int = 3072, num_labels: int = 31) -> float:
+def flops_per_message(
+    tokens: int, hidden: int = 768, layers: int = 12, intermediate: int = 3072, num_labels: int = 31
+) -> float:
     """2 x weights x tokens for the linear layers + QK^T and AV (2 x 2 x tokens^2 x hidden per layer) + head."""
     linear = 2.0 * linear_params(hidden, layers, intermediate, num_labels) * tokens
     attention = 2.0 * 2.0 * tokens * tokens * hidden * layers
@@ -223,8 +230,18 @@ def smp2017_split(split: str) -> Tuple[List[str], List[str]]:
 
 
 SYNTHETIC_PARTS = [
-    "帮我查一下", "明天北京的天气", "播放周杰伦的歌", "给张三打电话", "订一张去上海的机票", "今天股市怎么样",
-    "红烧肉怎么做", "讲个笑话", "附近有什么电影院", "把这句话翻译成英文", "提醒我下午三点开会", "打开微信",
+    "帮我查一下",
+    "明天北京的天气",
+    "播放周杰伦的歌",
+    "给张三打电话",
+    "订一张去上海的机票",
+    "今天股市怎么样",
+    "红烧肉怎么做",
+    "讲个笑话",
+    "附近有什么电影院",
+    "把这句话翻译成英文",
+    "提醒我下午三点开会",
+    "打开微信",
 ]
 
 

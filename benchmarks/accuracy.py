@@ -13,6 +13,7 @@ split and evaluated by parsing its test split with a loaded `Agent`, as `rasa ru
 Datasets are converted from ../shared/datasets with `nlu-bert convert` (see scripts/convert_shared_datasets.sh)
 into benchmarks/work/ (git-ignored). Results: benchmarks/results/accuracy.{json,md,png}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / "work"
 
 
-def pipelines(bert_model: str, gpt2_model: str, quick: bool, gpt2_epochs: Optional[int] = None) -> Dict[str, List[Dict[str, Any]]]:
+def pipelines(
+    bert_model: str, gpt2_model: str, quick: bool, gpt2_epochs: Optional[int] = None
+) -> Dict[str, List[Dict[str, Any]]]:
     bert: Dict[str, Any] = {"name": "nlu_bert.BertIntentClassifier", "model": bert_model}
     gpt2: Dict[str, Any] = {"name": "nlu_bert.GPT2FewShotIntentClassifier", "model": gpt2_model}
     if quick:
@@ -60,7 +63,7 @@ def pipelines(bert_model: str, gpt2_model: str, quick: bool, gpt2_epochs: Option
         gpt2["fine_tune"] = True
     # the fp32 scorer in the archive, so that `evaluate_fallback` can compare it with the int8 graph it
     # quantizes from it (the default's graph), which is the one the rows are parsed with
-    gpt2["inference_precision"] = "fp32"
+    gpt2["inference"] = {"precision": "fp32"}
     tokenizer = {"name": "JiebaTokenizer"}
     char_ngrams = {"name": "CountVectorsFeaturizer", "analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4}
     return {
@@ -111,12 +114,16 @@ def split_own_data(data_path: Path, test_fraction: float, out: Path, seed: int) 
     return out / "train.yml", out / "test.yml"
 
 
-def train(pipeline: List[Dict[str, Any]], train_file: Path, out_dir: Path, name: str, language: str = "zh") -> Tuple[Path, float]:
+def train(
+    pipeline: List[Dict[str, Any]], train_file: Path, out_dir: Path, name: str, language: str = "zh"
+) -> Tuple[Path, float]:
     from rasa.model_training import train_nlu
 
     config = out_dir / f"{name}.config.yml"
     config.write_text(
-        yaml.safe_dump({"recipe": "default.v1", "language": language, "pipeline": pipeline, "policies": []}, allow_unicode=True),
+        yaml.safe_dump(
+            {"recipe": "default.v1", "language": language, "pipeline": pipeline, "policies": []}, allow_unicode=True
+        ),
         encoding="utf-8",
     )
     start = time.perf_counter()
@@ -169,6 +176,7 @@ def metrics(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     }
     acted = [r for r in rows if isinstance(r.get("few_shot"), dict) and r["few_shot"].get("acted")]
     if any(isinstance(r.get("few_shot"), dict) for r in rows):
+
         def bert_answer(r: Dict[str, Any]) -> Optional[str]:
             fs = r["few_shot"]
             b = fs.get("previous") or {}
@@ -180,33 +188,39 @@ def metrics(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
-def evaluate_fallback(model: Path, test_file: Path, work: Path, compare: bool) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+def evaluate_fallback(
+    model: Path, test_file: Path, work: Path, compare: bool
+) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """Evaluate `bert+gpt2` as the defaults serve it, and compare the fallback's int8 scorer with fp32.
 
     The pipeline is trained with the fp32 scorer; its int8 graph is quantized from that file here, which is the
-    very graph the default (`inference_precision: auto` = int8) exports at train time. The rows are parsed with
+    very graph the default (`inference: {precision: auto}` = int8) exports at train time. The rows are parsed with
     int8. The comparison sends every test message to the fallback (``threshold`` 1.0) once per scorer, and
     counts the same answers (acted on or not) and the same final intents."""
     from rasa.core.agent import Agent
 
-    from nlu_bert import gpt2_onnx
+    from nlu_bert import archive
     from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier
+    from nlu_bert.fewshot import export as fewshot_export
+    from nlu_bert.fewshot import onnx_scorer
 
     agent = Agent.load(str(model))
     nodes = agent.processor.graph_runner._instantiated_nodes.values()  # Rasa 3.6 DaskGraphRunner
     component = next(n._component for n in nodes if isinstance(n._component, GPT2FewShotIntentClassifier))
     fp32 = component._scorer
-    if not isinstance(fp32, gpt2_onnx.OnnxCandidateScorer) or fp32.precision != "fp32":
+    if not isinstance(fp32, onnx_scorer.OnnxCandidateScorer) or fp32.precision != "fp32":
         return evaluate_agent(agent, test_file), {}
     work.mkdir(parents=True, exist_ok=True)
     # Rasa unpacks the archive to a temporary folder it deletes after loading: take the graph from the archive
-    fp32_path, int8_path = work / gpt2_onnx.ONNX_FILES["fp32"], work / gpt2_onnx.ONNX_FILES["int8"]
-    with tarfile.open(model) as archive:
-        member = next(m for m in archive.getmembers() if m.name.endswith(f"/model/{gpt2_onnx.ONNX_FILES['fp32']}"))
-        with archive.extractfile(member) as src, fp32_path.open("wb") as dst:  # type: ignore[union-attr]
+    fp32_path, int8_path = work / archive.GPT2_ONNX_FILES["fp32"], work / archive.GPT2_ONNX_FILES["int8"]
+    with tarfile.open(model) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(f"/model/{archive.GPT2_ONNX_FILES['fp32']}"))
+        with tar.extractfile(member) as src, fp32_path.open("wb") as dst:  # type: ignore[union-attr]
             shutil.copyfileobj(src, dst)
-    gpt2_onnx.quantize_scorer(fp32_path, int8_path)
-    int8 = gpt2_onnx.OnnxCandidateScorer(int8_path, cache_size=component.config["prefix_cache_size"], position_anchor=fp32.position_anchor)
+    fewshot_export.quantize_scorer(fp32_path, int8_path)
+    int8 = onnx_scorer.OnnxCandidateScorer(
+        int8_path, cache_size=component.config["prefix_cache_size"], position_anchor=fp32.position_anchor
+    )
     component._scorer = int8
     rows = evaluate_agent(agent, test_file)
     if not compare:
@@ -233,7 +247,10 @@ def evaluate_fallback(model: Path, test_file: Path, work: Path, compare: bool) -
         "same_final_intent": sum(x["pred"] == y["pred"] for x, y in zip(a, b)),
         "accuracy_fp32": sum(r["pred"] == r["gold"] for r in a) / len(a),
         "accuracy_int8": sum(r["pred"] == r["gold"] for r in b) / len(b),
-        "scorer_mb": {"fp32": round(fp32_path.stat().st_size / 1e6, 1), "int8": round(int8_path.stat().st_size / 1e6, 1)},
+        "scorer_mb": {
+            "fp32": round(fp32_path.stat().st_size / 1e6, 1),
+            "int8": round(int8_path.stat().st_size / 1e6, 1),
+        },
         "fallback_ms_p50": {"fp32": fallback_ms(a), "int8": fallback_ms(b)},
     }
 
@@ -285,7 +302,12 @@ def inference_agreement(bert: Dict[str, Any], train_file: Path, test_file: Path,
         option = {**config, "inference": {"backend": backend, "precision": precision}}
         target = storage(name)
         copy = BertIntentClassifier.create(option, target, Resource("bert"), context)
-        copy.model, copy.tokenizer, copy.labels, copy.meta = reference.model, reference.tokenizer, reference.labels, reference.meta
+        copy.model, copy.tokenizer, copy.labels, copy.meta = (
+            reference.model,
+            reference.tokenizer,
+            reference.labels,
+            reference.meta,
+        )
         copy.persist()
         with patch.dict(os.environ, env):  # set while it loads, restored after
             loaded = BertIntentClassifier.load(option, target, Resource("bert"), context)
@@ -356,7 +378,9 @@ def out_path(name: str, extension: str, args: argparse.Namespace) -> Path:
     return args.out / f"{name}{'-quick' if args.quick else ''}.{extension}"
 
 
-def store_results(name: str, results: List[Dict[str, Any]], args: argparse.Namespace) -> Tuple[List[Dict[str, Any]], str]:
+def store_results(
+    name: str, results: List[Dict[str, Any]], args: argparse.Namespace
+) -> Tuple[List[Dict[str, Any]], str]:
     """Write ``name``[-quick].json in --out, ``results`` merged into the stored ones (:func:`merge_stored`), with
     the command and the machine. Returns the merged results and the command."""
     args.out.mkdir(parents=True, exist_ok=True)
@@ -406,7 +430,9 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
         f = r.get("fallback_int8")
         if f:
             n = f["messages"]
-            fallback.append(f"| {r['dataset']} | onnxruntime-fp32 | | | {f['accuracy_fp32']:.4f} | {f['scorer_mb']['fp32']} | {f['fallback_ms_p50']['fp32']:.1f} |")
+            fallback.append(
+                f"| {r['dataset']} | onnxruntime-fp32 | | | {f['accuracy_fp32']:.4f} | {f['scorer_mb']['fp32']} | {f['fallback_ms_p50']['fp32']:.1f} |"
+            )
             fallback.append(
                 f"| {r['dataset']} | onnxruntime-int8 (default) | {f['same_answer'] / n:.2%} ({n - f['same_answer']} of {n} differ) | "
                 f"{f['same_final_intent'] / n:.2%} | {f['accuracy_int8']:.4f} | {f['scorer_mb']['int8']} | {f['fallback_ms_p50']['int8']:.1f} |"
@@ -425,7 +451,10 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
         fig, ax = plt.subplots(figsize=(max(6, 2 * len(datasets) + 2), 4))
         width = 0.8 / max(1, len(names))
         for i, name in enumerate(names):
-            values = [next((r["accuracy"] for r in results if r["dataset"] == d and r["pipeline"] == name), 0) for d in datasets]
+            values = [
+                next((r["accuracy"] for r in results if r["dataset"] == d and r["pipeline"] == name), 0)
+                for d in datasets
+            ]
             ax.bar([x + i * width for x in range(len(datasets))], values, width, label=name)
         ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(datasets))], datasets)
         ax.set_ylim(0, 1)
@@ -461,37 +490,57 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--bert-model", default="scratch")
     parser.add_argument("--gpt2-model", default="scratch")
     parser.add_argument(
-        "--gpt2-epochs", type=int, default=None,
+        "--gpt2-epochs",
+        type=int,
+        default=None,
         help="most GPT-2 fine-tuning epochs for bert+gpt2 (default: the component's `fine_tune_epochs`; a time budget for large datasets)",
     )
-    parser.add_argument("--quick", action="store_true", help="SMP2017 only, ≤20 train examples per intent, 300 test messages")
+    parser.add_argument(
+        "--quick", action="store_true", help="SMP2017 only, ≤20 train examples per intent, 300 test messages"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
-        "--train", type=Path, default=None,
+        "--train",
+        type=Path,
+        default=None,
         help="your own training data (Rasa NLU YAML/JSON file or a bot's data folder); needs --test or --test-fraction",
     )
     parser.add_argument("--test", type=Path, default=None, help="your own test data (Rasa NLU YAML/JSON)")
     parser.add_argument(
-        "--test-fraction", type=float, default=None,
+        "--test-fraction",
+        type=float,
+        default=None,
         help="with --train and no --test: hold out this share of each intent's examples as the test split "
         "(Rasa's stratified split, seeded by --seed; written to WORK/split/NAME/)",
     )
     parser.add_argument("--name", default="custom", help="the name of --train/--test data in the results")
     parser.add_argument(
-        "--config", action="append", default=[], metavar="[NAME=]CONFIG",
+        "--config",
+        action="append",
+        default=[],
+        metavar="[NAME=]CONFIG",
         help="also benchmark the pipeline of this Rasa config file (your bot's config.yml) as the row NAME (default: "
         "the file's name without .yml); repeatable. Your own components must be importable: run from the bot's folder "
         "or set PYTHONPATH",
     )
-    parser.add_argument("--work", type=Path, default=WORK, help="working folder: converted datasets, trained models (git-ignored)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (accuracy.{json,md,png} there are merged with this run)")
     parser.add_argument(
-        "--no-agreement", action="store_true",
+        "--work", type=Path, default=WORK, help="working folder: converted datasets, trained models (git-ignored)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="results folder (accuracy.{json,md,png} there are merged with this run)",
+    )
+    parser.add_argument(
+        "--no-agreement",
+        action="store_true",
         help="skip the per-dataset checks against fp32: every BERT inference option (it trains BERT once more) and "
         "the GPT-2 fallback's int8 scorer (every test message sent to the fallback, twice)",
     )
     parser.add_argument(
-        "--agreement-only", action="store_true",
+        "--agreement-only",
+        action="store_true",
         help="only the check of every BERT inference option against fp32 (the `bert` pipeline's classifier, trained "
         "once, in-process), no pipeline trained through Rasa; writes agreement.{json,md} in --out",
     )
@@ -515,7 +564,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     extra = add_config_pipelines(parser, args.config, configs, languages)
     unknown = [p for p in args.pipelines if p not in configs]
     if unknown:
-        parser.error(f"unknown --pipelines {' '.join(unknown)}: choose from {' '.join(configs)} (or add your own with --config)")
+        parser.error(
+            f"unknown --pipelines {' '.join(unknown)}: choose from {' '.join(configs)} (or add your own with --config)"
+        )
     args.pipelines = list(dict.fromkeys(args.pipelines + extra))
     own: Dict[str, Tuple[Path, Path]] = {}
     if args.train is not None and args.test is not None:
@@ -525,9 +576,15 @@ def main(argv: Optional[List[str]] = None) -> None:
             own[args.name] = split_own_data(args.train, args.test_fraction, args.work / "split" / args.name, args.seed)
         except ValueError as e:
             parser.error(str(e))
-    datasets = list(own) or args.datasets or (["smp2017"] if args.quick else ["smp2017", "massive", "smp2019", "cais", "telemarketing"])
+    datasets = (
+        list(own)
+        or args.datasets
+        or (["smp2017"] if args.quick else ["smp2017", "massive", "smp2019", "cais", "telemarketing"])
+    )
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("nlu_bert").setLevel(logging.INFO)  # the components' epoch lines: progress inside a long `rasa train`
+    logging.getLogger("nlu_bert").setLevel(
+        logging.INFO
+    )  # the components' epoch lines: progress inside a long `rasa train`
 
     from tqdm import tqdm
 

@@ -22,6 +22,7 @@ so the compute equals the real model's):
 
 Writes benchmarks/results/bert_latency.{json,md} and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,7 @@ VARIANTS: Dict[str, Tuple[str, str, Dict[str, Any]]] = {
     "torch-int8": ("torch", "int8", {}),
     "onnxruntime-fp32": ("onnxruntime", "fp32", {}),
     "onnxruntime-int8": ("onnxruntime", "int8", {}),
-    # nlu-bert's own int8 kernel (nlu_bert/native): AMX tiles where the CPU has them, else AVX-512 VNNI
+    # nlu-bert's own int8 kernel (nlu_bert/bert/native): AMX tiles where the CPU has them, else AVX-512 VNNI
     "native-int8": ("native", "int8", {}),
     # the same kernel held to its AVX-512 VNNI path (on CPUs with AMX, to compare)
     "native-int8-vnni": ("native", "int8", {"env": {"NLU_BERT_NATIVE_KERNEL": "vnni"}}),
@@ -89,11 +90,10 @@ def save_model(model: Any, folder: Path, labels: List[str], ngram: Dict[str, Any
 
 def load_model(folder: Path) -> Tuple[Any, Dict[str, Any]]:
     """An fp32 IntentModel from a folder in the component's layout."""
-    import torch
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel
 
-    from nlu_bert.modeling import IntentModel
+    from nlu_bert.bert.model import IntentModel
 
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     config = AutoConfig.from_pretrained(str(folder / ENCODER_CONFIG_FILE), local_files_only=True)
@@ -113,7 +113,7 @@ def full_size_random(folder: Path) -> None:
     import torch
     from transformers import BertConfig, BertModel
 
-    from nlu_bert.modeling import IntentModel
+    from nlu_bert.bert.model import IntentModel
 
     torch.manual_seed(0)
     encoder = BertModel(BertConfig(**C.FULL_BERT), add_pooling_layer=False)
@@ -130,8 +130,8 @@ def train_on_smp2017(folder: Path, size: str, epochs: int, threads: int) -> Dict
     import torch
     from transformers import BertConfig, BertModel
 
-    from nlu_bert.modeling import IntentModel
-    from nlu_bert.ngrams import batch_ngram_ids
+    from nlu_bert.bert.model import IntentModel
+    from nlu_bert.bert.ngrams import batch_ngram_ids
 
     texts, labels = C.smp2017_split("train")
     if not texts:
@@ -142,21 +142,35 @@ def train_on_smp2017(folder: Path, size: str, epochs: int, threads: int) -> Dict
     torch.manual_seed(0)
     torch.set_num_threads(threads or C.machine_info()["cores_available"])
     if size == "small":
-        config = BertConfig(**{**C.FULL_BERT, "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
-                               "intermediate_size": 1024, "max_position_embeddings": 128})
+        config = BertConfig(
+            **{
+                **C.FULL_BERT,
+                "hidden_size": 256,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 4,
+                "intermediate_size": 1024,
+                "max_position_embeddings": 128,
+            }
+        )
         ngram = {"ngram_buckets": 50000, "ngram_dim": 128, "ngram_range": [1, 3], "max_ngrams": 192}
         lr, head_lr = 5e-4, 5e-3
     else:
         config = BertConfig(**C.FULL_BERT)
         ngram = {"ngram_buckets": 0}
         lr, head_lr = 1e-4, 1e-3
-    model = IntentModel(BertModel(config, add_pooling_layer=False), len(names), **{k: v for k, v in ngram.items() if k in ("ngram_buckets", "ngram_dim")})
+    model = IntentModel(
+        BertModel(config, add_pooling_layer=False),
+        len(names),
+        **{k: v for k, v in ngram.items() if k in ("ngram_buckets", "ngram_dim")},
+    )
     head = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
     body = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
     optimizer = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": head_lr}], weight_decay=0.01)
     batch_size = 32
     steps = epochs * ((len(texts) + batch_size - 1) // batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, 1 - s / steps)
+    )
     generator = np.random.default_rng(0)
     start = time.perf_counter()
     model.train()
@@ -169,7 +183,9 @@ def train_on_smp2017(folder: Path, size: str, epochs: int, threads: int) -> Dict
             enc = tokenizer(chunk, truncation=True, max_length=64, padding=True, return_tensors="pt")
             extra = []
             if ngram["ngram_buckets"]:
-                extra.append(torch.from_numpy(batch_ngram_ids(chunk, ngram["ngram_buckets"], (1, 3), ngram["max_ngrams"])))
+                extra.append(
+                    torch.from_numpy(batch_ngram_ids(chunk, ngram["ngram_buckets"], (1, 3), ngram["max_ngrams"]))
+                )
             loss = torch.nn.functional.cross_entropy(model(enc["input_ids"], enc["attention_mask"], *extra), y[idx])
             optimizer.zero_grad()
             loss.backward()
@@ -177,30 +193,40 @@ def train_on_smp2017(folder: Path, size: str, epochs: int, threads: int) -> Dict
             optimizer.step()
             schedule.step()
             total += float(loss) * len(idx)
-        C.log(f"  [{size}] epoch {epoch + 1}/{epochs}: loss {total / len(texts):.3f} ({time.perf_counter() - start:.0f} s)")
+        C.log(
+            f"  [{size}] epoch {epoch + 1}/{epochs}: loss {total / len(texts):.3f} ({time.perf_counter() - start:.0f} s)"
+        )
     model.eval()
     save_model(model, folder, names, ngram)
-    return {"size": size, "epochs": epochs, "train_examples": len(texts), "train_s": round(time.perf_counter() - start, 1)}
+    return {
+        "size": size,
+        "epochs": epochs,
+        "train_examples": len(texts),
+        "train_s": round(time.perf_counter() - start, 1),
+    }
 
 
 def export_inference_files(folder: Path) -> Dict[str, Any]:
     """The onnxruntime and native files the component would store at train time, with timings and sizes."""
-    from nlu_bert import runtime
+    from nlu_bert import archive
+    from nlu_bert.bert import export as bert_export
+    from nlu_bert.bert import predictors
 
     out: Dict[str, Any] = {}
-    for precision in runtime.SUPPORTED_PRECISIONS["onnxruntime"]:
-        target = folder / runtime.ONNX_FILES[precision]
+    for precision in predictors.SUPPORTED_PRECISIONS["onnxruntime"]:
+        target = folder / archive.BERT_ONNX_FILES[precision]
         if target.is_file():
             continue
         model, _ = load_model(folder)
         start = time.perf_counter()
-        report = runtime.export_onnx(model, target, precision)
+        report = bert_export.export_onnx(model, target, precision)
         report["total_s"] = round(time.perf_counter() - start, 1)
         out[precision] = report
         C.log(f"  exported {target.name}: {report['bytes'] / 1e6:.1f} MB in {report['total_s']} s")
-    from nlu_bert import native
+    from nlu_bert import archive
+    from nlu_bert.bert import native
 
-    target = folder / native.NATIVE_FILE
+    target = folder / archive.NATIVE_FILE
     if not target.is_file():
         model, _ = load_model(folder)
         start = time.perf_counter()
@@ -217,7 +243,7 @@ def export_inference_files(folder: Path) -> Dict[str, Any]:
 
 def encode_eval_set(folder: Path, target: Path, limit: Optional[int] = None) -> Dict[str, Any]:
     """Tokenized SMP2017 develop + test (or synthetic texts), in batches of 32 sorted by length (as the component does)."""
-    from nlu_bert.ngrams import batch_ngram_ids
+    from nlu_bert.bert.ngrams import batch_ngram_ids
 
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     dev, dev_y = C.smp2017_split("develop")
@@ -238,7 +264,9 @@ def encode_eval_set(folder: Path, target: Path, limit: Optional[int] = None) -> 
         arrays[f"ids_{n}"] = enc["input_ids"].astype(np.int64)
         arrays[f"mask_{n}"] = enc["attention_mask"].astype(np.int64)
         if meta.get("ngram_buckets"):
-            arrays[f"ngrams_{n}"] = batch_ngram_ids(chunk, meta["ngram_buckets"], tuple(meta.get("ngram_range", (1, 3))), meta.get("max_ngrams", 192))
+            arrays[f"ngrams_{n}"] = batch_ngram_ids(
+                chunk, meta["ngram_buckets"], tuple(meta.get("ngram_range", (1, 3))), meta.get("max_ngrams", 192)
+            )
     np.savez(target, **arrays)
     labels = meta["labels"]
     return {"texts": len(texts), "gold": [labels.index(g) if g in labels else -1 for g in gold]}
@@ -247,18 +275,21 @@ def encode_eval_set(folder: Path, target: Path, limit: Optional[int] = None) -> 
 # =========================================================================================== worker
 def make_predictor(variant: str, folder: Path, threads: int):
     backend, precision, options = VARIANTS[variant]
-    from nlu_bert import runtime
+    from nlu_bert import hardware
+    from nlu_bert.bert import predictors
 
     threads = options.get("threads", threads)
     os.environ.update(options.get("env", {}))
     if backend in ("onnxruntime", "native"):
-        return runtime.load_predictor(folder, backend, precision, threads, allow_spinning=options.get("allow_spinning"))
+        return predictors.load_predictor(
+            folder, backend, precision, threads, allow_spinning=options.get("allow_spinning")
+        )
     model, _ = load_model(folder)
     if backend == "torch":
-        return runtime.load_predictor(folder, backend, precision, threads, model=model)
+        return predictors.load_predictor(folder, backend, precision, threads, model=model)
     import torch
 
-    torch.set_num_threads(runtime.resolve_threads(threads))
+    torch.set_num_threads(hardware.resolve_threads(threads))
 
     def plain(ids: np.ndarray, mask: np.ndarray, ngrams: Optional[np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
@@ -272,17 +303,26 @@ def make_predictor(variant: str, folder: Path, threads: int):
 
 def worker(args: argparse.Namespace) -> None:
     """One variant in this process; prints one JSON line."""
-    result: Dict[str, Any] = {"variant": args.variant, "threads": VARIANTS[args.variant][2].get("threads", args.threads)}
+    result: Dict[str, Any] = {
+        "variant": args.variant,
+        "threads": VARIANTS[args.variant][2].get("threads", args.threads),
+    }
     backend = VARIANTS[args.variant][0]
     start = time.perf_counter()
     if backend == "onnxruntime":
         import onnxruntime  # noqa: F401
     elif backend == "native":
-        from nlu_bert import native  # noqa: F401
+        from nlu_bert.bert import native  # noqa: F401
     else:
         import torch  # noqa: F401
         import transformers  # noqa: F401
-    from nlu_bert import runtime  # noqa: F401
+    from nlu_bert import (
+        archive,  # noqa: F401
+        hardware,  # noqa: F401
+        tokenizer_files,  # noqa: F401
+    )
+    from nlu_bert.bert import export as bert_export  # noqa: F401
+    from nlu_bert.bert import predictors  # noqa: F401
 
     result["import_s"] = round(time.perf_counter() - start, 3)
     folder = Path(args.folder)
@@ -335,9 +375,10 @@ def floors_worker(args: argparse.Namespace) -> None:
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
-    from nlu_bert import runtime
+    from nlu_bert import hardware
+    from nlu_bert.bert import predictors
 
-    threads = runtime.resolve_threads(args.threads)
+    threads = hardware.resolve_threads(args.threads)
     torch.set_num_threads(threads)
     m = n = k = 2048
     flops = 2.0 * m * n * k
@@ -348,9 +389,11 @@ def floors_worker(args: argparse.Namespace) -> None:
     rates: Dict[str, Dict[str, float]] = {"fp32": {}, "bf16": {}, "int8": {}}
     a, b = torch.randn(m, k), torch.randn(k, n)
     rates["fp32"]["torch (MKL)"] = best_rate(lambda: a @ b)
-    if runtime.onednn_linear_available():
+    if predictors.onednn_linear_available():
         packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), None)
-        rates["fp32"]["torch oneDNN linear"] = best_rate(lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], ""))
+        rates["fp32"]["torch oneDNN linear"] = best_rate(
+            lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+        )
     ab, bb = a.bfloat16(), b.bfloat16()
     rates["bf16"]["torch (oneDNN)"] = best_rate(lambda: ab @ bb)
     a8 = torch.randint(-128, 127, (m, k), dtype=torch.int8)
@@ -371,8 +414,11 @@ def floors_worker(args: argparse.Namespace) -> None:
             x = rng.standard_normal((m, k)).astype(np.float32)
             node, xt, yt = helper.make_node("MatMul", ["A", "B"], ["Y"]), TensorProto.FLOAT, TensorProto.FLOAT
         graph = helper.make_graph(
-            [node], "gemm", [helper.make_tensor_value_info("A", xt, [m, k])],
-            [helper.make_tensor_value_info("Y", yt, [m, n])], [numpy_helper.from_array(weight, "B")],
+            [node],
+            "gemm",
+            [helper.make_tensor_value_info("A", xt, [m, k])],
+            [helper.make_tensor_value_info("Y", yt, [m, n])],
+            [numpy_helper.from_array(weight, "B")],
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         options = ort.SessionOptions()
@@ -413,11 +459,15 @@ def model_gemms_int8_ms(threads: int, calls: int) -> Dict[str, float]:
 def run_worker(extra: Sequence[str], timeout: float = 1800) -> Dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(C.ROOT)}
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), *extra], capture_output=True, text=True, env=env, timeout=timeout
+        [sys.executable, str(Path(__file__).resolve()), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise RuntimeError(f"worker {extra} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
@@ -428,11 +478,11 @@ def start_busy(n: int) -> List[subprocess.Popen]:
 
 def tokenizer_timing(n: int) -> Dict[str, Any]:
     """Per-message cost of turning text into model inputs: transformers' tokenizer, the torch-free
-    ``runtime.TextEncoder`` the onnxruntime path can use, and the hashed n-gram ids."""
+    ``tokenizer_files.TextEncoder`` the onnxruntime path can use, and the hashed n-gram ids."""
     import tempfile
 
-    from nlu_bert.ngrams import batch_ngram_ids
-    from nlu_bert.runtime import TextEncoder
+    from nlu_bert.bert.ngrams import batch_ngram_ids
+    from nlu_bert.tokenizer_files import TextEncoder
 
     tokenizer = C.load_bert_tokenizer()
     with tempfile.TemporaryDirectory() as tmp:
@@ -480,15 +530,42 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer calls, one pass, a shorter agreement training")
     parser.add_argument("--threads", type=int, default=0, help="threads per variant (0 = all cores)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS))
-    parser.add_argument("--passes", type=int, default=None, help="runs of every variant, in alternating order (default 2; 1 with --quick)")
-    parser.add_argument("--agreement-model", type=Path, default=None, help="a trained BertIntentClassifier resource folder (model.safetensors, encoder_config.json, meta.json)")
-    parser.add_argument("--small-epochs", type=int, default=None, help="epochs of the small SMP2017 model (default 20; 6 with --quick)")
-    parser.add_argument("--full-epochs", type=int, default=0, help="also train a full-size model on SMP2017 for this many epochs (slow)")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS)
+    )
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=None,
+        help="runs of every variant, in alternating order (default 2; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--agreement-model",
+        type=Path,
+        default=None,
+        help="a trained BertIntentClassifier resource folder (model.safetensors, encoder_config.json, meta.json)",
+    )
+    parser.add_argument(
+        "--small-epochs", type=int, default=None, help="epochs of the small SMP2017 model (default 20; 6 with --quick)"
+    )
+    parser.add_argument(
+        "--full-epochs", type=int, default=0, help="also train a full-size model on SMP2017 for this many epochs (slow)"
+    )
     parser.add_argument("--skip-agreement", action="store_true")
-    parser.add_argument("--busy", type=int, default=0, help="run this many CPU-bound processes alongside the latency passes (floors are measured without them)")
-    parser.add_argument("--chart-only", type=Path, default=None, help="redraw the PNG chart from a results JSON and exit")
-    parser.add_argument("--name", default=None, help="output name in benchmarks/results/ (default bert_latency, or bert_latency_quick with --quick)")
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        help="run this many CPU-bound processes alongside the latency passes (floors are measured without them)",
+    )
+    parser.add_argument(
+        "--chart-only", type=Path, default=None, help="redraw the PNG chart from a results JSON and exit"
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="output name in benchmarks/results/ (default bert_latency, or bert_latency_quick with --quick)",
+    )
     # worker modes (internal)
     parser.add_argument("--worker", dest="variant", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--floors", action="store_true", help=argparse.SUPPRESS)
@@ -520,11 +597,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     rounds, calls, batches = (2, 10, 3) if args.quick else (5, 30, 8)
     small_epochs = args.small_epochs
     if small_epochs is None:  # reuse the longest-trained cached model, else train one
-        cached = sorted(int(p.name.rsplit("_e", 1)[1]) for p in WORK.glob("smp2017_small_e*") if (p / WEIGHTS_FILE).is_file())
+        cached = sorted(
+            int(p.name.rsplit("_e", 1)[1]) for p in WORK.glob("smp2017_small_e*") if (p / WEIGHTS_FILE).is_file()
+        )
         small_epochs = cached[-1] if cached else (6 if args.quick else 20)
     started = time.time()
-    payload: Dict[str, Any] = {"machine": C.machine_info(), "args": {k: str(v) for k, v in vars(args).items() if v is not None}}
-    C.log(f"machine: {payload['machine']['cpu']}, {payload['machine']['cores_available']} cores, load {payload['machine']['load_average_at_start']}")
+    payload: Dict[str, Any] = {
+        "machine": C.machine_info(),
+        "args": {k: str(v) for k, v in vars(args).items() if v is not None},
+    }
+    C.log(
+        f"machine: {payload['machine']['cpu']}, {payload['machine']['cores_available']} cores, load {payload['machine']['load_average_at_start']}"
+    )
 
     # ---- models and exports (train time work, cached in benchmarks/work/bert_latency)
     full = WORK / "full_random"
@@ -535,7 +619,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     payload["export"] = export_inference_files(full)
     payload["files_mb"] = {
         "safetensors_fp32": round((full / WEIGHTS_FILE).stat().st_size / 1e6, 1),
-        **{f: round((full / f).stat().st_size / 1e6, 1) for f in ("model.onnx", "model.int8.onnx", "model.native.safetensors")},
+        **{
+            f: round((full / f).stat().st_size / 1e6, 1)
+            for f in ("model.onnx", "model.int8.onnx", "model.native.safetensors")
+        },
     }
 
     eval_models: Dict[str, Path] = {}
@@ -545,16 +632,22 @@ def main(argv: Optional[List[str]] = None) -> None:
         if C.smp2017_split("train")[0]:
             if not (small / WEIGHTS_FILE).is_file():
                 C.log(f"training the small agreement model on SMP2017 ({small_epochs} epochs)")
-                payload.setdefault("training", {})["small"] = train_on_smp2017(small, "small", small_epochs, args.threads)
+                payload.setdefault("training", {})["small"] = train_on_smp2017(
+                    small, "small", small_epochs, args.threads
+                )
             export_inference_files(small)
             eval_models["small BERT trained on SMP2017 (4x256 + n-grams)"] = small
         if args.full_epochs:
             big = WORK / f"smp2017_full_e{args.full_epochs}"
             if not (big / WEIGHTS_FILE).is_file():
                 C.log(f"training the full-size agreement model on SMP2017 ({args.full_epochs} epochs)")
-                payload.setdefault("training", {})["full"] = train_on_smp2017(big, "full", args.full_epochs, args.threads)
+                payload.setdefault("training", {})["full"] = train_on_smp2017(
+                    big, "full", args.full_epochs, args.threads
+                )
             export_inference_files(big)
-            eval_models[f"full-size BERT trained on SMP2017 ({args.full_epochs} epochs from random init, no pre-training)"] = big
+            eval_models[
+                f"full-size BERT trained on SMP2017 ({args.full_epochs} epochs from random init, no pre-training)"
+            ] = big
         if args.agreement_model:
             export_inference_files(args.agreement_model)
             eval_models[f"given model {args.agreement_model.name}"] = args.agreement_model
@@ -575,10 +668,24 @@ def main(argv: Optional[List[str]] = None) -> None:
         for p in range(passes):
             for v in variants if p % 2 == 0 else list(reversed(variants)):
                 C.log(f"pass {p + 1}/{passes}: {v}" + (f" ({args.busy} busy processes alongside)" if busy else ""))
-                runs[v].append(run_worker([
-                    "--worker", v, "--folder", str(full), "--threads", str(args.threads),
-                    "--rounds", str(rounds), "--calls", str(calls), "--batches", str(batches),
-                ]))
+                runs[v].append(
+                    run_worker(
+                        [
+                            "--worker",
+                            v,
+                            "--folder",
+                            str(full),
+                            "--threads",
+                            str(args.threads),
+                            "--rounds",
+                            str(rounds),
+                            "--calls",
+                            str(calls),
+                            "--batches",
+                            str(batches),
+                        ]
+                    )
+                )
     finally:
         for proc in busy:
             proc.kill()
@@ -595,15 +702,30 @@ def main(argv: Optional[List[str]] = None) -> None:
             if v in SETTINGS_ONLY:
                 continue
             out = WORK / f"logits_{folder.name}_{v}.npy"
-            run_worker(["--worker", v, "--folder", str(folder), "--threads", str(args.threads), "--agreement-only",
-                        "--eval-set", str(target), "--logits-out", str(out)])
+            run_worker(
+                [
+                    "--worker",
+                    v,
+                    "--folder",
+                    str(folder),
+                    "--threads",
+                    str(args.threads),
+                    "--agreement-only",
+                    "--eval-set",
+                    str(target),
+                    "--logits-out",
+                    str(out),
+                ]
+            )
             logits[v] = np.load(out)
         payload["agreement"][label] = {"texts": info["texts"], "variants": agreement(logits, info["gold"])}
 
     payload["elapsed_s"] = round(time.time() - started, 1)
     payload["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     markdown = render(payload)
-    json_path, md_path = C.write_results(args.name or ("bert_latency_quick" if args.quick else "bert_latency"), payload, markdown)
+    json_path, md_path = C.write_results(
+        args.name or ("bert_latency_quick" if args.quick else "bert_latency"), payload, markdown
+    )
     chart(payload, json_path.with_suffix(".png"))
     print(markdown)
     print(f"\nwrote {json_path} and {md_path}")
@@ -623,13 +745,22 @@ def chart(payload: Dict[str, Any], path: Path) -> None:
     for name, runs in payload["runs"].items():
         run = best_run(runs)
         ax.plot(lengths, [run["latency_ms"][str(n)]["p50"] for n in lengths], marker="o", label=name)
-    int8_floor = [C.flops_per_message(n, num_labels=NUM_LABELS) / (floors["gflops"]["int8"] * 1e9) * 1e3 for n in lengths]
+    int8_floor = [
+        C.flops_per_message(n, num_labels=NUM_LABELS) / (floors["gflops"]["int8"] * 1e9) * 1e3 for n in lengths
+    ]
     ax.plot(lengths, int8_floor, "k--", label=f"floor: int8 GEMM at {floors['gflops']['int8']:.0f} GFLOP/s")
     stream = weight_bytes("int8") / (floors["dram_gb_s"] * 1e9) * 1e3
-    ax.axhline(stream, color="grey", linestyle=":", label=f"floor: int8 weights from memory at {floors['dram_gb_s']:.0f} GB/s")
+    ax.axhline(
+        stream, color="grey", linestyle=":", label=f"floor: int8 weights from memory at {floors['dram_gb_s']:.0f} GB/s"
+    )
     if "int8_weights_reread_gb_s" in floors:
         reread = weight_bytes("int8") / (floors["int8_weights_reread_gb_s"] * 1e9) * 1e3
-        ax.axhline(reread, color="grey", linestyle="-.", label=f"floor: int8 weights re-read at {floors['int8_weights_reread_gb_s']:.0f} GB/s")
+        ax.axhline(
+            reread,
+            color="grey",
+            linestyle="-.",
+            label=f"floor: int8 weights re-read at {floors['int8_weights_reread_gb_s']:.0f} GB/s",
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(lengths, [str(n) for n in lengths])
@@ -646,10 +777,14 @@ def summarize_floors(floors: List[Dict[str, Any]]) -> Dict[str, Any]:
     best = {p: max(f["best_gflops"].get(p, 0.0) for f in floors) for p in ("fp32", "bf16", "int8")}
     bandwidth = max(f["dram_read_gb_s"] for f in floors)
     summary = {"gflops": best, "dram_gb_s": bandwidth}
-    reread = [f["int8_weights_reread_gb_s"] for f in floors if "int8_weights_reread_gb_s" in f]  # absent from older results
+    reread = [
+        f["int8_weights_reread_gb_s"] for f in floors if "int8_weights_reread_gb_s" in f
+    ]  # absent from older results
     if reread:
         summary["int8_weights_reread_gb_s"] = max(reread)
-    gemms = [f["model_gemms_int8_ms"] for f in floors if "model_gemms_int8_ms" in f]  # absent from results written before it was measured
+    gemms = [
+        f["model_gemms_int8_ms"] for f in floors if "model_gemms_int8_ms" in f
+    ]  # absent from results written before it was measured
     if gemms:
         summary["model_gemms_int8_ms"] = {n: min(g[n] for g in gemms) for n in gemms[0]}
     return summary
@@ -679,8 +814,12 @@ def render(payload: Dict[str, Any]) -> str:
         "(the machine is shared: compare rows of one run). Architecture of hfl/chinese-bert-wwm-ext, random weights, "
         "31 intents, batch 1 unless noted; each variant in its own process; best of "
         f"{len(next(iter(payload['runs'].values())))} passes."
-        + (f" **{busy} CPU-bound processes ran alongside the latency passes** (`--busy {busy}`): a server sharing "
-           "its cores; the floors were measured without them." if (busy := int(payload['args'].get('busy', '0'))) else ""),
+        + (
+            f" **{busy} CPU-bound processes ran alongside the latency passes** (`--busy {busy}`): a server sharing "
+            "its cores; the floors were measured without them."
+            if (busy := int(payload["args"].get("busy", "0")))
+            else ""
+        ),
         "",
     ]
     header = ["variant", "import + load s", "RSS after load MB", "peak RSS MB"]
@@ -690,60 +829,98 @@ def render(payload: Dict[str, Any]) -> str:
     floor16 = C.flops_per_message(16) / (rates["int8"] * 1e9) * 1e3
     floor32 = C.flops_per_message(32) / (rates["int8"] * 1e9) * 1e3
     # where the CPU multiplies faster than it can re-read the weights (AMX), the re-read is the real floor
-    reread = weight_bytes("int8") / (floors["int8_weights_reread_gb_s"] * 1e9) * 1e3 if "int8_weights_reread_gb_s" in floors else None
+    reread = (
+        weight_bytes("int8") / (floors["int8_weights_reread_gb_s"] * 1e9) * 1e3
+        if "int8_weights_reread_gb_s" in floors
+        else None
+    )
     if reread is not None:
         header.append("× larger of the two int8 floors @16 / @32")
     for name, runs in payload["runs"].items():
         r = best_run(runs)
         lat = r["latency_ms"]
-        rows.append([
-            name,
-            f"{r['import_s']:.1f} + {r['load_s']:.1f}",
-            f"{r['rss_after_load_mb']:.0f}",
-            f"{r['peak_rss_mb']:.0f}",
-            *[f"{lat[str(n)]['p50']:.1f} / {lat[str(n)]['p95']:.1f}" for n in LENGTHS],
-            f"{r['batch_msgs_per_s']:.0f}",
-            f"{lat['16']['p50'] / floor16:.1f} / {lat['32']['p50'] / floor32:.1f}",
-        ] + ([] if reread is None else [f"{lat['16']['p50'] / max(floor16, reread):.1f} / {lat['32']['p50'] / max(floor32, reread):.1f}"]))
+        rows.append(
+            [
+                name,
+                f"{r['import_s']:.1f} + {r['load_s']:.1f}",
+                f"{r['rss_after_load_mb']:.0f}",
+                f"{r['peak_rss_mb']:.0f}",
+                *[f"{lat[str(n)]['p50']:.1f} / {lat[str(n)]['p95']:.1f}" for n in LENGTHS],
+                f"{r['batch_msgs_per_s']:.0f}",
+                f"{lat['16']['p50'] / floor16:.1f} / {lat['32']['p50'] / floor32:.1f}",
+            ]
+            + (
+                []
+                if reread is None
+                else [f"{lat['16']['p50'] / max(floor16, reread):.1f} / {lat['32']['p50'] / max(floor32, reread):.1f}"]
+            )
+        )
     for precision in ("int8", "bf16", "fp32"):
         rate = rates[precision]
         flop = [C.flops_per_message(n) / (rate * 1e9) * 1e3 for n in LENGTHS]
         stream = weight_bytes(precision) / (bandwidth * 1e9) * 1e3
         batch = 32 * C.flops_per_message(32) / (rate * 1e9)
-        rows.append([
-            f"floor: {precision} GEMM at {rate:.0f} GFLOP/s", "", "", "",
-            *[f"{f:.1f}" for f in flop], f"{32 / batch:.0f}",
-        ])
-        rows.append([
-            f"floor: streaming {precision} weights ({weight_bytes(precision) / 1e6:.0f} MB) at {bandwidth:.0f} GB/s",
-            "", "", "", *[f"{stream:.1f}" for _ in LENGTHS],
-        ])
+        rows.append(
+            [
+                f"floor: {precision} GEMM at {rate:.0f} GFLOP/s",
+                "",
+                "",
+                "",
+                *[f"{f:.1f}" for f in flop],
+                f"{32 / batch:.0f}",
+            ]
+        )
+        rows.append(
+            [
+                f"floor: streaming {precision} weights ({weight_bytes(precision) / 1e6:.0f} MB) at {bandwidth:.0f} GB/s",
+                "",
+                "",
+                "",
+                *[f"{stream:.1f}" for _ in LENGTHS],
+            ]
+        )
     if reread is not None:
-        rows.append([
-            f"floor: re-reading the int8 weights' {weight_bytes('int8') / 1e6:.0f} MB back to back at "
-            f"{floors['int8_weights_reread_gb_s']:.0f} GB/s (from the last-level cache where it holds them)", "", "", "",
-            *[f"{reread:.1f}" for _ in LENGTHS], "", f"{reread / floor16:.1f} / {reread / floor32:.1f}",
-        ])
+        rows.append(
+            [
+                f"floor: re-reading the int8 weights' {weight_bytes('int8') / 1e6:.0f} MB back to back at "
+                f"{floors['int8_weights_reread_gb_s']:.0f} GB/s (from the last-level cache where it holds them)",
+                "",
+                "",
+                "",
+                *[f"{reread:.1f}" for _ in LENGTHS],
+                "",
+                f"{reread / floor16:.1f} / {reread / floor32:.1f}",
+            ]
+        )
     if "model_gemms_int8_ms" in floors:
         gemms = floors["model_gemms_int8_ms"]
-        rows.append([
-            "measured: the model's 48 int8 weight GEMMs alone (onnxruntime, weights from memory)", "", "", "",
-            *[f"{gemms[str(n)]:.1f}" for n in LENGTHS], "",
-            f"{gemms['16'] / floor16:.1f} / {gemms['32'] / floor32:.1f}",
-        ])
-    lines.append(C.markdown_table(header, [row + [""] * (len(header) - len(row)) for row in rows]))  # floors: empty cells
+        rows.append(
+            [
+                "measured: the model's 48 int8 weight GEMMs alone (onnxruntime, weights from memory)",
+                "",
+                "",
+                "",
+                *[f"{gemms[str(n)]:.1f}" for n in LENGTHS],
+                "",
+                f"{gemms['16'] / floor16:.1f} / {gemms['32'] / floor32:.1f}",
+            ]
+        )
+    lines.append(
+        C.markdown_table(header, [row + [""] * (len(header) - len(row)) for row in rows])
+    )  # floors: empty cells
     tok = payload["tokenizer"]
     lines += [
         "",
         f"Text to inputs, one message (median {tok['tokens_median']}, p95 {tok['tokens_p95']} tokens), p50 / p95 ms: "
         f"transformers BertTokenizerFast {tok['transformers_ms']['p50']:.3f} / {tok['transformers_ms']['p95']:.3f}; "
-        f"runtime.TextEncoder (tokenizers only, no torch) {tok['text_encoder_ms']['p50']:.3f} / {tok['text_encoder_ms']['p95']:.3f}; "
+        f"tokenizer_files.TextEncoder (tokenizers only, no torch) {tok['text_encoder_ms']['p50']:.3f} / {tok['text_encoder_ms']['p95']:.3f}; "
         f"hashed n-gram ids {tok['ngram_ids_ms']['p50']:.3f} / {tok['ngram_ids_ms']['p95']:.3f}.",
         "",
-        "Files (full-size): " + ", ".join(f"{k} {v:.1f} MB" for k, v in payload["files_mb"].items())
-        + ". Export at train time: " + ", ".join(
-            f"{p} {r.get('total_s', r.get('export_s'))} s" for p, r in payload["export"].items()
-        ) + ".",
+        "Files (full-size): "
+        + ", ".join(f"{k} {v:.1f} MB" for k, v in payload["files_mb"].items())
+        + ". Export at train time: "
+        + ", ".join(f"{p} {r.get('total_s', r.get('export_s'))} s" for p, r in payload["export"].items())
+        + ".",
     ]
     if payload.get("agreement"):
         lines += ["", "### Top-1 agreement with fp32 (transformers eager) on SMP2017 develop + test texts", ""]
@@ -760,14 +937,23 @@ def render(payload: Dict[str, Any]) -> str:
                 cells.append(cell)
             rows.append([f"{label} ({block['texts']})"] + cells)
         lines.append(C.markdown_table(header, rows))
-        lines += ["", "Cells: agreement (disagreeing texts), and accuracy against the gold labels where the model was trained on them."]
-    flags = "".join(f" --{k.replace('_', '-')}" for k in ("quick", "skip_agreement") if payload["args"].get(k) == "True")
+        lines += [
+            "",
+            "Cells: agreement (disagreeing texts), and accuracy against the gold labels where the model was trained on them.",
+        ]
+    flags = "".join(
+        f" --{k.replace('_', '-')}" for k in ("quick", "skip_agreement") if payload["args"].get(k) == "True"
+    )
     flags += "".join(
         f" --{k.replace('_', '-')} {payload['args'][k]}"
         for k in ("threads", "variants", "passes", "full_epochs", "agreement_model", "name")
         if k in payload["args"] and payload["args"][k] not in ("0", ",".join(VARIANTS), "None")
     )
-    lines += ["", f"Command: `PYTHONPATH=. .venv/bin/python benchmarks/bert_latency.py{flags}`; {payload['elapsed_s']:.0f} s.", ""]
+    lines += [
+        "",
+        f"Command: `PYTHONPATH=. .venv/bin/python benchmarks/bert_latency.py{flags}`; {payload['elapsed_s']:.0f} s.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """The benchmark datasets: where each lives in ../shared/datasets and how `nlu-bert convert` turns it into
 train/test NLU YAML (official splits where the source has them). Converted files go to a git-ignored folder.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ def prepare_dataset(name: str, work: Path) -> Tuple[Path, Path]:
         inputs = [SHARED / p for p in spec.inputs]
         missing = [str(p) for p in inputs if not p.exists()]
         if missing:
-            raise SystemExit(f"dataset {name}: {', '.join(missing)} not found (the shared datasets live in ../shared/datasets)")
+            raise SystemExit(
+                f"dataset {name}: {', '.join(missing)} not found (the shared datasets live in ../shared/datasets)"
+            )
         options = {k: v for k, v in spec.read_options.items() if k in ReadOptions.__dataclass_fields__}
         dataset = convert(
             spec.format,

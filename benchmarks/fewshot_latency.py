@@ -9,8 +9,8 @@ Chinese BERT tokenizer, a ~200-token few-shot prompt, 5 and 20 candidate intents
   packed, no cache       prompt + all candidates in one pass (tree attention mask)
   fallback path, cold    the component's process(): first message for this candidate set
   fallback path (fp32)   the component's process(), few-shot prefix cached across messages
-  fallback path (bf16)   the same with `inference_precision: bf16`
-  onnxruntime fp32/int8  the component's process() with `inference_backend: onnxruntime` (the default),
+  fallback path (bf16)   the same with `inference: {backend: torch, precision: bf16}`
+  onnxruntime fp32/int8  the component's process() with `inference: {backend: onnxruntime}` (the default),
                          cold and cached; the scoring graph is exported once to benchmarks/work/
 
 The methods are timed in interleaved rounds (each method once per round), so that the load
@@ -22,6 +22,7 @@ load. Usage::
 
 Writes benchmarks/results/fewshot_latency.json and .md and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,7 +89,8 @@ def build_component(model: Any, tokenizer: Any, k: int, rng: random.Random) -> T
     from rasa.engine.storage.resource import Resource
 
     from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier
-    from nlu_bert.prompts import ExampleBank
+    from nlu_bert.fewshot import decision
+    from nlu_bert.fewshot.prompts import ExampleBank
 
     # 5 candidates: the default template (1 or 2 shots each, whichever comes closer to 200 tokens);
     # 20 candidates: 1 shot each and the separator-free template (the twelve-dash separator
@@ -112,8 +114,9 @@ def build_component(model: Any, tokenizer: Any, k: int, rng: random.Random) -> T
         for chars in range(2, 30):
             examples, labels = synthetic_bot(k, chars, random.Random(rng.random()))
             component = GPT2FewShotIntentClassifier(config, storage, Resource(f"bench{k}"))
-            component._install(model, tokenizer, ExampleBank(examples), labels, {})
-            _, prefix = component._prompt_for([{"name": n, "confidence": 0.1} for n in labels], "x")
+            component._install(model, tokenizer, ExampleBank(examples), labels)
+            ranking = [{"name": n, "confidence": 0.1} for n in labels]
+            _, prefix = decision.prompt_for(ranking, "x", component._bank, component._encoder, labels, config)
             length = len(prefix) + len(component._encoder.query_ids("帮我查一下订单到哪了"))
             if best is None or abs(length - TARGET_PROMPT_TOKENS) < abs(best[1] - TARGET_PROMPT_TOKENS):
                 best = (component, length, labels)
@@ -128,7 +131,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from transformers import BertTokenizerFast, GPT2Config, GPT2LMHeadModel
 
     from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier
-    from nlu_bert.gpt2_onnx import OnnxCandidateScorer
+    from nlu_bert.fewshot import decision
+    from nlu_bert.fewshot.onnx_scorer import OnnxCandidateScorer
 
     load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
@@ -145,15 +149,19 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     for k in (5, 20):
         component, prompt_tokens, labels = build_component(model, tokenizer, k, rng)
         bf16 = GPT2FewShotIntentClassifier(component.config, component._model_storage, Resource(f"bench{k}-bf16"))
-        bf16._install(bf16_model, tokenizer, component._bank, labels, {})
+        bf16._install(bf16_model, tokenizer, component._bank, labels)
         onnx = {}
         for precision, path in onnx_files.items():
-            scorer = OnnxCandidateScorer(path, num_threads=args.threads, cache_size=component.config["prefix_cache_size"])
-            onnx[precision] = GPT2FewShotIntentClassifier(component.config, component._model_storage, Resource(f"bench{k}-{precision}"))
-            onnx[precision]._install(None, tokenizer, component._bank, labels, {}, scorer=scorer, model_config=model.config)
+            scorer = OnnxCandidateScorer(
+                path, num_threads=args.threads, cache_size=component.config["prefix_cache_size"]
+            )
+            onnx[precision] = GPT2FewShotIntentClassifier(
+                component.config, component._model_storage, Resource(f"bench{k}-{precision}")
+            )
+            onnx[precision]._install(None, tokenizer, component._bank, labels, scorer=scorer, model_config=model.config)
         ranking = [{"name": n, "confidence": 0.5 - 0.01 * i} for i, n in enumerate(labels)]
         encoder, scorer = component._encoder, component._scorer
-        _, prefix = component._prompt_for(ranking, texts[0])
+        _, prefix = decision.prompt_for(ranking, texts[0], component._bank, encoder, labels, component.config)
         options = [encoder.answer_ids(labels[n]) for n in sorted(labels)] + [encoder.answer_ids(encoder.not_applicable)]
 
         def scoring(mode: str) -> Callable[[int], Any]:
@@ -225,21 +233,23 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def export_scorers(model: Any) -> Dict[str, Path]:
     """The component's ONNX scoring graphs of ``model`` (fp32, int8), exported once and kept in benchmarks/work."""
-    from nlu_bert import gpt2_onnx
+    from nlu_bert import archive
+    from nlu_bert.fewshot import export as fewshot_export
+    from nlu_bert.fewshot import onnx_scorer
 
     folder = REPO / "benchmarks" / "work" / "fewshot_latency"
     files = {}
-    for precision in gpt2_onnx.PRECISIONS:
-        path = folder / gpt2_onnx.ONNX_FILES[precision]
+    for precision in onnx_scorer.PRECISIONS:
+        path = folder / archive.GPT2_ONNX_FILES[precision]
         if not path.is_file():
             print(f"exporting the {precision} scoring graph", file=sys.stderr, flush=True)
-            gpt2_onnx.export_scorer(model, path, precision)
+            fewshot_export.export_scorer(model, path, precision)
         files[precision] = path
     return files
 
 
 def same_decisions(k: int, fp32: List[List[float]], bf16: List[List[float]]) -> Dict[str, Any]:
-    from nlu_bert.fewshot_scoring import softmax
+    from scipy.special import softmax
 
     def argmax(v: List[float]) -> int:
         return max(range(len(v)), key=v.__getitem__)

@@ -6,7 +6,7 @@
 
 `GPT2FewShotIntentClassifier` with `model: scratch` fine-tunes inside `rasa train`, and on a CPU that is most
 of the training time of the `bert+gpt2` pipeline. Each variant trains the component exactly as `rasa train`
-does (`inference_backend: torch`, so no ONNX export is timed; `fine_tune_patience: 0`, so every variant runs
+does (`inference: {backend: torch}`, so no ONNX export is timed; `fine_tune_early_stopping_patience: 0`, so every variant runs
 the same epochs), in its own process, on the same prompts with the same seed, and reports the fine-tuning
 time and the validation accuracy of the scored decision after each epoch:
 
@@ -18,6 +18,7 @@ time and the validation accuracy of the scored decision after each epoch:
 
 Writes benchmarks/results/gpt2_finetune.{json,md} (`--out`: another folder).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,12 @@ VARIANTS = {
     "bf16, attention dropout 0.1": ("bf16", 0.1),
     "bf16": ("bf16", 0.0),
 }
-SHORT = {"fp32-dropout": "fp32, attention dropout 0.1", "fp32": "fp32", "bf16-dropout": "bf16, attention dropout 0.1", "bf16": "bf16"}
+SHORT = {
+    "fp32-dropout": "fp32, attention dropout 0.1",
+    "fp32": "fp32",
+    "bf16-dropout": "bf16, attention dropout 0.1",
+    "bf16": "bf16",
+}
 
 
 def worker(train_file: Path, precision: str, attn_dropout: float, epochs: int, seed: int) -> Dict[str, Any]:
@@ -64,8 +70,13 @@ def worker(train_file: Path, precision: str, attn_dropout: float, epochs: int, s
         transformers.GPT2Config.__init__ = with_dropout
     config = {
         **GPT2FewShotIntentClassifier.get_default_config(),
-        "model": "scratch", "fine_tune": True, "fine_tune_epochs": epochs, "fine_tune_patience": 0,
-        "fine_tune_precision": precision, "inference_backend": "torch", "random_seed": seed,
+        "model": "scratch",
+        "fine_tune": True,
+        "fine_tune_epochs": epochs,
+        "fine_tune_early_stopping_patience": 0,
+        "fine_tune_precision": precision,
+        "inference": {"backend": "torch"},
+        "random_seed": seed,
     }
     with tempfile.TemporaryDirectory() as tmp:
         component = GPT2FewShotIntentClassifier.create(
@@ -92,41 +103,55 @@ def render(payload: Dict[str, Any]) -> str:
             continue
         base = base or r["seconds"]
         history = r["history"]
-        rows.append([
-            name, f"{r['seconds']:.0f}", f"{r['seconds'] / len(history):.0f}", f"{r['seconds'] / base:.2f}",
-            *[f"{h['val_accuracy']:.3f}" for h in history], f"{history[-1]['loss']:.4f}",
-        ])
+        rows.append(
+            [
+                name,
+                f"{r['seconds']:.0f}",
+                f"{r['seconds'] / len(history):.0f}",
+                f"{r['seconds'] / base:.2f}",
+                *[f"{h['val_accuracy']:.3f}" for h in history],
+                f"{history[-1]['loss']:.4f}",
+            ]
+        )
     first = next((r for r in payload["variants"].values() if "error" not in r), {})
-    return "\n".join([
-        "## Scratch GPT-2 fallback: fine-tuning time by precision and attention dropout",
-        "",
-        f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores_available']} cores "
-        f"({', '.join(payload['machine']['cpu_flags'])}); load average {payload['machine']['load_average_at_start']} "
-        f"at start. Data: {payload['data']} ({first.get('prompts_per_epoch', '?')} prompts per epoch, validation on "
-        f"{first.get('validation_prompts', '?')}); {epochs} epochs, seed {payload['seed']}; each variant in its own "
-        "process, one after the other.",
-        "",
-        C.markdown_table(header, rows),
-        "",
-        f"Command: `{payload['command']}`; {payload['seconds']:.0f} s.",
-        "",
-    ])
+    return "\n".join(
+        [
+            "## Scratch GPT-2 fallback: fine-tuning time by precision and attention dropout",
+            "",
+            f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores_available']} cores "
+            f"({', '.join(payload['machine']['cpu_flags'])}); load average {payload['machine']['load_average_at_start']} "
+            f"at start. Data: {payload['data']} ({first.get('prompts_per_epoch', '?')} prompts per epoch, validation on "
+            f"{first.get('validation_prompts', '?')}); {epochs} epochs, seed {payload['seed']}; each variant in its own "
+            "process, one after the other.",
+            "",
+            C.markdown_table(header, rows),
+            "",
+            f"Command: `{payload['command']}`; {payload['seconds']:.0f} s.",
+            "",
+        ]
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="smp2017", choices=sorted(DATASETS), help="train split of this dataset (default smp2017)")
+    parser.add_argument(
+        "--dataset", default="smp2017", choices=sorted(DATASETS), help="train split of this dataset (default smp2017)"
+    )
     parser.add_argument("--train", type=Path, help="your own Rasa NLU training file instead of --dataset")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--variants", default=",".join(SHORT), help=f"comma-separated subset of: {', '.join(SHORT)}")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--work", type=Path, default=C.WORK, help="where datasets are converted")
     parser.add_argument("--out", type=Path, default=C.RESULTS, help="folder of gpt2_finetune.{json,md}")
-    parser.add_argument("--worker", nargs=4, metavar=("TRAIN", "PRECISION", "DROPOUT", "EPOCHS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=4, metavar=("TRAIN", "PRECISION", "DROPOUT", "EPOCHS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.worker:
         train, precision, dropout, epochs = args.worker
-        print("RESULT " + json.dumps(worker(Path(train), precision, float(dropout), int(epochs), args.seed)), flush=True)
+        print(
+            "RESULT " + json.dumps(worker(Path(train), precision, float(dropout), int(epochs), args.seed)), flush=True
+        )
         return
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in names if v not in SHORT]
@@ -146,8 +171,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         train_file, _ = prepare_dataset(args.dataset, args.work / "data")
         data = f"{args.dataset} train split"
     payload: Dict[str, Any] = {
-        "machine": C.machine_info(), "data": data, "epochs": args.epochs, "seed": args.seed,
-        "command": " ".join([".venv/bin/python benchmarks/gpt2_finetune.py", *(sys.argv[1:] if argv is None else argv)]),
+        "machine": C.machine_info(),
+        "data": data,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "command": " ".join(
+            [".venv/bin/python benchmarks/gpt2_finetune.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "variants": {},
     }
     env = C.offline_env()
@@ -155,11 +185,23 @@ def main(argv: Optional[List[str]] = None) -> None:
         name = SHORT[short]
         precision, dropout = VARIANTS[name]
         C.log(f"{name}: fine-tuning {args.epochs} epochs")
-        command = [sys.executable, str(Path(__file__).resolve()), "--seed", str(args.seed), "--worker", str(train_file), precision, str(dropout), str(args.epochs)]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--seed",
+            str(args.seed),
+            "--worker",
+            str(train_file),
+            precision,
+            str(dropout),
+            str(args.epochs),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         result = next((json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
         if result is None:
-            payload["variants"][name] = {"error": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1][:200]}
+            payload["variants"][name] = {
+                "error": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1][:200]
+            }
             C.log(f"{name} failed:\n{done.stderr[-3000:]}")
             continue
         payload["variants"][name] = result

@@ -18,8 +18,8 @@ Models (built here, random weights; the compute equals the pretrained models'):
 * ``bert+gpt2``: ``bert`` + GPT2FewShotIntentClassifier on a local GPT-2 with the architecture of
   uer/gpt2-chinese-cluecorpussmall (both full-size models in one server: the memory target), with the
   fallback's default inference (onnxruntime int8) and BERT's (native int8);
-* ``bert+gpt2-fp32``: the same with ``inference_precision: fp32`` for the fallback (onnxruntime fp32);
-* ``bert+gpt2-torch``: the same with ``inference_backend: torch`` for the fallback (torch bf16 on CPUs with
+* ``bert+gpt2-fp32``: the same with ``inference: {precision: fp32}`` for the fallback (onnxruntime fp32);
+* ``bert+gpt2-torch``: the same with ``inference: {backend: torch}`` for the fallback (torch bf16 on CPUs with
   AVX-512 BF16);
 * ``diet``: JiebaTokenizer + CountVectorsFeaturizer (char_wb 1-4) + DIETClassifier (Rasa's own baseline).
 
@@ -31,6 +31,7 @@ messages (the server and its children), /model/parse p50 / p95 / p99 over the as
 
 Writes benchmarks/results/http_latency.{json,md} and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,7 +70,9 @@ def full_size_folders() -> Dict[str, Path]:
     if all((f / "config.json").is_file() for f in FOLDERS.values()):
         return FOLDERS
     if not C.BERT_VOCAB.is_file():
-        raise SystemExit(f"{C.BERT_VOCAB} not found: the full-size models need the 21,128-token Chinese BERT vocabulary")
+        raise SystemExit(
+            f"{C.BERT_VOCAB} not found: the full-size models need the 21,128-token Chinese BERT vocabulary"
+        )
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast, GPT2Config, GPT2LMHeadModel
 
@@ -104,18 +107,22 @@ def pipelines(folders: Dict[str, Path]) -> Dict[str, List[Dict[str, Any]]]:
         "bert-onnxruntime": [tokenizer, onnx],
         "bert-onnxruntime-nospin": [tokenizer, {**onnx, "inference": {"backend": "onnxruntime", "spinning": False}}],
         "bert+gpt2": [tokenizer, bert, gpt2],
-        "bert+gpt2-fp32": [tokenizer, bert, {**gpt2, "inference_precision": "fp32"}],
-        "bert+gpt2-torch": [tokenizer, bert, {**gpt2, "inference_backend": "torch"}],
+        "bert+gpt2-fp32": [tokenizer, bert, {**gpt2, "inference": {"precision": "fp32"}}],
+        "bert+gpt2-torch": [tokenizer, bert, {**gpt2, "inference": {"backend": "torch"}}],
     }
 
 
-def train(name: str, pipeline: List[Dict[str, Any]], nlu: Path, language: str = "zh", work: Path = WORK) -> Dict[str, Any]:
+def train(
+    name: str, pipeline: List[Dict[str, Any]], nlu: Path, language: str = "zh", work: Path = WORK
+) -> Dict[str, Any]:
     """Train (once; reused while the pipeline is unchanged) with `rasa train nlu` in a subprocess."""
     out = work / "models"
     out.mkdir(parents=True, exist_ok=True)
     stem = C.file_stem(name)
     config = out / f"{stem}.config.yml"
-    text = yaml.safe_dump({"recipe": "default.v1", "language": language, "pipeline": pipeline, "policies": []}, allow_unicode=True)
+    text = yaml.safe_dump(
+        {"recipe": "default.v1", "language": language, "pipeline": pipeline, "policies": []}, allow_unicode=True
+    )
     text += f"# data: {nlu}\n"
     if any(str(c["name"]).startswith("nlu_bert.") for c in pipeline):
         text += f"# nlu_bert source: {source_digest()}\n"
@@ -131,11 +138,20 @@ def train(name: str, pipeline: List[Dict[str, Any]], nlu: Path, language: str = 
         [RASA, "train", "nlu", "-c", str(config), "--nlu", str(nlu), "--out", str(out), "--fixed-model-name", stem],
         # no Rasa training cache: it keys components by config and data, not by nlu-bert's code, so after a
         # change it would hand back components that the old code trained and exported
-        cwd=str(C.ROOT), env={**server_env(), "RASA_MAX_CACHE_SIZE": "0"}, capture_output=True, text=True,
+        cwd=str(C.ROOT),
+        env={**server_env(), "RASA_MAX_CACHE_SIZE": "0"},
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0 or not model.is_file():
-        raise RuntimeError(f"training {name} failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    result = {"train_s": round(time.perf_counter() - start, 1), "archive_mb": round(model.stat().st_size / 1e6, 1), "config": text}
+        raise RuntimeError(
+            f"training {name} failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        )
+    result = {
+        "train_s": round(time.perf_counter() - start, 1),
+        "archive_mb": round(model.stat().st_size / 1e6, 1),
+        "config": text,
+    }
     info.write_text(json.dumps(result), encoding="utf-8")
     return result
 
@@ -156,7 +172,11 @@ def server_env() -> Dict[str, str]:
 
 
 # the serving settings of scripts/quickstart.sh (README "Memory")
-SERVING_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8"}
+SERVING_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "131072",
+    "MALLOC_TRIM_THRESHOLD_": "131072",
+    "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8",
+}
 
 
 def free_port() -> int:
@@ -166,8 +186,9 @@ def free_port() -> int:
 
 
 def post(url: str, body: Dict[str, Any], timeout: float = 120) -> Dict[str, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode("utf-8"), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read().decode("utf-8"))
 
@@ -198,19 +219,25 @@ def serve_and_measure(model: Path, texts: List[str], warmup: int) -> Dict[str, A
     with open(log, "w") as handle:
         proc = subprocess.Popen(
             [RASA, "run", "--enable-api", "-m", str(model), "--port", str(port), "-i", "127.0.0.1"],
-            cwd=str(model.parent), env=server_env(), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=str(model.parent),
+            env=server_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"rasa run exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+                raise RuntimeError(
+                    f"rasa run exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
+                )
             try:
                 post(url + "/model/parse", {"text": "你好"}, timeout=5)
                 break
             except OSError:
                 if time.perf_counter() - start > 600:
-                    raise TimeoutError(f"{url} not ready after 600 s")
+                    raise TimeoutError(f"{url} not ready after 600 s") from None
                 time.sleep(0.5)
         ready_s = time.perf_counter() - start
         rss_loaded = tree_rss_mb(proc.pid)
@@ -244,7 +271,9 @@ def test_texts(nlu: Path, n: int, seed: int) -> List[str]:
     from rasa.shared.data import get_nlu_directory
     from rasa.shared.nlu.training_data.loading import load_data
 
-    texts = [m.get("text") for m in load_data(get_nlu_directory(str(nlu))).intent_examples]  # a file or a bot's data folder
+    texts = [
+        m.get("text") for m in load_data(get_nlu_directory(str(nlu))).intent_examples
+    ]  # a file or a bot's data folder
     random.Random(seed).shuffle(texts)
     return (texts * (n // max(1, len(texts)) + 1))[:n]
 
@@ -277,15 +306,26 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--passes", type=int, default=None, help="passes over the servers (default 2; 1 with --quick)")
     parser.add_argument("--messages", type=int, default=None, help="messages per server (default 200; 60 with --quick)")
     specs = pipelines(FOLDERS)
-    parser.add_argument("--pipelines", nargs="+", default=list(specs), help=f"of: {' '.join(specs)} and the --config names")
-    parser.add_argument("--name", default=None, help="output name in benchmarks/results/ (default http_latency[_quick])")
-    parser.add_argument("--nlu", type=Path, default=NLU_DATA, help="the NLU data to train and parse (default: the sample assistant's)")
     parser.add_argument(
-        "--config", action="append", default=[], metavar="[NAME=]CONFIG",
+        "--pipelines", nargs="+", default=list(specs), help=f"of: {' '.join(specs)} and the --config names"
+    )
+    parser.add_argument(
+        "--name", default=None, help="output name in benchmarks/results/ (default http_latency[_quick])"
+    )
+    parser.add_argument(
+        "--nlu", type=Path, default=NLU_DATA, help="the NLU data to train and parse (default: the sample assistant's)"
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="[NAME=]CONFIG",
         help="also serve the pipeline of this Rasa config file (your bot's config.yml) as the row NAME (default: the "
         "file's name without .yml); repeatable. Your own components import from the folder this runs in",
     )
-    parser.add_argument("--work", type=Path, default=WORK, help="working folder: the trained models and server logs (git-ignored)")
+    parser.add_argument(
+        "--work", type=Path, default=WORK, help="working folder: the trained models and server logs (git-ignored)"
+    )
     parser.add_argument("--out", type=Path, default=C.RESULTS, help="results folder")
     args = parser.parse_args(argv)
     args.work = args.work.resolve()
@@ -293,7 +333,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     extra = C.add_config_pipelines(parser, args.config, specs, languages)
     unknown = [p for p in args.pipelines if p not in specs]
     if unknown:
-        parser.error(f"unknown --pipelines {' '.join(unknown)}: choose from {' '.join(specs)} (or add your own with --config)")
+        parser.error(
+            f"unknown --pipelines {' '.join(unknown)}: choose from {' '.join(specs)} (or add your own with --config)"
+        )
     if not args.nlu.exists():
         parser.error(f"--nlu {args.nlu} does not exist")
     args.pipelines = list(dict.fromkeys(args.pipelines + extra))

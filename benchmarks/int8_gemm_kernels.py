@@ -9,7 +9,7 @@ not fit in a 32 MB L3, so every message reads them all from memory. This script 
 GEMMs alone (per layer: Q+K+V 768x2304, O 768x768, FFN in 768x3072, FFN out 3072x768; 12 layers), with no
 attention, GELU or LayerNorm between them, through every int8 kernel that is installed here:
 
-* ``onnxruntime dynamic int8``: the component's own (``runtime.quantize_int8``: DynamicQuantizeMatMul, s8 weights
+* ``onnxruntime dynamic int8``: the component's own (``onnx_tools.quantize_int8``: DynamicQuantizeMatMul, s8 weights
   per output channel, u8 activations quantized per call), in the served session settings (spinning threads);
 * the same kernel with one layer's weights (7 MB) repeated 12 times, so they stay in cache: what the kernel does
   when memory is not the limit;
@@ -22,6 +22,7 @@ attention, GELU or LayerNorm between them, through every int8 kernel that is ins
 Kernels run in interleaved rounds (the host's speed drifts); a cell is the best round's p50. Writes
 benchmarks/results/int8_gemm_kernels.{json,md} (`--out`: another folder).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,12 @@ from benchmarks import _common as C  # noqa: E402
 
 HIDDEN, INNER, LAYERS = 768, 3072, 12
 # per layer: (name, rows of the weight = input features, columns = output features, input of the product)
-GEMMS = (("qkv", HIDDEN, 3 * HIDDEN, "x"), ("o", HIDDEN, HIDDEN, "x"), ("ffn_in", HIDDEN, INNER, "o"), ("ffn_out", INNER, HIDDEN, "ffn_in"))
+GEMMS = (
+    ("qkv", HIDDEN, 3 * HIDDEN, "x"),
+    ("o", HIDDEN, HIDDEN, "x"),
+    ("ffn_in", HIDDEN, INNER, "o"),
+    ("ffn_out", INNER, HIDDEN, "ffn_in"),
+)
 
 
 def gemm_flops(tokens: int) -> float:
@@ -62,7 +68,9 @@ def bert_gemm_graph(distinct_layers: int = LAYERS, seed: int = 0) -> Any:
     from onnx import TensorProto, helper, numpy_helper
 
     weights = bert_gemm_weights(distinct_layers, seed)
-    initializers = [numpy_helper.from_array(w, f"{name}_w{i}") for i, layer in enumerate(weights) for name, w in layer.items()]
+    initializers = [
+        numpy_helper.from_array(w, f"{name}_w{i}") for i, layer in enumerate(weights) for name, w in layer.items()
+    ]
     nodes, outputs, x = [], [], "x"
     for layer in range(LAYERS):
         source = layer % distinct_layers
@@ -74,8 +82,11 @@ def bert_gemm_graph(distinct_layers: int = LAYERS, seed: int = 0) -> Any:
         x = inputs["ffn_out"]
     outputs.append(x)
     graph = helper.make_graph(
-        nodes, "bert_gemms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, HIDDEN])],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], initializers,
+        nodes,
+        "bert_gemms",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, HIDDEN])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -83,31 +94,33 @@ def bert_gemm_graph(distinct_layers: int = LAYERS, seed: int = 0) -> Any:
 
 
 def onnxruntime_int8(threads: int, distinct_layers: int = LAYERS) -> Callable[[np.ndarray], Any]:
-    """The component's int8 (``runtime.quantize_int8`` of the MatMuls) in its served session settings."""
-    from nlu_bert import runtime
+    """The component's int8 (``onnx_tools.quantize_int8`` of the MatMuls) in its served session settings."""
+    from nlu_bert import onnx_tools
 
     model = bert_gemm_graph(distinct_layers)
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "gemms.onnx", Path(tmp) / "gemms.int8.onnx"
         fp32.write_bytes(model.SerializeToString())
-        runtime.quantize_int8(fp32, int8, ["MatMul"], per_channel=True)
-        session, _ = runtime.ort_session(int8, threads, allow_spinning=True)
+        onnx_tools.quantize_int8(fp32, int8, ["MatMul"], per_channel=True)
+        session, _ = onnx_tools.ort_session(int8, threads, allow_spinning=True)
     return lambda x: session.run(None, {"x": x})
 
 
 def onnxruntime_nbits(threads: int, block_size: int) -> Callable[[np.ndarray], Any]:
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    from nlu_bert import runtime
+    from nlu_bert import onnx_tools
 
     model = bert_gemm_graph()
-    quantizer = MatMulNBitsQuantizer(model, algo_config=DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4))
-    with runtime._quiet_logs():
+    quantizer = MatMulNBitsQuantizer(
+        model, algo_config=DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4)
+    )
+    with onnx_tools.quiet_logs():
         quantizer.process()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gemms.nbits.onnx"
         path.write_bytes(quantizer.model.model.SerializeToString())
-        session, _ = runtime.ort_session(path, threads, allow_spinning=True)
+        session, _ = onnx_tools.ort_session(path, threads, allow_spinning=True)
     return lambda x: session.run(None, {"x": x})
 
 
@@ -157,7 +170,9 @@ def torch_int_mm() -> Callable[[np.ndarray], Any]:
     def run(x: np.ndarray) -> None:
         rows = x.shape[0]
         if rows not in inputs:  # int8 inputs of this length, made once, outside the timed calls
-            inputs[rows] = {k: torch.randint(-127, 128, (rows, k), dtype=torch.int8, generator=generator) for k in (HIDDEN, INNER)}
+            inputs[rows] = {
+                k: torch.randint(-127, 128, (rows, k), dtype=torch.int8, generator=generator) for k in (HIDDEN, INNER)
+            }
         for layer in weights:
             for w in layer:
                 torch._int_mm(inputs[rows][w.shape[0]], w)
@@ -166,8 +181,14 @@ def torch_int_mm() -> Callable[[np.ndarray], Any]:
 
 
 KERNELS: Dict[str, Tuple[str, Callable[[int], Callable[[np.ndarray], Any]]]] = {
-    "onnxruntime-int8": ("onnxruntime dynamic int8, the component's (weights from memory)", lambda t: onnxruntime_int8(t)),
-    "onnxruntime-int8-hot": ("the same, one layer's weights repeated (in cache)", lambda t: onnxruntime_int8(t, distinct_layers=1)),
+    "onnxruntime-int8": (
+        "onnxruntime dynamic int8, the component's (weights from memory)",
+        lambda t: onnxruntime_int8(t),
+    ),
+    "onnxruntime-int8-hot": (
+        "the same, one layer's weights repeated (in cache)",
+        lambda t: onnxruntime_int8(t, distinct_layers=1),
+    ),
     "torch-fbgemm": ("torch dynamic int8, fbgemm", lambda t: torch_dynamic("fbgemm")),
     "torch-onednn": ("torch dynamic int8, oneDNN", lambda t: torch_dynamic("onednn")),
     "torch-int-mm": ("torch._int_mm, bare s8 x s8 product", lambda t: torch_int_mm()),
@@ -189,7 +210,11 @@ def render(payload: Dict[str, Any]) -> str:
             rows.append([f"{KERNELS[name][0]}: not run ({result['error']})"] + [""] * (2 * len(tokens)))
             continue
         ms = result["p50_ms"]
-        rows.append([KERNELS[name][0]] + [f"{ms[str(n)]:.2f}" for n in tokens] + [f"{gemm_flops(n) / ms[str(n)] / 1e6:.0f}" for n in tokens])
+        rows.append(
+            [KERNELS[name][0]]
+            + [f"{ms[str(n)]:.2f}" for n in tokens]
+            + [f"{gemm_flops(n) / ms[str(n)] / 1e6:.0f}" for n in tokens]
+        )
     lines = [
         "## int8 kernels on BERT-base's 48 weight GEMMs, one message",
         "",
@@ -223,19 +248,28 @@ def main(argv: Optional[List[str]] = None) -> None:
     names = [k.strip() for k in args.kernels.split(",") if k.strip()]
     unknown = [k for k in names if k not in KERNELS]
     if unknown or not names or not tokens or min(tokens) < 1 or args.rounds < 1 or args.calls < 1:
-        parser.exit(2, f"choose --kernels from {', '.join(KERNELS)} (unknown: {', '.join(unknown) or 'none'}), "
-                       "--tokens ≥ 1, --rounds ≥ 1 and --calls ≥ 1\n")
+        parser.exit(
+            2,
+            f"choose --kernels from {', '.join(KERNELS)} (unknown: {', '.join(unknown) or 'none'}), "
+            "--tokens ≥ 1, --rounds ≥ 1 and --calls ≥ 1\n",
+        )
 
     import torch
 
-    from nlu_bert import runtime
+    from nlu_bert import hardware
 
     started = time.perf_counter()
-    threads = runtime.resolve_threads(args.threads)
+    threads = hardware.resolve_threads(args.threads)
     torch.set_num_threads(threads)
     payload: Dict[str, Any] = {
-        "machine": C.machine_info(), "threads": threads, "tokens": tokens, "rounds": args.rounds, "calls": args.calls,
-        "command": " ".join([".venv/bin/python benchmarks/int8_gemm_kernels.py", *(sys.argv[1:] if argv is None else argv)]),
+        "machine": C.machine_info(),
+        "threads": threads,
+        "tokens": tokens,
+        "rounds": args.rounds,
+        "calls": args.calls,
+        "command": " ".join(
+            [".venv/bin/python benchmarks/int8_gemm_kernels.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "kernels": {},
     }
     ready: Dict[str, Callable[[np.ndarray], Any]] = {}

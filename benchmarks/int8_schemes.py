@@ -5,7 +5,7 @@
 
 It needs no training: `accuracy.py` (the `bert` pipeline, without --no-agreement) keeps, per dataset, the trained
 fp32 weights and their fused fp32 ONNX graph in benchmarks/work/agreement/<dataset>/. For each dataset this script
-quantizes that graph both ways (exactly as the component's export does, `runtime.quantize_int8`), loads each through
+quantizes that graph both ways (exactly as the component's export does, `onnx_tools.quantize_int8`), loads each through
 `BertIntentClassifier.load` as `rasa run` would, and reports
 
 * top-1 agreement with the fp32 torch model on the test split, one message at a time (as served);
@@ -15,6 +15,7 @@ quantizes that graph both ways (exactly as the component's export does, `runtime
 
 Writes benchmarks/results/int8_schemes.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,15 +55,21 @@ def load_component(folder: Path, backend: str, precision: str) -> Any:
 
 def build(dataset: str, scheme: str) -> Path:
     """A component folder with the fp32 graph of ``dataset`` quantized by ``scheme``; returns the storage root."""
-    from nlu_bert import runtime
+    from nlu_bert import archive, onnx_tools
+    from nlu_bert.bert import export as bert_export
 
     source = AGREEMENT / dataset / "onnxruntime-int8" / "bert"
     root = OUT / dataset / scheme
     target = root / "bert"
     shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(runtime.ONNX_FILES["int8"]))
-    fp32_graph = AGREEMENT / dataset / "onnxruntime-fp32" / "bert" / runtime.ONNX_FILES["fp32"]
-    runtime.quantize_int8(fp32_graph, target / runtime.ONNX_FILES["int8"], list(runtime.BERT_INT8_OP_TYPES), per_channel=SCHEMES[scheme])
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(archive.BERT_ONNX_FILES["int8"]))
+    fp32_graph = AGREEMENT / dataset / "onnxruntime-fp32" / "bert" / archive.BERT_ONNX_FILES["fp32"]
+    onnx_tools.quantize_int8(
+        fp32_graph,
+        target / archive.BERT_ONNX_FILES["int8"],
+        list(bert_export.BERT_INT8_OP_TYPES),
+        per_channel=SCHEMES[scheme],
+    )
     return root
 
 
@@ -74,7 +81,11 @@ def agreement(dataset: str, roots: Dict[str, Path]) -> Dict[str, Any]:
     texts, gold = [m.get("text") for m in examples], [m.get("intent") for m in examples]
     reference = load_component(AGREEMENT / dataset / "fp32", "torch", "fp32")
     fp32_top = reference.predict_proba(texts).argmax(1)
-    row: Dict[str, Any] = {"dataset": dataset, "texts": len(texts), "fp32_accuracy": float(np.mean([reference.labels[i] == g for i, g in zip(fp32_top, gold)]))}
+    row: Dict[str, Any] = {
+        "dataset": dataset,
+        "texts": len(texts),
+        "fp32_accuracy": float(np.mean([reference.labels[i] == g for i, g in zip(fp32_top, gold)])),
+    }
     for scheme, root in roots.items():
         component = load_component(root, "onnxruntime", "int8")
         top = np.asarray([int(component.predict_proba([t])[0].argmax()) for t in texts])
@@ -91,26 +102,28 @@ def agreement(dataset: str, roots: Dict[str, Path]) -> Dict[str, Any]:
 def latency(rounds: int, calls: int) -> Dict[str, Any]:
     """p50 per round of the full-size graph (bert_latency.py's random-weight hfl/chinese-bert-wwm-ext architecture)
     quantized both ways, served settings, at 16 and 32 tokens (batch 1)."""
-    from nlu_bert import runtime
+    from nlu_bert import archive, onnx_tools
+    from nlu_bert.bert import export as bert_export
+    from nlu_bert.bert import predictors
 
-    fp32_graph = C.WORK / "bert_latency" / "full_random" / runtime.ONNX_FILES["fp32"]
+    fp32_graph = C.WORK / "bert_latency" / "full_random" / archive.BERT_ONNX_FILES["fp32"]
     if not fp32_graph.is_file():
         print(f"  no latency: {fp32_graph} is missing (benchmarks/bert_latency.py exports it)")
         return {}
-    predictors = {}
+    served = {}
     for scheme, per_channel in SCHEMES.items():
         path = OUT / "full_random" / f"{scheme}.int8.onnx"
         path.parent.mkdir(parents=True, exist_ok=True)
-        runtime.quantize_int8(fp32_graph, path, list(runtime.BERT_INT8_OP_TYPES), per_channel=per_channel)
-        predictors[scheme] = runtime.OnnxRuntimePredictor(path, "int8", runtime.DEFAULT_NUM_THREADS)
+        onnx_tools.quantize_int8(fp32_graph, path, list(bert_export.BERT_INT8_OP_TYPES), per_channel=per_channel)
+        served[scheme] = predictors.OnnxRuntimePredictor(path, "int8", predictors.DEFAULT_NUM_THREADS)
     rng = np.random.default_rng(0)
     out: Dict[str, Any] = {}
     for tokens in (16, 32):
         ids = rng.integers(1000, 20000, (1, tokens)).astype(np.int64)
         mask = np.ones_like(ids)
-        per_round: Dict[str, List[float]] = {s: [] for s in predictors}
+        per_round: Dict[str, List[float]] = {s: [] for s in served}
         for _ in range(rounds):
-            for scheme, predictor in predictors.items():
+            for scheme, predictor in served.items():
                 seconds = C.time_calls(lambda: predictor(ids, mask, None), calls, warmup=10)
                 per_round[scheme].append(round(float(np.median(seconds)) * 1e3, 3))
         out[str(tokens)] = per_round
@@ -129,13 +142,24 @@ def write(payload: Dict[str, Any]) -> None:
     ]
     for r in payload["agreement"]:
         cells = [f"{r[s]['agreement_with_fp32']:.2%} ({r[s]['disagreements']} differ)" for s in SCHEMES]
-        lines.append(f"| {r['dataset']} | {r['texts']} | {r['fp32_accuracy']:.4f} | {cells[0]} | {cells[1]} | {r['per-channel']['accuracy']:.4f} | {r['per-tensor']['accuracy']:.4f} |")
+        lines.append(
+            f"| {r['dataset']} | {r['texts']} | {r['fp32_accuracy']:.4f} | {cells[0]} | {cells[1]} | {r['per-channel']['accuracy']:.4f} | {r['per-tensor']['accuracy']:.4f} |"
+        )
     if payload.get("latency"):
-        lines += ["", f"Latency of the full-size architecture (random weights), p50 ms of each interleaved round ({payload['calls']} messages per round):", ""]
-        lines += ["| tokens | per-channel | per-tensor | per-tensor / per-channel, median of rounds |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"Latency of the full-size architecture (random weights), p50 ms of each interleaved round ({payload['calls']} messages per round):",
+            "",
+        ]
+        lines += [
+            "| tokens | per-channel | per-tensor | per-tensor / per-channel, median of rounds |",
+            "|---|---|---|---|",
+        ]
         for tokens, rounds in payload["latency"].items():
             ratio = np.median(rounds["per-tensor"]) / np.median(rounds["per-channel"])
-            lines.append(f"| {tokens} | {', '.join(map(str, rounds['per-channel']))} | {', '.join(map(str, rounds['per-tensor']))} | {ratio:.3f} |")
+            lines.append(
+                f"| {tokens} | {', '.join(map(str, rounds['per-channel']))} | {', '.join(map(str, rounds['per-tensor']))} | {ratio:.3f} |"
+            )
     (C.RESULTS / "int8_schemes.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

@@ -5,6 +5,7 @@
 package, which imports the component module (and so registers it with Rasa's recipe) on first
 use. torch and transformers are imported only when a component trains or loads.
 """
+
 from __future__ import annotations
 
 import importlib

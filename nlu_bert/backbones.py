@@ -3,6 +3,7 @@
 Shared by both classifiers. Nothing here imports torch or transformers at module
 import time, so Rasa can import the components cheaply.
 """
+
 from __future__ import annotations
 
 import logging
@@ -172,7 +173,9 @@ def resolve_device(device: str) -> "torch.device":
     if device == "cuda" and not torch.cuda.is_available():
         raise RasaException("`device: cuda` was set but torch sees no CUDA GPU. Set `device: auto` or `device: cpu`.")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RasaException("`device: mps` was set but this torch has no MPS backend. Set `device: auto` or `device: cpu`.")
+        raise RasaException(
+            "`device: mps` was set but this torch has no MPS backend. Set `device: auto` or `device: cpu`."
+        )
     return torch.device(device)
 
 

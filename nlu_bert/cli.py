@@ -3,6 +3,7 @@
 Each subcommand registers itself with ``add_<name>_command(subparsers)`` and sets
 ``handler`` to a function ``(args) -> exit code``; add new subcommands the same way.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def add_convert_command(subparsers: "argparse._SubParsersAction[argparse.Argumen
         help="convert a dataset or a plain file into Rasa NLU YAML",
         description="Convert a dataset into Rasa 3.x NLU YAML, then load it back with Rasa's loader to check it.",
         epilog=f"formats:\n{formats}\n\nOUT: a .yml file (train) with OUT.dev.yml / OUT.test.yml beside it, "
-               "or a folder that gets train.yml, dev.yml, test.yml.",
+        "or a folder that gets train.yml, dev.yml, test.yml.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("format", metavar="FORMAT", help="input format (listed below)")
@@ -50,45 +51,78 @@ def add_convert_command(subparsers: "argparse._SubParsersAction[argparse.Argumen
     parser.add_argument("-o", "--out", required=True, type=Path, metavar="OUT", help="OUT.yml or an output folder")
 
     fields = parser.add_argument_group("fields (csv, tsv, json, jsonl, xlsx, massive, few-shot-intent-sft)")
-    fields.add_argument("--text-field", metavar="NAME",
-                        help="column/key of the text (default: text, sentence, query, review, …)")
-    fields.add_argument("--label-field", metavar="NAME",
-                        help="column/key of the label (default: label, intent, category, …)")
-    fields.add_argument("--split-field", metavar="NAME",
-                        help="column/key of the split (default: split if present; 'none' ignores it)")
-    fields.add_argument("--no-header", action="store_true",
-                        help="csv/tsv/xlsx without a header row: fields are 1-based column numbers")
+    fields.add_argument(
+        "--text-field", metavar="NAME", help="column/key of the text (default: text, sentence, query, review, …)"
+    )
+    fields.add_argument(
+        "--label-field", metavar="NAME", help="column/key of the label (default: label, intent, category, …)"
+    )
+    fields.add_argument(
+        "--split-field", metavar="NAME", help="column/key of the split (default: split if present; 'none' ignores it)"
+    )
+    fields.add_argument(
+        "--no-header", action="store_true", help="csv/tsv/xlsx without a header row: fields are 1-based column numbers"
+    )
     fields.add_argument("--sheet", metavar="NAME", help="xlsx sheet name (default: the first sheet)")
-    fields.add_argument("--encoding", metavar="CODEC",
-                        help="input encoding (default: UTF-8 with or without BOM, else GBK)")
+    fields.add_argument(
+        "--encoding", metavar="CODEC", help="input encoding (default: UTF-8 with or without BOM, else GBK)"
+    )
 
     labels = parser.add_argument_group("labels")
-    labels.add_argument("--label-map", type=Path, metavar="FILE",
-                        help="JSON object or 2-column csv/tsv: label → new label (empty/null drops the rows)")
-    labels.add_argument("--label-rule", choices=("primary", "multi"), default="primary",
-                        help="crosswoz: one act+domain per turn (primary) or all of them joined by + (multi)")
+    labels.add_argument(
+        "--label-map",
+        type=Path,
+        metavar="FILE",
+        help="JSON object or 2-column csv/tsv: label → new label (empty/null drops the rows)",
+    )
+    labels.add_argument(
+        "--label-rule",
+        choices=("primary", "multi"),
+        default="primary",
+        help="crosswoz: one act+domain per turn (primary) or all of them joined by + (multi)",
+    )
     labels.add_argument("--drop-conflicts", action="store_true", help="drop texts that occur under several intents")
 
     split = parser.add_argument_group("splits and sizes")
-    split.add_argument("--test-fraction", type=_fraction, metavar="F",
-                       help="re-split everything, stratified by intent, with this fraction in test")
-    split.add_argument("--seed", type=int, default=42, metavar="N",
-                       help="seed of --test-fraction and --max-per-intent (default 42)")
-    split.add_argument("--min-per-intent", type=_count(0), default=0, metavar="N",
-                       help="drop intents with fewer training examples than this")
-    split.add_argument("--max-per-intent", type=_count(1), metavar="N",
-                       help="keep at most this many training examples per intent")
+    split.add_argument(
+        "--test-fraction",
+        type=_fraction,
+        metavar="F",
+        help="re-split everything, stratified by intent, with this fraction in test",
+    )
+    split.add_argument(
+        "--seed", type=int, default=42, metavar="N", help="seed of --test-fraction and --max-per-intent (default 42)"
+    )
+    split.add_argument(
+        "--min-per-intent",
+        type=_count(0),
+        default=0,
+        metavar="N",
+        help="drop intents with fewer training examples than this",
+    )
+    split.add_argument(
+        "--max-per-intent", type=_count(1), metavar="N", help="keep at most this many training examples per intent"
+    )
 
     extra = parser.add_argument_group("lookup tables, reports, errors")
-    extra.add_argument("--lookup", type=Path, action="append", default=[], metavar="PATH",
-                       help="extra lookup table: a one-entry-per-line .txt (name = file stem) or a folder of them")
-    extra.add_argument("--no-lookups", action="store_true",
-                       help="skip the dictionaries a dataset ships (nlpcc2018, smp2019)")
+    extra.add_argument(
+        "--lookup",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="extra lookup table: a one-entry-per-line .txt (name = file stem) or a folder of them",
+    )
+    extra.add_argument(
+        "--no-lookups", action="store_true", help="skip the dictionaries a dataset ships (nlpcc2018, smp2019)"
+    )
     extra.add_argument("--skip-bad", action="store_true", help="skip and count malformed rows instead of stopping")
-    extra.add_argument("--report", type=Path, metavar="FILE",
-                       help="write the full report (conflicts, drops, renames) as JSON")
-    extra.add_argument("--domain", type=Path, metavar="FILE",
-                       help="also write a minimal domain.yml with the intents and entities")
+    extra.add_argument(
+        "--report", type=Path, metavar="FILE", help="write the full report (conflicts, drops, renames) as JSON"
+    )
+    extra.add_argument(
+        "--domain", type=Path, metavar="FILE", help="also write a minimal domain.yml with the intents and entities"
+    )
     extra.add_argument("-q", "--quiet", action="store_true", help="no progress bar; print only the files written")
     parser.set_defaults(handler=run_convert)
 
@@ -98,17 +132,35 @@ def run_convert(args: argparse.Namespace) -> int:
 
     try:
         read_options = ReadOptions(
-            text_field=args.text_field, label_field=args.label_field, split_field=args.split_field,
-            encoding=args.encoding, no_header=args.no_header, sheet=args.sheet, label_rule=args.label_rule,
-            lookups=not args.no_lookups, skip_bad=args.skip_bad, progress=not args.quiet,
+            text_field=args.text_field,
+            label_field=args.label_field,
+            split_field=args.split_field,
+            encoding=args.encoding,
+            no_header=args.no_header,
+            sheet=args.sheet,
+            label_rule=args.label_rule,
+            lookups=not args.no_lookups,
+            skip_bad=args.skip_bad,
+            progress=not args.quiet,
         )
         build_options = BuildOptions(
-            test_fraction=args.test_fraction, seed=args.seed, min_per_intent=args.min_per_intent,
-            max_per_intent=args.max_per_intent, drop_conflicts=args.drop_conflicts,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            min_per_intent=args.min_per_intent,
+            max_per_intent=args.max_per_intent,
+            drop_conflicts=args.drop_conflicts,
             label_map=load_label_map(args.label_map) if args.label_map else {},
         )
-        dataset = convert(args.format, args.inputs, args.out, read_options, build_options,
-                          report_path=args.report, domain_path=args.domain, lookup_paths=args.lookup)
+        dataset = convert(
+            args.format,
+            args.inputs,
+            args.out,
+            read_options,
+            build_options,
+            report_path=args.report,
+            domain_path=args.domain,
+            lookup_paths=args.lookup,
+        )
     except ConversionError as error:
         print(f"nlu-bert convert: error: {error}", file=sys.stderr)
         return 1

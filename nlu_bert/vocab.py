@@ -6,6 +6,7 @@ split into pieces. In ``scratch`` mode the vocabulary is every character of the 
 data (plus ASCII letters and digits as word pieces, so English and numbers never become
 ``[UNK]``), which keeps the embedding matrix small.
 """
+
 from __future__ import annotations
 
 import string

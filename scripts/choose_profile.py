@@ -9,6 +9,7 @@ Prints the profile on stdout and one line saying why on stderr; never downloads 
 
     python scripts/choose_profile.py            # -> hub | offline
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,7 @@ def reachable(repo_id: str, endpoint: str, timeout: float) -> Tuple[bool, str]:
             return 200 <= response.status < 400, f"HTTP {response.status}"
     except urllib.error.HTTPError as error:
         return False, f"HTTP {error.code}"
-    except Exception as error:  # URLError, timeout, connection refused, DNS ...
+    except Exception as error:  # noqa: BLE001 - URLError, timeout, connection refused, DNS ...
         reason = getattr(error, "reason", error)
         return False, type(error).__name__ + (f": {reason}" if str(reason) else "")
 

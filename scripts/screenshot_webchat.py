@@ -6,6 +6,7 @@ conversation, then a screenshot with the debug panel.
 
     python scripts/screenshot_webchat.py [--url http://localhost:5005] [--out docs/webchat.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,10 +16,16 @@ import uuid
 from pathlib import Path
 
 ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
-CONVERSATION = ["你好", "帮我查一下订单2405200117", "那快递到哪了", "asdfgh"]
+CONVERSATION = ["你好", "帮我查一下订单2405200117", "1357", "那快递到哪了", "asdfgh"]  # 1357: the phone check
 
 
 def main(argv=None) -> int:

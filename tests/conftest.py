@@ -1,7 +1,10 @@
 """Fixtures shared by every test: Rasa model storage, execution contexts, tiny data.
 
-Nothing here downloads anything. Tiny models are built by the fixtures of each test folder.
+Model storage and execution contexts come from ``nlu_testing.make_storage`` / ``make_context`` only (fixtures here,
+or the helpers where a test needs a module-scoped one). Nothing here downloads anything; tiny models are built by
+the fixtures of each test folder (tests/bert, tests/fewshot) and ``gpt2_fixtures``.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,22 +19,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from rasa.engine.graph import ExecutionContext, GraphSchema  # noqa: E402
+from rasa.engine.graph import ExecutionContext  # noqa: E402
 from rasa.engine.storage.local_model_storage import LocalModelStorage  # noqa: E402
 from rasa.engine.storage.resource import Resource  # noqa: E402
 from rasa.shared.nlu.training_data.training_data import TrainingData  # noqa: E402
 
-from nlu_testing import REPO_ROOT, SHARED_DATASETS, TINY_BOT, messages, shared_dataset, split_pairs, tiny_training_data  # noqa: E402,F401
+from nlu_testing import make_context, make_storage, tiny_training_data  # noqa: E402
 
 
 @pytest.fixture
 def model_storage(tmp_path: Path) -> LocalModelStorage:
-    return LocalModelStorage(tmp_path / "model_storage")
+    return make_storage(tmp_path / "model_storage")
 
 
 @pytest.fixture
 def execution_context() -> ExecutionContext:
-    return ExecutionContext(GraphSchema({}), model_id="test-model")
+    return make_context()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 Nothing downloads: the models have random weights (GPT2Config with n_embd 32, 2 layers) and
 the tokenizers a character vocabulary built from the texts the tests use.
 """
+
 from __future__ import annotations
 
 import random
@@ -11,10 +12,12 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from nlu_bert.prompts import TEMPLATES
+from nlu_bert.fewshot.prompts import TEMPLATES
 from nlu_bert.vocab import build_char_vocab, make_tokenizer
 
 NOT_APPLICABLE = "不知道"
+# the synthetic bot's intents and the labels its prompts show
+LABELS = {"weather": "天气", "music": "音乐", "taxi": "打车", "food": "点餐", "alarm": "闹钟"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -29,7 +32,7 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-TINY_SIZES = {"scratch_n_embd": 32, "scratch_n_layer": 2, "scratch_n_head": 2}
+TINY_SIZES = {"scratch_hidden_size": 32, "scratch_num_layers": 2, "scratch_num_heads": 2}
 
 
 def template_texts() -> List[str]:

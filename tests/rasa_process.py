@@ -1,4 +1,5 @@
 """Run real `rasa` commands and servers from tests: free ports, readiness, clean shutdown."""
+
 from __future__ import annotations
 
 import json
@@ -83,7 +84,9 @@ def wait_until_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float
 
 
 @contextmanager
-def background(args: List[str], cwd: Path, log: Path, ready_url: Optional[str] = None, **env: str) -> Iterator[subprocess.Popen]:
+def background(
+    args: List[str], cwd: Path, log: Path, ready_url: Optional[str] = None, **env: str
+) -> Iterator[subprocess.Popen]:
     """Start a process (its own process group), wait for ``ready_url``, stop it (SIGTERM, then SIGKILL)."""
     with open(log, "w") as out:
         proc = subprocess.Popen(

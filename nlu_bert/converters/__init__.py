@@ -7,6 +7,7 @@ YAML files and checks them with Rasa's own loader::
     from nlu_bert.converters import BuildOptions, ReadOptions, convert
     dataset = convert("cais", [Path("CAIS")], Path("data/cais"), ReadOptions(), BuildOptions())
 """
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
-from nlu_bert.converters.base import ConversionError, Entity, Example, ReadOptions, SourceData, read_lookup_files
+from nlu_bert.converters.base import (
+    ConversionError,
+    Dataset,
+    Entity,
+    Example,
+    ReadOptions,
+    Report,
+    SourceData,
+    read_lookup_files,
+)
 from nlu_bert.converters.cais import read_cais
 from nlu_bert.converters.crosswoz import read_crosswoz
 from nlu_bert.converters.few_shot_intent_sft import read_few_shot_intent_sft
 from nlu_bert.converters.massive import read_massive
 from nlu_bert.converters.nlpcc2018 import read_nlpcc2018
-from nlu_bert.converters.pipeline import BuildOptions, Dataset, build_dataset, load_label_map
+from nlu_bert.converters.pipeline import BuildOptions, build_dataset, load_label_map
 from nlu_bert.converters.records import read_json, read_jsonl
 from nlu_bert.converters.smp2017 import read_smp2017
 from nlu_bert.converters.smp2019 import read_smp2019
@@ -62,9 +72,16 @@ def get_format(name: str) -> Format:
     return FORMATS[name]
 
 
-def convert(format_name: str, inputs: Sequence[Path], out: Path, read_options: ReadOptions = ReadOptions(),
-            build_options: BuildOptions = BuildOptions(), report_path: Optional[Path] = None,
-            domain_path: Optional[Path] = None, lookup_paths: Sequence[Path] = ()) -> Dataset:
+def convert(
+    format_name: str,
+    inputs: Sequence[Path],
+    out: Path,
+    read_options: ReadOptions = ReadOptions(),
+    build_options: BuildOptions = BuildOptions(),
+    report_path: Optional[Path] = None,
+    domain_path: Optional[Path] = None,
+    lookup_paths: Sequence[Path] = (),
+) -> Dataset:
     """Read, build, write and verify; returns the dataset with its report (files, counts, drops)."""
     fmt = get_format(format_name)
     if not inputs:
@@ -100,6 +117,7 @@ __all__ = [
     "Example",
     "Format",
     "ReadOptions",
+    "Report",
     "SourceData",
     "VerificationError",
     "build_dataset",

@@ -3,8 +3,9 @@
 A format module turns its input files into a :class:`SourceData` (examples, lookup
 tables, counts of what it dropped). Everything after that (label clean-up, dedup,
 splitting, YAML, verification) is shared and lives in ``pipeline``, ``yaml_writer``
-and ``verify``.
+and ``verify``; the pipeline's result is a :class:`Dataset` with its :class:`Report`.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -68,6 +69,34 @@ class SourceData:
     rows_read: int = 0
 
 
+@dataclass
+class Report:
+    """What happened to the data on its way to YAML (counts, renames, conflicts, files)."""
+
+    format: str = ""
+    inputs: List[str] = field(default_factory=list)
+    rows_read: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    dropped_entities: Counter = field(default_factory=Counter)
+    renamed_intents: Dict[str, str] = field(default_factory=dict)
+    renamed_entities: Dict[str, str] = field(default_factory=dict)
+    conflicts: Dict[str, List[str]] = field(default_factory=dict)
+    train_test_overlap: int = 0
+    notes: List[str] = field(default_factory=list)
+    files: Dict[str, str] = field(default_factory=dict)
+    verified: bool = False
+
+
+@dataclass
+class Dataset:
+    """The converted data: examples per split, synonyms, lookup tables, and the report."""
+
+    splits: Dict[str, List[Example]]
+    synonyms: Dict[str, str]  # surface form → canonical value
+    lookups: Dict[str, List[str]]
+    report: Report
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """Options the format readers understand (each uses the ones that apply to it)."""
@@ -93,9 +122,7 @@ class BadRows:
 
     def __call__(self, where: str, problem: str, reason: str) -> None:
         if not self.skip_bad:
-            raise ConversionError(
-                f"{where}: {problem}. Fix that row, or pass --skip-bad to skip and count such rows."
-            )
+            raise ConversionError(f"{where}: {problem}. Fix that row, or pass --skip-bad to skip and count such rows.")
         self.dropped[f"malformed: {reason}"] += 1
 
 
@@ -120,13 +147,15 @@ def decode_bytes(raw: bytes, where: str, encoding: Optional[str] = None) -> str:
         except UnicodeDecodeError as error:
             first_error = first_error or error
         except LookupError:
-            raise ConversionError(f"{where}: unknown encoding {candidate!r}; pass a Python codec name to --encoding.")
+            raise ConversionError(
+                f"{where}: unknown encoding {candidate!r}; pass a Python codec name to --encoding."
+            ) from None
     else:
         assert first_error is not None
         line = raw.count(b"\n", 0, first_error.start) + 1
         tried = " or ".join(candidates)
         raise ConversionError(
-            f"{where}:{line}: cannot decode byte {raw[first_error.start:first_error.start + 1]!r} as {tried}. "
+            f"{where}:{line}: cannot decode byte {raw[first_error.start : first_error.start + 1]!r} as {tried}. "
             "Re-save the file as UTF-8, or pass its encoding with --encoding."
         )
     return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
@@ -246,9 +275,13 @@ class Fields(NamedTuple):
     split: Optional[str]
 
 
-def resolve_fields(keys: Sequence[str], options: ReadOptions, where: str,
-                   text_candidates: Sequence[str] = TEXT_FIELDS,
-                   label_candidates: Sequence[str] = LABEL_FIELDS) -> Fields:
+def resolve_fields(
+    keys: Sequence[str],
+    options: ReadOptions,
+    where: str,
+    text_candidates: Sequence[str] = TEXT_FIELDS,
+    label_candidates: Sequence[str] = LABEL_FIELDS,
+) -> Fields:
     """Which keys hold text, label and split: as requested, else the first known name (any case)."""
     by_lower = {str(key).strip().lower(): key for key in keys}
     shown = ", ".join(repr(k) for k in keys)
@@ -260,20 +293,26 @@ def resolve_fields(keys: Sequence[str], options: ReadOptions, where: str,
             if requested.strip().lower() in by_lower:
                 return by_lower[requested.strip().lower()]
             raise ConversionError(
-                f"{where}: there is no {what} field {requested!r}; the fields are {shown}. Check {flag}.")
+                f"{where}: there is no {what} field {requested!r}; the fields are {shown}. Check {flag}."
+            )
         return next((by_lower[c] for c in candidates if c in by_lower), None)
 
     text = pick(options.text_field, text_candidates, "text", "--text-field")
     label = pick(options.label_field, label_candidates, "label", "--label-field")
-    for found, what, flag, candidates in ((text, "text", "--text-field", text_candidates),
-                                          (label, "label", "--label-field", label_candidates)):
+    for found, what, flag, candidates in (
+        (text, "text", "--text-field", text_candidates),
+        (label, "label", "--label-field", label_candidates),
+    ):
         if found is None:
             raise ConversionError(
                 f"{where}: cannot tell which field holds the {what} (looked for {', '.join(candidates)}); "
                 f"the fields are {shown}. Pass {flag} NAME."
             )
-    split = None if (options.split_field or "").lower() == "none" else pick(
-        options.split_field, SPLIT_FIELDS, "split", "--split-field")
+    split = (
+        None
+        if (options.split_field or "").lower() == "none"
+        else pick(options.split_field, SPLIT_FIELDS, "split", "--split-field")
+    )
     assert text is not None and label is not None
     return Fields(text, label, split)
 
@@ -286,8 +325,9 @@ def _cell(value: object) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def record_example(record: Dict[str, object], fields: Fields, where: str, bad: BadRows,
-                   split: str = "train") -> Optional[Example]:
+def record_example(
+    record: Dict[str, object], fields: Fields, where: str, bad: BadRows, split: str = "train"
+) -> Optional[Example]:
     """An example from a record (dict); a missing text/label or an unknown split is a malformed row."""
     text, label = _cell(record.get(fields.text)), _cell(record.get(fields.label)).strip()
     if isinstance(record.get(fields.text), (dict, list)) or not text.strip():
@@ -300,8 +340,11 @@ def record_example(record: Dict[str, object], fields: Fields, where: str, bad: B
         raw_split = _cell(record.get(fields.split))
         found = canonical_split(raw_split)
         if found is None:
-            bad(where, f"unknown split {raw_split!r} in field {fields.split!r}; expected train, dev/validation or test",
-                "unknown split")
+            bad(
+                where,
+                f"unknown split {raw_split!r} in field {fields.split!r}; expected train, dev/validation or test",
+                "unknown split",
+            )
             return None
         split = found
     return Example(text=text, intent=label, split=split, source=where)

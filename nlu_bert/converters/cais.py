@@ -5,6 +5,7 @@ folder holding them. A line is ``<char><space><tag>``; the character itself may 
 space (``"  O"``), so the line is read as ``char = line[0]``, ``tag = line[2:]``, never
 split on spaces. A blank line ends an utterance. ``valid`` → dev.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -106,6 +107,6 @@ def read_cais(inputs: Sequence[Path], options: ReadOptions) -> SourceData:
             except ValueError as problem:
                 bad(where, str(problem), "broken BIOES sequence")
                 continue
-            entities = tuple(e._replace(value=text[e.start:e.end]) for e in spans)
+            entities = tuple(e._replace(value=text[e.start : e.end]) for e in spans)
             source.examples.append(Example(text=text, intent=intent, entities=entities, split=split, source=where))
     return source

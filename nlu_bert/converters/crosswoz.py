@@ -19,6 +19,7 @@ Label rule (``--label-rule primary``, the default). A user turn carries several
 Entities: Inform values that occur verbatim in the turn, named ``<domain>-<slot>``
 (``餐馆-推荐菜``); yes/no facility flags (``是``/``否``) and paraphrased values are skipped.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,11 @@ def intent_of(acts: Sequence[Act], rule: str = "primary") -> Optional[str]:
 
 def inform_slots(acts: Sequence[Act]) -> List[Tuple[str, str]]:
     """(``domain-slot``, value) of the Inform acts whose value can be a span."""
-    return [(f"{domain}-{slot}", value) for act, domain, slot, value in acts
-            if act == "Inform" and value.strip() not in _NOT_SPANS]
+    return [
+        (f"{domain}-{slot}", value)
+        for act, domain, slot, value in acts
+        if act == "Inform" and value.strip() not in _NOT_SPANS
+    ]
 
 
 def split_of(path: Path, has_train: bool) -> str:
@@ -84,7 +88,7 @@ def _dialogues(path: Path, options: ReadOptions) -> List[Tuple[str, Any]]:
     try:
         data = json.loads(read_text(path, options.encoding))
     except json.JSONDecodeError as error:
-        raise ConversionError(f"{path}:{error.lineno}: not valid JSON ({error.msg}).")
+        raise ConversionError(f"{path}:{error.lineno}: not valid JSON ({error.msg}).") from None
     if not isinstance(data, dict):
         raise ConversionError(f"{path}: expected an object of dialogue id → dialogue, got {type(data).__name__}.")
     return list(data.items())
@@ -113,8 +117,15 @@ def read_crosswoz(inputs: Sequence[Path], options: ReadOptions) -> SourceData:
                 entities, missed = locate_entities(text, inform_slots(acts))
                 for _, _, reason in missed:
                     source.dropped_entities[f"Inform {reason}"] += 1
-                source.examples.append(Example(text=text, intent=intent, entities=tuple(entities), split=split,
-                                               source=f"{path}: dialogue {dialogue_id}, turn {turn}"))
+                source.examples.append(
+                    Example(
+                        text=text,
+                        intent=intent,
+                        entities=tuple(entities),
+                        split=split,
+                        source=f"{path}: dialogue {dialogue_id}, turn {turn}",
+                    )
+                )
     if not has_train and files:
         source.notes.append("no train file among the inputs: val dialogues are the train split")
     return source

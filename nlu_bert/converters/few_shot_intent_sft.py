@@ -19,6 +19,7 @@ too). The label is ``--label-field`` if given, else ``intent``, else ``response`
 response is the not-applicable answer are then dropped). ``split`` is used when present.
 The same user text recurs under many templates; the shared dedup keeps one.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,7 +53,7 @@ def user_text(prompt: str) -> Optional[str]:
     for index in range(len(lines) - 2, -1, -1):
         match = _TEXT_LINE.match(lines[index])
         if match:
-            return " ".join([lines[index][match.end():]] + lines[index + 1:-1]).strip() or None
+            return " ".join([lines[index][match.end() :]] + lines[index + 1 : -1]).strip() or None
         if _ANY_INTENT_LINE.match(lines[index]) or _SEPARATOR.match(lines[index]):
             return None  # the last example block has no text of its own
     return None
@@ -80,8 +81,7 @@ def read_few_shot_intent_sft(inputs: Sequence[Path], options: ReadOptions) -> So
             source.dropped["not-applicable response and no intent field"] += 1
             continue
         if path not in split_fields:
-            split_fields[path] = resolve_fields(list(row) + ["text"], options, where, ("text",),
-                                                (label_field,)).split
+            split_fields[path] = resolve_fields(list(row) + ["text"], options, where, ("text",), (label_field,)).split
         fields = Fields(text="text", label=label_field, split=split_fields[path])
         example = record_example({**row, "text": text}, fields, where, bad)
         if example is not None:

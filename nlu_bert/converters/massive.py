@@ -9,6 +9,7 @@ Two shapes of jsonl are read, row by row:
     (``[time : 九点]``) become entities, found in ``utt`` by string search.
 ``validation`` → dev.
 """
+
 from __future__ import annotations
 
 import re

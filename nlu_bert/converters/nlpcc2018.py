@@ -9,6 +9,7 @@ with a synonym. The annotated text without tags must equal the utterance column.
 There is no official test split: use ``--test-fraction``. Labels depend on the
 session (``取消`` has four intents); see the conflict report or ``--drop-conflicts``.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,13 +39,14 @@ def parse_tagged(annotated: str) -> Tuple[str, List[Entity]]:
     entities: List[Entity] = []
     length, cursor = 0, 0
     for match in _TAG.finditer(annotated):
-        before = annotated[cursor:match.start()]
+        before = annotated[cursor : match.start()]
         pieces.append(before)
         length += len(before)
         parts = match.group("body").split("||")
         if len(parts) > 2 or not parts[0] or (len(parts) == 2 and not parts[1]):
-            raise ValueError(f"tag <{match.group('name')}> should hold 'value' or 'surface||canonical', "
-                             f"got {match.group('body')!r}")
+            raise ValueError(
+                f"tag <{match.group('name')}> should hold 'value' or 'surface||canonical', got {match.group('body')!r}"
+            )
         surface, canonical = parts[0], parts[-1]
         entities.append(Entity(length, length + len(surface), match.group("name"), canonical))
         pieces.append(surface)
@@ -63,16 +65,20 @@ def read_nlpcc2018(inputs: Sequence[Path], options: ReadOptions) -> SourceData:
     bad = BadRows(options.skip_bad, source.dropped)
     dictionaries: List[Path] = []
     for path in expand_inputs(inputs, "corpus*.txt"):
-        for number, line in progress(list(numbered_lines(read_text(path, options.encoding))), path.name,
-                                     options.progress):
+        for number, line in progress(
+            list(numbered_lines(read_text(path, options.encoding))), path.name, options.progress
+        ):
             if not line.strip():
                 continue
             where = f"{path}:{number}"
             source.rows_read += 1
             columns = line.split("\t")
             if len(columns) != 4:
-                bad(where, f"expected 4 tab-separated columns (session, utterance, intent, annotated), "
-                    f"got {len(columns)}", "wrong column count")
+                bad(
+                    where,
+                    f"expected 4 tab-separated columns (session, utterance, intent, annotated), got {len(columns)}",
+                    "wrong column count",
+                )
                 continue
             _, utterance, intent, annotated = columns
             try:

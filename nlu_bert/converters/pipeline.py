@@ -3,6 +3,7 @@
 ``build_dataset(source, options)`` is a pure function of the reader's output and the
 options; the order of its steps is the order of the sections below.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from nlu_bert.converters.base import SPLITS, ConversionError, Entity, Example, SourceData, decode_bytes, normalise_name
+from nlu_bert import splits
+from nlu_bert.converters.base import (
+    SPLITS,
+    ConversionError,
+    Dataset,
+    Entity,
+    Example,
+    Report,
+    SourceData,
+    decode_bytes,
+    normalise_name,
+)
 from nlu_bert.converters.yaml_writer import escape_for_rasa
 
 
@@ -25,30 +37,6 @@ class BuildOptions:
     max_per_intent: Optional[int] = None  # keep at most this many training examples per intent
     label_map: Mapping[str, Optional[str]] = field(default_factory=dict)  # raw label → new label (None/"" drops)
     drop_conflicts: bool = False  # drop texts that appear under more than one intent
-
-
-@dataclass
-class Report:
-    format: str = ""
-    inputs: List[str] = field(default_factory=list)
-    rows_read: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    dropped_entities: Counter = field(default_factory=Counter)
-    renamed_intents: Dict[str, str] = field(default_factory=dict)
-    renamed_entities: Dict[str, str] = field(default_factory=dict)
-    conflicts: Dict[str, List[str]] = field(default_factory=dict)
-    train_test_overlap: int = 0
-    notes: List[str] = field(default_factory=list)
-    files: Dict[str, str] = field(default_factory=dict)
-    verified: bool = False
-
-
-@dataclass
-class Dataset:
-    splits: Dict[str, List[Example]]
-    synonyms: Dict[str, str]  # surface form → canonical value
-    lookups: Dict[str, List[str]]
-    report: Report
 
 
 # ---------------------------------------------------------------- text clean-up
@@ -68,8 +56,7 @@ def clean_text(text: str) -> Tuple[str, List[int]]:
                 where.append(len(out) - 1)
             else:
                 where.append(-1)
-        elif (char < " " or "\x7f" <= char <= "\x9f" or char in "\ufeff\ufffe\uffff"
-              or "\ud800" <= char <= "\udfff"):
+        elif char < " " or "\x7f" <= char <= "\x9f" or char in "\ufeff\ufffe\uffff" or "\ud800" <= char <= "\udfff":
             where.append(-1)
         else:
             out.append(char)
@@ -82,9 +69,7 @@ def clean_text(text: str) -> Tuple[str, List[int]]:
 
 def clean_example(example: Example) -> Tuple[Example, int]:
     """The example with a clean text and entities moved along; also how many entities vanished."""
-    if not _NEEDS_CLEANING.search(example.text) and not any(
-        _NEEDS_CLEANING.search(e.value) for e in example.entities
-    ):
+    if not _NEEDS_CLEANING.search(example.text) and not any(_NEEDS_CLEANING.search(e.value) for e in example.entities):
         return example, 0
     text, where = clean_text(example.text)
     entities: List[Entity] = []
@@ -93,7 +78,7 @@ def clean_example(example: Example) -> Tuple[Example, int]:
         if not kept:
             continue
         start, end = kept[0], kept[-1] + 1
-        surface = example.text[entity.start:entity.end]
+        surface = example.text[entity.start : entity.end]
         value = text[start:end] if entity.value == surface else clean_text(entity.value)[0]
         entities.append(Entity(start, end, entity.entity, value or text[start:end]))
     return replace(example, text=text, entities=tuple(entities)), len(example.entities) - len(entities)
@@ -123,7 +108,9 @@ def load_label_map(path: Path) -> Dict[str, Optional[str]]:
         try:
             mapping = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ConversionError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); --label-map wants an object.")
+            raise ConversionError(
+                f"{path}:{error.lineno}: not valid JSON ({error.msg}); --label-map wants an object."
+            ) from None
         if not isinstance(mapping, dict) or not all(isinstance(v, (str, type(None))) for v in mapping.values()):
             raise ConversionError(f"{path}: --label-map wants a JSON object of label → new label (string or null).")
         return mapping
@@ -159,18 +146,12 @@ def _rename(names: Sequence[str], kind: str) -> Dict[str, str]:
 
 
 def stratified_split(examples: Sequence[Example], test_fraction: float, seed: int) -> List[Example]:
-    """Per intent, round(n × fraction) examples go to test (at least one stays in train)."""
+    """Every example with its split: the test examples by :func:`nlu_bert.splits.stratified_split` (per intent,
+    round(n × fraction), at most n - 2; intents with fewer than 3 examples stay in train)."""
     if not 0 < test_fraction < 1:
         raise ConversionError(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction}.")
-    rng = random.Random(seed)
-    by_intent: Dict[str, List[int]] = defaultdict(list)
-    for index, example in enumerate(examples):
-        by_intent[example.intent].append(index)
-    test: set = set()
-    for intent in sorted(by_intent):
-        indices = by_intent[intent]
-        n_test = min(int(len(indices) * test_fraction + 0.5), len(indices) - 1)
-        test.update(rng.sample(indices, n_test))
+    _, held_out = splits.stratified_split([e.intent for e in examples], test_fraction, seed)
+    test = set(held_out)
     return [replace(e, split="test" if i in test else "train") for i, e in enumerate(examples)]
 
 
@@ -213,8 +194,9 @@ def _relabel_and_clean(examples: Sequence[Example], options: BuildOptions, repor
             if not label:
                 report.dropped["label mapped to nothing by --label-map"] += 1
                 continue
-        relabelled = _valid_entities(example if label == example.intent else replace(example, intent=label),
-                                     report.dropped_entities)
+        relabelled = _valid_entities(
+            example if label == example.intent else replace(example, intent=label), report.dropped_entities
+        )
         new, lost = clean_example(relabelled)
         cleaned += new is not relabelled
         if lost:
@@ -239,14 +221,18 @@ def _safe_names(examples: Sequence[Example], report: Report) -> List[Example]:
     escaped = 0
     renamed: List[Example] = []
     for example in examples:
-        example = replace(example, intent=intents[example.intent], entities=tuple(
-            Entity(x.start, x.end, entities[x.entity], x.value) for x in example.entities))
+        example = replace(
+            example,
+            intent=intents[example.intent],
+            entities=tuple(Entity(x.start, x.end, entities[x.entity], x.value) for x in example.entities),
+        )
         safe = escape_for_rasa(example)
         escaped += safe is not example
         renamed.append(safe)
     if escaped:
-        report.notes.append(f"{escaped} texts had ASCII brackets that Rasa would read as entity markup: "
-                            "written as ［］｛｝")
+        report.notes.append(
+            f"{escaped} texts had ASCII brackets that Rasa would read as entity markup: written as ［］｛｝"
+        )
     return renamed
 
 
@@ -279,8 +265,12 @@ def _conflicts(examples: List[Example], options: BuildOptions, report: Report) -
 
 def build_dataset(source: SourceData, options: BuildOptions = BuildOptions()) -> Dataset:
     """The reader's examples → cleaned, renamed, deduplicated, split and capped splits, with a report."""
-    report = Report(rows_read=source.rows_read, dropped=Counter(source.dropped),
-                    dropped_entities=Counter(source.dropped_entities), notes=list(source.notes))
+    report = Report(
+        rows_read=source.rows_read,
+        dropped=Counter(source.dropped),
+        dropped_entities=Counter(source.dropped_entities),
+        notes=list(source.notes),
+    )
     examples = _safe_names(_relabel_and_clean(source.examples, options, report), report)
     if options.test_fraction is not None:
         examples = [replace(e, split="train") for e in examples]  # official splits are pooled
@@ -293,8 +283,12 @@ def build_dataset(source: SourceData, options: BuildOptions = BuildOptions()) ->
     splits = {name: found for name, found in splits.items() if found}
     train_texts = {e.text for e in splits.get("train", [])}
     report.train_test_overlap = len({e.text for e in splits.get("test", []) if e.text in train_texts})
-    return Dataset(splits=splits, synonyms=_synonyms(splits.get("train", []), report),
-                   lookups=_clean_lookups(source.lookups, report), report=report)
+    return Dataset(
+        splits=splits,
+        synonyms=_synonyms(splits.get("train", []), report),
+        lookups=_clean_lookups(source.lookups, report),
+        report=report,
+    )
 
 
 def _synonyms(train: Sequence[Example], report: Report) -> Dict[str, str]:
@@ -302,7 +296,7 @@ def _synonyms(train: Sequence[Example], report: Report) -> Dict[str, str]:
     seen: Dict[str, Counter] = defaultdict(Counter)
     for example in train:
         for entity in example.entities:
-            surface = example.text[entity.start:entity.end]
+            surface = example.text[entity.start : entity.end]
             if surface != entity.value:
                 seen[surface][entity.value] += 1
     inconsistent = sum(1 for counts in seen.values() if len(counts) > 1)

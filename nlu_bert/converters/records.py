@@ -7,6 +7,7 @@ a second one nested in it without a key (as in SMP2017's ``data.json``).
 (``text``/``sentence``/``query``…, ``label``/``intent``…, ``split``) or given with
 ``--text-field``, ``--label-field``, ``--split-field``.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,21 +42,21 @@ def _items(text: str, pos: int, decoder: json.JSONDecoder) -> Tuple[List[Tuple[i
     closing = "}" if text[pos] == "{" else "]"
     items: List[Tuple[int, Any]] = []
     pos = _skip(text, pos + 1)
-    if text[pos:pos + 1] == closing:
+    if text[pos : pos + 1] == closing:
         return items, pos + 1
     while True:
         if closing == "}":
             _, pos = decoder.raw_decode(text, pos)
             pos = _skip(text, pos)
-            if text[pos:pos + 1] != ":":
+            if text[pos : pos + 1] != ":":
                 raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
             pos = _skip(text, pos + 1)
         value, end = decoder.raw_decode(text, pos)
         items.append((pos, value))
         pos = _skip(text, end)
-        if text[pos:pos + 1] == ",":
+        if text[pos : pos + 1] == ",":
             pos = _skip(text, pos + 1)
-        elif text[pos:pos + 1] == closing:
+        elif text[pos : pos + 1] == closing:
             return items, pos + 1
         else:
             raise json.JSONDecodeError(f"Expecting ',' or '{closing}'", text, pos)
@@ -69,7 +70,7 @@ def _keyless_parts(text: str, pos: int, decoder: json.JSONDecoder) -> Tuple[List
     stack = [0]
     pos = _skip(text, pos + 1)
     while stack:
-        char = text[pos:pos + 1]
+        char = text[pos : pos + 1]
         if char == "}":
             stack.pop()
             pos += 1
@@ -80,7 +81,7 @@ def _keyless_parts(text: str, pos: int, decoder: json.JSONDecoder) -> Tuple[List
         elif char == '"':
             _, pos = decoder.raw_decode(text, pos)
             pos = _skip(text, pos)
-            if text[pos:pos + 1] != ":":
+            if text[pos : pos + 1] != ":":
                 raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
             pos = _skip(text, pos + 1)
             value, end = decoder.raw_decode(text, pos)
@@ -89,7 +90,7 @@ def _keyless_parts(text: str, pos: int, decoder: json.JSONDecoder) -> Tuple[List
         else:
             raise json.JSONDecodeError("Expecting '\"', '{' or '}'", text, pos)
         pos = _skip(text, pos)
-        if stack and text[pos:pos + 1] == ",":
+        if stack and text[pos : pos + 1] == ",":
             pos = _skip(text, pos + 1)
     return [part for part in parts if part], pos
 
@@ -109,7 +110,9 @@ def iter_json_records(text: str, where: str) -> Iterator[Tuple[int, int, Any]]:
             except json.JSONDecodeError:
                 end = -1
             if end < 0:
-                raise ConversionError(f"{where}:{error.lineno}: not valid JSON ({error.msg}, column {error.colno}).")
+                raise ConversionError(
+                    f"{where}:{error.lineno}: not valid JSON ({error.msg}, column {error.colno})."
+                ) from None
             for items in parts:
                 yield from ((part, lines.line(offset), item) for offset, item in items)
                 part += 1
@@ -136,8 +139,9 @@ def iter_jsonl_records(text: str, where: str, bad: BadRows) -> Iterator[Tuple[in
             bad(f"{where}:{number}", f"not valid JSON ({error.msg}, column {error.colno})", "invalid JSON")
 
 
-def json_rows(inputs: Sequence[Path], options: ReadOptions, bad: BadRows,
-              lines: bool) -> Iterator[Tuple[Path, str, Dict[str, Any]]]:
+def json_rows(
+    inputs: Sequence[Path], options: ReadOptions, bad: BadRows, lines: bool
+) -> Iterator[Tuple[Path, str, Dict[str, Any]]]:
     """(file, "file:line", record) for every object record of the inputs (``*.json*`` in folders)."""
     for path in expand_inputs(inputs, "*.jsonl" if lines else "*.json"):
         text = read_text(path, options.encoding)
@@ -150,8 +154,11 @@ def json_rows(inputs: Sequence[Path], options: ReadOptions, bad: BadRows,
             if isinstance(record, dict):
                 yield path, where, record
             else:
-                bad(where, f"expected a JSON object with text and label fields, got {type(record).__name__}",
-                    "not an object")
+                bad(
+                    where,
+                    f"expected a JSON object with text and label fields, got {type(record).__name__}",
+                    "not an object",
+                )
 
 
 def read_records(inputs: Sequence[Path], options: ReadOptions, lines: bool) -> SourceData:

@@ -7,6 +7,7 @@ per line, label = file name after the first ``_``, split = the part before it
 object sits inside the train object without a key: ``{"0": {...}, …, {"0": {...}, …}}``);
 its first object is train, the second develop; it holds no test set.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -59,7 +60,8 @@ def read_smp2017(inputs: Sequence[Path], options: ReadOptions) -> SourceData:
             source.rows_read += 1
             if part >= len(SPLITS):
                 raise ConversionError(
-                    f"{path}:{number}: expected at most {len(SPLITS)} JSON objects (train, develop, test).")
+                    f"{path}:{number}: expected at most {len(SPLITS)} JSON objects (train, develop, test)."
+                )
             if not isinstance(record, dict):
                 bad(f"{path}:{number}", "expected an object with 'query' and 'label'", "not an object")
                 continue

@@ -10,6 +10,7 @@ official example goes to (their own spans are off for a few rows); entities alwa
 come from the official slots. Dictionaries in a ``dic/`` folder next to ``train.json``
 become lookup tables (not official: compiled by a participant).
 """
+
 from __future__ import annotations
 
 from dataclasses import replace

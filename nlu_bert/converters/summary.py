@@ -1,19 +1,21 @@
 """The summary printed after a conversion, and the same facts as a JSON report."""
+
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any, Dict, List
 
-from nlu_bert.converters.base import SPLITS
-from nlu_bert.converters.pipeline import Dataset
+from nlu_bert.converters.base import SPLITS, Dataset
 
 SHOWN = 10  # examples listed per section; the JSON report (--report) has all of them
 
 
 def _table(rows: List[List[str]]) -> List[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-            for row in rows]
+    return [
+        "  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
 
 
 def _counts(title: str, counts: Counter) -> List[str]:
@@ -39,12 +41,20 @@ def format_summary(dataset: Dataset, show_intents: int = 30) -> str:
     for split in splits:
         found = dataset.splits[split]
         entities = [(e, x) for e in found for x in e.entities]
-        rows.append([split, str(len(found)), str(len({e.intent for e in found})), str(len(entities)),
-                     str(sum(1 for e, x in entities if e.text[x.start:x.end] != x.value))])
+        rows.append(
+            [
+                split,
+                str(len(found)),
+                str(len({e.intent for e in found})),
+                str(len(entities)),
+                str(sum(1 for e, x in entities if e.text[x.start : x.end] != x.value)),
+            ]
+        )
     lines += _table(rows) + [""]
     intents = per_intent(dataset)
-    rows = [["intent"] + splits] + [[name] + [str(counts[s]) for s in splits] for name, counts in
-                                    list(intents.items())[:show_intents]]
+    rows = [["intent"] + splits] + [
+        [name] + [str(counts[s]) for s in splits] for name, counts in list(intents.items())[:show_intents]
+    ]
     lines += [f"examples per intent ({len(intents)} intents):"] + _table(rows)
     if len(intents) > show_intents:
         more = len(intents) - show_intents
@@ -53,12 +63,18 @@ def format_summary(dataset: Dataset, show_intents: int = 30) -> str:
     for kind, renamed in (("intents", report.renamed_intents), ("entities", report.renamed_entities)):
         if renamed:
             shown = ", ".join(f"{raw!r} → {new!r}" for raw, new in list(renamed.items())[:SHOWN])
-            lines.append(f"renamed {kind} ({len(renamed)}, Rasa-safe names): {shown}"
-                         + (" …" if len(renamed) > SHOWN else ""))
+            lines.append(
+                f"renamed {kind} ({len(renamed)}, Rasa-safe names): {shown}" + (" …" if len(renamed) > SHOWN else "")
+            )
     if report.conflicts:
-        lines.append(f"texts under more than one intent: {len(report.conflicts)}"
-                     + (" (dropped: --drop-conflicts)" if report.dropped.get(
-                         "text under more than one intent (--drop-conflicts)") else ""))
+        lines.append(
+            f"texts under more than one intent: {len(report.conflicts)}"
+            + (
+                " (dropped: --drop-conflicts)"
+                if report.dropped.get("text under more than one intent (--drop-conflicts)")
+                else ""
+            )
+        )
         lines += [f"  {text!r}: {', '.join(found)}" for text, found in list(report.conflicts.items())[:SHOWN]]
     else:
         lines.append("texts under more than one intent: none")
@@ -67,13 +83,17 @@ def format_summary(dataset: Dataset, show_intents: int = 30) -> str:
     if dataset.lookups:
         lines.append("lookup tables: " + ", ".join(f"{n} ({len(v)})" for n, v in sorted(dataset.lookups.items())))
     if dataset.synonyms:
-        lines.append(f"synonyms: {len(dataset.synonyms)} surface forms → "
-                     f"{len(set(dataset.synonyms.values()))} canonical values")
+        lines.append(
+            f"synonyms: {len(dataset.synonyms)} surface forms → {len(set(dataset.synonyms.values()))} canonical values"
+        )
     lines += [f"note: {note}" for note in report.notes]
     if report.files:
-        lines += ["", "files written:"] + [f"  {path}  ({split}, {len(dataset.splits.get(split, []))} examples)"
-                                           if split in dataset.splits else f"  {path}  ({split})"
-                                           for split, path in report.files.items()]
+        lines += ["", "files written:"] + [
+            f"  {path}  ({split}, {len(dataset.splits.get(split, []))} examples)"
+            if split in dataset.splits
+            else f"  {path}  ({split})"
+            for split, path in report.files.items()
+        ]
     if report.verified:
         lines.append("checked with Rasa's loader: example counts, texts, intents and entity spans match")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ The first non-blank row is the header; text and label columns are auto-detected
 ``--no-header`` the fields are 1-based column numbers (default: text 1, label 2).
 ``tsv`` does not treat quotes specially (Chinese text often has unbalanced ones).
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,7 +43,8 @@ def delimited_rows(path: Path, options: ReadOptions, delimiter: str) -> Iterator
             line = reader.line_num + 1
     except csv.Error as error:
         raise ConversionError(
-            f"{path}:{reader.line_num}: cannot read this csv row ({error}). Fix the quoting of that row.")
+            f"{path}:{reader.line_num}: cannot read this csv row ({error}). Fix the quoting of that row."
+        ) from None
 
 
 def xlsx_rows(path: Path, options: ReadOptions) -> Iterator[Row]:
@@ -56,11 +58,14 @@ def xlsx_rows(path: Path, options: ReadOptions) -> Iterator[Row]:
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError) as error:
-        raise ConversionError(f"{path}: not an .xlsx workbook ({error}). Save it as .xlsx, or convert it as csv.")
+        raise ConversionError(
+            f"{path}: not an .xlsx workbook ({error}). Save it as .xlsx, or convert it as csv."
+        ) from None
     try:
         if options.sheet is not None and options.sheet not in workbook.sheetnames:
             raise ConversionError(
-                f"{path}: no sheet {options.sheet!r}; the sheets are {workbook.sheetnames}. Check --sheet.")
+                f"{path}: no sheet {options.sheet!r}; the sheets are {workbook.sheetnames}. Check --sheet."
+            )
         sheet = workbook[options.sheet] if options.sheet else workbook.worksheets[0]
         for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):
             yield f"{path} sheet {sheet.title!r} row {number}", list(row)
@@ -84,13 +89,15 @@ def rows_to_source(rows: Iterator[Row], path: Path, options: ReadOptions, source
                 header = [str(i) for i in range(1, len(cells) + 1)]
                 fields = resolve_fields(header, options, where, ("1",), ("2",))
             else:
-                header = [str(c).strip() if c is not None and str(c).strip() else f"column {i}"
-                          for i, c in enumerate(cells, start=1)]
+                header = [
+                    str(c).strip() if c is not None and str(c).strip() else f"column {i}"
+                    for i, c in enumerate(cells, start=1)
+                ]
                 fields = resolve_fields(header, options, where)
                 continue
         assert header is not None
         source.rows_read += 1
-        if len(cells) > len(header) and not _blank(cells[len(header):]):
+        if len(cells) > len(header) and not _blank(cells[len(header) :]):
             bad(where, f"the row has {len(cells)} cells but the header has {len(header)}", "too many cells")
             continue
         record: Dict[str, Any] = dict(zip(header, cells))

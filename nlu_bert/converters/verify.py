@@ -4,6 +4,7 @@ Same number of examples, same texts and intents, entity spans that cover exactly
 surface text with the expected canonical value, the same synonyms and lookup tables.
 Any difference raises :class:`VerificationError`; it runs after every conversion.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -36,7 +37,7 @@ def compare(expected: Sequence[Example], loaded: Sequence[Any]) -> List[str]:
     for message in loaded:
         text = message.get("text") or ""
         entities = [(x["start"], x["end"], x["entity"], x["value"]) for x in message.get("entities") or []]
-        for start, end, name, value in entities:
+        for start, end, name, _value in entities:
             if not text[start:end].strip():
                 problems.append(f"entity {name} of {text!r} covers {text[start:end]!r}")
         theirs[_key(text, message.get("intent") or "", entities)] += 1
@@ -47,8 +48,12 @@ def compare(expected: Sequence[Example], loaded: Sequence[Any]) -> List[str]:
     return problems
 
 
-def verify_files(paths: Mapping[str, Path], splits: Mapping[str, Sequence[Example]],
-                 synonyms: Mapping[str, str], lookups: Mapping[str, Sequence[str]]) -> List[str]:
+def verify_files(
+    paths: Mapping[str, Path],
+    splits: Mapping[str, Sequence[Example]],
+    synonyms: Mapping[str, str],
+    lookups: Mapping[str, Sequence[str]],
+) -> List[str]:
     """Load each written file with Rasa and compare; returns Rasa's warnings, raises on any difference."""
     import rasa.shared.nlu.training_data.formats  # noqa: F401  (import-time warnings are not about the data)
     from rasa.shared.nlu.training_data.loading import load_data
@@ -81,6 +86,8 @@ def _compare_extras(data: Any, synonyms: Mapping[str, str], lookups: Mapping[str
     loaded_lookups = {table["name"]: table["elements"] for table in data.lookup_tables}
     for name, entries in lookups.items():
         if loaded_lookups.get(name) != list(entries):
-            problems.append(f"lookup table {name!r}: {len(entries)} entries written, "
-                            f"{len(loaded_lookups.get(name) or [])} read back")
+            problems.append(
+                f"lookup table {name!r}: {len(entries)} entries written, "
+                f"{len(loaded_lookups.get(name) or [])} read back"
+            )
     return problems

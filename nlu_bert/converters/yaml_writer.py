@@ -5,17 +5,15 @@ for a synonym. Rasa's YAML format has no escape for brackets, so a text whose ow
 would be read as markup is written with full-width ``［ ］`` instead (``escape_for_rasa``);
 every line is checked with Rasa's own entity parser before it is written.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
-from nlu_bert.converters.base import SPLITS, ConversionError, Entity, Example
-
-if TYPE_CHECKING:
-    from nlu_bert.converters.pipeline import Dataset
+from nlu_bert.converters.base import SPLITS, ConversionError, Dataset, Entity, Example
 
 _FULL_WIDTH = str.maketrans("[]{}", "［］｛｝")
 
@@ -25,8 +23,8 @@ def annotate(example: Example) -> str:
     pieces: List[str] = []
     cursor = 0
     for entity in sorted(example.entities):
-        surface = example.text[entity.start:entity.end]
-        pieces.append(example.text[cursor:entity.start])
+        surface = example.text[entity.start : entity.end]
+        pieces.append(example.text[cursor : entity.start])
         if entity.value == surface:
             pieces.append(f"[{surface}]({entity.entity})")
         else:
@@ -44,7 +42,7 @@ def reads_back(example: Example) -> bool:
     line = annotate(example)
     try:
         found = entities_parser.find_entities_in_training_example(line)
-    except Exception:  # Rasa raises on a broken {...} dict; that means "does not read back"
+    except Exception:  # noqa: BLE001 - Rasa raises on a broken {...} dict; that means "does not read back"
         return False
     spans = sorted(Entity(e["start"], e["end"], e["entity"], e["value"]) for e in found)
     return entities_parser.replace_entities(line) == example.text and spans == sorted(example.entities)
@@ -52,8 +50,8 @@ def reads_back(example: Example) -> bool:
 
 def escape_for_rasa(example: Example) -> Example:
     """The example itself when Rasa reads it back as is; else with ``[]{}`` made full-width."""
-    risky = "[" in example.text or "]" in example.text or any(
-        "{" in e.value or "}" in e.value for e in example.entities
+    risky = (
+        "[" in example.text or "]" in example.text or any("{" in e.value or "}" in e.value for e in example.entities)
     )
     if not risky or reads_back(example):
         return example
@@ -74,8 +72,11 @@ def _block(key: str, name: str, lines: Iterable[str]) -> str:
     return f"- {key}: {json.dumps(name, ensure_ascii=False)}\n  examples: |\n{body}"
 
 
-def render_nlu(examples: Sequence[Example], synonyms: Optional[Mapping[str, str]] = None,
-               lookups: Optional[Mapping[str, Sequence[str]]] = None) -> str:
+def render_nlu(
+    examples: Sequence[Example],
+    synonyms: Optional[Mapping[str, str]] = None,
+    lookups: Optional[Mapping[str, Sequence[str]]] = None,
+) -> str:
     """One ``nlu:`` document: intents (sorted by name, examples in input order), then synonyms, then lookups."""
     synonyms = synonyms or {}
     lookups = lookups or {}
@@ -102,7 +103,7 @@ def output_paths(out: Path, splits: Iterable[str]) -> Dict[str, Path]:
     return {s: out / f"{s}.yml" for s in splits}
 
 
-def write_dataset(dataset: "Dataset", out: Path) -> Dict[str, Path]:
+def write_dataset(dataset: Dataset, out: Path) -> Dict[str, Path]:
     """Write one YAML file per split; synonyms and lookup tables go with the training file."""
     paths = output_paths(out, [s for s in SPLITS if s in dataset.splits])
     if not paths:
@@ -111,12 +112,14 @@ def write_dataset(dataset: "Dataset", out: Path) -> Dict[str, Path]:
     for split, path in paths.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         extra = split == first
-        path.write_text(render_nlu(dataset.splits[split], dataset.synonyms if extra else None,
-                                   dataset.lookups if extra else None), encoding="utf-8")
+        path.write_text(
+            render_nlu(dataset.splits[split], dataset.synonyms if extra else None, dataset.lookups if extra else None),
+            encoding="utf-8",
+        )
     return paths
 
 
-def render_domain(dataset: "Dataset") -> str:
+def render_domain(dataset: Dataset) -> str:
     """A minimal domain.yml: the intents and entities of every split."""
     examples = [e for found in dataset.splits.values() for e in found]
     intents = sorted({e.intent for e in examples})

@@ -1,4 +1,5 @@
 """Contract checks every intent classifier of this package must pass (STYLE.md, anchor 11)."""
+
 from __future__ import annotations
 
 from typing import Iterable, Optional
@@ -6,9 +7,7 @@ from typing import Iterable, Optional
 from rasa.shared.nlu.training_data.message import Message
 
 
-def assert_intent_contract(
-    message: Message, ranking_length: int, allowed: Optional[Iterable[str]] = None
-) -> None:
+def assert_intent_contract(message: Message, ranking_length: int, allowed: Optional[Iterable[str]] = None) -> None:
     intent = message.get("intent")
     ranking = message.get("intent_ranking")
     assert isinstance(intent, dict) and set(intent) >= {"name", "confidence"}, intent

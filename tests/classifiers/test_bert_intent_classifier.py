@@ -1,4 +1,5 @@
 """BertIntentClassifier: config validation, scratch and local-folder backbones, persistence, contract."""
+
 from __future__ import annotations
 
 import json
@@ -8,17 +9,19 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 import pytest
-from rasa.engine.graph import ExecutionContext, GraphSchema
 from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.engine.storage.resource import Resource
 from rasa.shared.exceptions import InvalidConfigException, RasaException
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from nlu_testing import TINY_BOT, messages, tiny_training_data
-from contract import assert_intent_contract
+from nlu_bert import archive
 from nlu_bert.backbones import ModelUnavailableError
+from nlu_bert.bert import ngrams
 from nlu_bert.classifiers.bert_intent_classifier import BertIntentClassifier, ModelArchiveError
+
+from contract import assert_intent_contract
+from nlu_testing import TINY_BOT, make_context, make_storage, messages, tiny_training_data
 
 TINY = {
     "model": "scratch",
@@ -35,19 +38,12 @@ HELD_OUT = {"greet": "你好啊朋友", "goodbye": "那就再见了", "check_ord
 ODD_TEXTS = ["😀😀😀", "我的訂單到哪裡了", "order 12345 查一下", "ＡＢＣ１２３", "退款" * 500, "a\x00b\u200f", "/greet"]
 
 
-def _context() -> ExecutionContext:
-    return ExecutionContext(GraphSchema({}), model_id="test")
-
-
-def _storage(path: Path) -> LocalModelStorage:
-    path.mkdir(parents=True, exist_ok=True)
-    return LocalModelStorage(path)
-
-
-def train_component(storage_dir: Path, config: Dict[str, Any], data: TrainingData) -> Tuple[BertIntentClassifier, LocalModelStorage, Resource]:
-    storage = _storage(storage_dir)
+def train_component(
+    storage_dir: Path, config: Dict[str, Any], data: TrainingData
+) -> Tuple[BertIntentClassifier, LocalModelStorage, Resource]:
+    storage = make_storage(storage_dir)
     resource = Resource("bert_intent")
-    component = BertIntentClassifier.create(config, storage, resource, _context())
+    component = BertIntentClassifier.create(config, storage, resource, make_context())
     component.train(data)
     return component, storage, resource
 
@@ -75,11 +71,18 @@ def trained_torch(tmp_path_factory: pytest.TempPathFactory) -> Tuple[BertIntentC
     return train_component(tmp_path_factory.mktemp("bert_torch"), config, tiny_training_data())
 
 
-def _persist_copy(component: BertIntentClassifier, folder: Path, config: Dict[str, Any]) -> Tuple[LocalModelStorage, Resource]:
+def _persist_copy(
+    component: BertIntentClassifier, folder: Path, config: Dict[str, Any]
+) -> Tuple[LocalModelStorage, Resource]:
     """The same trained weights, persisted with another config (e.g. another inference option)."""
-    storage, resource = _storage(folder), Resource("bert_intent")
-    copy = BertIntentClassifier.create({**TINY, "ngram_features": True, **config}, storage, resource, _context())
-    copy.model, copy.tokenizer, copy.labels, copy.meta = component.model, component.tokenizer, component.labels, component.meta
+    storage, resource = make_storage(folder), Resource("bert_intent")
+    copy = BertIntentClassifier.create({**TINY, "ngram_features": True, **config}, storage, resource, make_context())
+    copy.model, copy.tokenizer, copy.labels, copy.meta = (
+        component.model,
+        component.tokenizer,
+        component.labels,
+        component.meta,
+    )
     copy.persist()
     return storage, resource
 
@@ -89,16 +92,31 @@ def _persist_copy(component: BertIntentClassifier, folder: Path, config: Dict[st
     "override, message",
     [
         ({"epochs": 0}, "BertIntentClassifier: `epochs` must be an integer ≥ 1, got 0. Set `epochs` in config.yml."),
-        ({"device": "tpu"}, "BertIntentClassifier: `device` must be one of auto, cpu, cuda, mps, got 'tpu'. Set `device` in config.yml."),
+        (
+            {"device": "tpu"},
+            "BertIntentClassifier: `device` must be one of auto, cpu, cuda, mps, got 'tpu'. Set `device` in config.yml.",
+        ),
         (
             {"validation_split": 0.7},
             "BertIntentClassifier: `validation_split` must be a number in [0, 0.5], got 0.7. Set `validation_split` in config.yml.",
         ),
-        ({"max_length": 1000}, "BertIntentClassifier: `max_length` must be an integer between 4 and 512, got 1000. Set `max_length` in config.yml."),
-        ({"learning_rate": -1}, "BertIntentClassifier: `learning_rate` must be `auto` or a number > 0, got -1. Set `learning_rate` in config.yml."),
-        ({"save_dtype": "int8"}, "BertIntentClassifier: `save_dtype` must be one of float32, float16, got 'int8'. Set `save_dtype` in config.yml."),
+        (
+            {"max_length": 1000},
+            "BertIntentClassifier: `max_length` must be an integer between 4 and 512, got 1000. Set `max_length` in config.yml.",
+        ),
+        (
+            {"learning_rate": -1},
+            "BertIntentClassifier: `learning_rate` must be `auto` or a number > 0, got -1. Set `learning_rate` in config.yml.",
+        ),
+        (
+            {"save_dtype": "int8"},
+            "BertIntentClassifier: `save_dtype` must be one of float32, float16, got 'int8'. Set `save_dtype` in config.yml.",
+        ),
         ({"model": ""}, "BertIntentClassifier: `model` must be a non-empty string, got ''. Set `model` in config.yml."),
-        ({"epochs": True}, "BertIntentClassifier: `epochs` must be an integer ≥ 1, got True. Set `epochs` in config.yml."),
+        (
+            {"epochs": True},
+            "BertIntentClassifier: `epochs` must be an integer ≥ 1, got True. Set `epochs` in config.yml.",
+        ),
         (
             {"scratch_hidden_size": 30, "scratch_num_heads": 4},
             "BertIntentClassifier: `scratch_hidden_size` must be a multiple of `scratch_num_heads` (4), got 30. "
@@ -121,7 +139,10 @@ def _persist_copy(component: BertIntentClassifier, folder: Path, config: Dict[st
             "BertIntentClassifier: `inference.threads` must be an integer >= 0 (0 = all cores), got -1. "
             "Set `inference.threads` in config.yml.",
         ),
-        ({"inference": {"bakend": "torch"}}, "BertIntentClassifier: unknown config key `inference.bakend`. Did you mean `inference.backend`?"),
+        (
+            {"inference": {"bakend": "torch"}},
+            "BertIntentClassifier: unknown config key `inference.bakend`. Did you mean `inference.backend`?",
+        ),
         (
             {"inference": {"spinning": "yes"}},
             "BertIntentClassifier: `inference.spinning` must be true or false, got 'yes'. Set `inference.spinning` in config.yml.",
@@ -132,36 +153,61 @@ def _persist_copy(component: BertIntentClassifier, folder: Path, config: Dict[st
         ),
     ],
 )
-def test_config_errors_name_key_value_and_fix(override: Dict[str, Any], message: str, model_storage: LocalModelStorage) -> None:
+def test_config_errors_name_key_value_and_fix(
+    override: Dict[str, Any], message: str, model_storage: LocalModelStorage
+) -> None:
     with pytest.raises(InvalidConfigException, match=re.escape(message)):
-        BertIntentClassifier.create({**TINY, **override}, model_storage, Resource("x"), _context())
+        BertIntentClassifier.create({**TINY, **override}, model_storage, Resource("x"), make_context())
 
 
 @pytest.mark.parametrize("value", ["torch", ["torch", "fp32"], 1])
-def test_inference_block_written_as_a_value_is_reported_through_rasas_graph(value: Any, model_storage: LocalModelStorage) -> None:
+def test_inference_block_written_as_a_value_is_reported_through_rasas_graph(
+    value: Any, model_storage: LocalModelStorage
+) -> None:
     # Rasa's GraphNode merges config.yml into the defaults itself (`override_defaults`, dict.update on
     # dict defaults); the component's own message must come out of it, not Rasa's ValueError
     from rasa.engine.graph import GraphNode
 
     with pytest.raises(InvalidConfigException, match=re.escape(INFERENCE_NOT_A_MAPPING.format(value=repr(value)))):
         GraphNode(
-            "bert", BertIntentClassifier, "create", {**TINY, "inference": value}, "train", {}, True,
-            model_storage, None, _context(),
+            "bert",
+            BertIntentClassifier,
+            "create",
+            {**TINY, "inference": value},
+            "train",
+            {},
+            True,
+            model_storage,
+            None,
+            make_context(),
         )
 
 
-def test_a_partial_inference_block_is_filled_in_with_the_defaults_through_rasas_graph(model_storage: LocalModelStorage) -> None:
+def test_a_partial_inference_block_is_filled_in_with_the_defaults_through_rasas_graph(
+    model_storage: LocalModelStorage,
+) -> None:
     from rasa.engine.graph import GraphNode
 
-    from nlu_bert import runtime
+    from nlu_bert import onnx_tools
+    from nlu_bert.bert import predictors
 
     node = GraphNode(
-        "bert", BertIntentClassifier, "create", {**TINY, "inference": {"precision": "fp32"}}, "train", {}, True,
-        model_storage, None, _context(),
+        "bert",
+        BertIntentClassifier,
+        "create",
+        {**TINY, "inference": {"precision": "fp32"}},
+        "train",
+        {},
+        True,
+        model_storage,
+        None,
+        make_context(),
     )
     assert node._component.config["inference"] == {
-        "backend": runtime.DEFAULT_BACKEND, "precision": "fp32", "threads": runtime.DEFAULT_NUM_THREADS,
-        "spinning": runtime.ORT_ALLOW_SPINNING,
+        "backend": predictors.DEFAULT_BACKEND,
+        "precision": "fp32",
+        "threads": predictors.DEFAULT_NUM_THREADS,
+        "spinning": onnx_tools.ALLOW_SPINNING,
     }
     # the filled-in block is what Rasa's training cache keys on, so a changed default retrains
     with_default = BertIntentClassifier.fingerprint_addon({**TINY, "inference": {"precision": "fp32"}})
@@ -171,7 +217,9 @@ def test_a_partial_inference_block_is_filled_in_with_the_defaults_through_rasas_
 
 
 def test_rasa_finetune_key_is_accepted(model_storage: LocalModelStorage) -> None:
-    BertIntentClassifier.create({**TINY, "finetuning_epoch_fraction": 0.5}, model_storage, Resource("x"), _context())
+    BertIntentClassifier.create(
+        {**TINY, "finetuning_epoch_fraction": 0.5}, model_storage, Resource("x"), make_context()
+    )
 
 
 def test_defaults_name_the_hub_model_and_every_key_is_commented() -> None:
@@ -208,7 +256,9 @@ def test_contract_on_normal_and_odd_texts(trained: Tuple[BertIntentClassifier, A
 
 def test_ranking_length_limits_the_ranking(tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
     _, storage, resource = trained
-    component = BertIntentClassifier.load({**TINY, "ngram_features": True, "ranking_length": 2}, storage, resource, _context())
+    component = BertIntentClassifier.load(
+        {**TINY, "ngram_features": True, "ranking_length": 2}, storage, resource, make_context()
+    )
     msgs = messages(["你好"])
     component.process(msgs)
     assert_intent_contract(msgs[0], ranking_length=2)
@@ -251,7 +301,7 @@ def test_every_inference_option_agrees_with_fp32(
     component, _, _ = trained_torch
     config = {"save_dtype": "float32", "inference": {"backend": backend, "precision": precision, "threads": 1}}
     storage, resource = _persist_copy(component, tmp_path, config)
-    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True, **config}, storage, resource, _context())
+    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True, **config}, storage, resource, make_context())
     assert (loaded.predictor.backend, loaded.predictor.precision) == (backend, precision)
     data = tiny_training_data()
     texts = [m.get("text") for m in data.intent_examples] + list(HELD_OUT.values())
@@ -260,7 +310,7 @@ def test_every_inference_option_agrees_with_fp32(
     np.testing.assert_allclose(got, reference, atol=tolerance)
     with storage.read_from(resource) as folder:
         names = {p.name for p in Path(folder).iterdir()} - {"tokenizer", "meta.json", "training_report.json"}
-    assert names == set(loaded._archive_files(backend, precision)) - {"tokenizer"}
+    assert names == set(archive.bert_files(backend, precision)) - {"tokenizer"}
     ordered = np.sort(reference, axis=1)
     clear = ordered[:, -1] - ordered[:, -2] > 2 * tolerance
     assert clear.mean() > 0.8
@@ -278,7 +328,7 @@ def test_long_text_is_truncated_to_max_length(trained: Tuple[BertIntentClassifie
 # ---------------------------------------------------------------- persistence
 def test_round_trip_gives_identical_predictions(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
     component, storage, resource = trained
-    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, storage, resource, _context())
+    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, storage, resource, make_context())
     texts = list(HELD_OUT.values()) + ODD_TEXTS
     before, after = messages(texts), messages(texts)
     component.process(before)
@@ -287,7 +337,9 @@ def test_round_trip_gives_identical_predictions(trained: Tuple[BertIntentClassif
         assert a.get("intent")["name"] == b.get("intent")["name"]
         assert [r["name"] for r in a.get("intent_ranking")] == [r["name"] for r in b.get("intent_ranking")]
         np.testing.assert_allclose(
-            [r["confidence"] for r in a.get("intent_ranking")], [r["confidence"] for r in b.get("intent_ranking")], atol=1e-6
+            [r["confidence"] for r in a.get("intent_ranking")],
+            [r["confidence"] for r in b.get("intent_ranking")],
+            atol=1e-6,
         )
 
 
@@ -307,7 +359,9 @@ def test_archive_holds_only_what_the_backend_loads(fixture: str, weights: set, r
         assert report["history"] and "loss" in report["history"][0]
 
 
-def test_training_report_counts_where_the_served_int8_model_leaves_fp32(trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+def test_training_report_counts_where_the_served_int8_model_leaves_fp32(
+    trained: Tuple[BertIntentClassifier, Any, Any],
+) -> None:
     import torch
 
     component, storage, resource = trained
@@ -316,16 +370,26 @@ def test_training_report_counts_where_the_served_int8_model_leaves_fp32(trained:
     texts = [m.get("text") for m in tiny_training_data().intent_examples]
     assert agreement["texts"] == len(texts)
     # recount: the fp32 torch model the graph was exported from against what the component serves
-    enc = component.tokenizer(texts, padding=True, truncation=True, max_length=component.meta["max_length"], return_tensors="pt")
+    enc = component.tokenizer(
+        texts, padding=True, truncation=True, max_length=component.meta["max_length"], return_tensors="pt"
+    )
     with torch.inference_mode():
-        fp32 = component.model(enc["input_ids"], enc["attention_mask"], torch.from_numpy(component._ngram_ids(texts))).argmax(-1).numpy()
+        fp32 = (
+            component.model(
+                enc["input_ids"], enc["attention_mask"], torch.from_numpy(ngrams.ids_for(texts, component.meta))
+            )
+            .argmax(-1)
+            .numpy()
+        )
     served = component.predict_proba(texts).argmax(-1)
     assert agreement["differ"] == int((fp32 != served).sum())
     assert agreement["agreement"] == pytest.approx(1 - agreement["differ"] / len(texts))
 
 
-def test_served_model_below_the_agreement_goal_warns_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nlu_bert.classifiers import bert_intent_classifier as module
+def test_served_model_below_the_agreement_goal_warns_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nlu_bert.bert import training as module
 
     monkeypatch.setattr(module, "MIN_AGREEMENT", 1.01)  # no model reaches it: the check must speak
     with pytest.warns(UserWarning, match=re.escape("Set `inference: {precision: fp32}` in config.yml to serve fp32.")):
@@ -338,10 +402,14 @@ def test_fp32_serving_skips_the_agreement_check(trained_torch: Tuple[BertIntentC
         assert "served_agreement" not in json.loads((Path(folder) / "training_report.json").read_text())
 
 
-def test_float16_archive_is_smaller_and_predicts_the_same(tmp_path: Path, trained_torch: Tuple[BertIntentClassifier, Any, Any]) -> None:
+def test_float16_archive_is_smaller_and_predicts_the_same(
+    tmp_path: Path, trained_torch: Tuple[BertIntentClassifier, Any, Any]
+) -> None:
     component, storage, resource = trained_torch
     half_storage, _ = _persist_copy(component, tmp_path / "half", {"save_dtype": "float16", **TORCH_FP32})
-    loaded = BertIntentClassifier.load({**TINY, "ngram_features": True, **TORCH_FP32}, half_storage, resource, _context())
+    loaded = BertIntentClassifier.load(
+        {**TINY, "ngram_features": True, **TORCH_FP32}, half_storage, resource, make_context()
+    )
     with storage.read_from(resource) as full_dir, half_storage.read_from(resource) as half_dir:
         full_size = (Path(full_dir) / "model.safetensors").stat().st_size
         half_size = (Path(half_dir) / "model.safetensors").stat().st_size
@@ -371,35 +439,73 @@ def _edit_meta(folder: Path, **changes: Any) -> None:
     "config, damage, expected",
     [
         ({}, lambda f: (f / "model.native.safetensors").unlink(), "model.native.safetensors is missing"),
-        ({}, lambda f: (f / "model.native.safetensors").write_bytes(b"\x00" * 100), "the model archive is damaged or incomplete"),
+        (
+            {},
+            lambda f: (f / "model.native.safetensors").write_bytes(b"\x00" * 100),
+            "the model archive is damaged or incomplete",
+        ),
         (ONNX_INT8, lambda f: (f / "model.int8.onnx").unlink(), "model.int8.onnx is missing"),
-        (ONNX_INT8, lambda f: (f / "model.int8.onnx").write_bytes(b"\x00" * 100), "the model archive is damaged or incomplete"),
+        (
+            ONNX_INT8,
+            lambda f: (f / "model.int8.onnx").write_bytes(b"\x00" * 100),
+            "the model archive is damaged or incomplete",
+        ),
         (TORCH_FP32, lambda f: (f / "model.safetensors").unlink(), "model.safetensors is missing"),
-        (TORCH_FP32, lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 100), "the model archive is damaged or incomplete"),
+        (
+            TORCH_FP32,
+            lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 100),
+            "the model archive is damaged or incomplete",
+        ),
         ({}, lambda f: __import__("shutil").rmtree(f / "tokenizer"), "tokenizer is missing"),
-        ({}, lambda f: (f / "tokenizer" / "tokenizer.json").write_text("{"), "the model archive is damaged or incomplete"),
-        ({}, lambda f: _edit_meta(f, labels=["a", "b", "c"]), "the weights have 4 outputs but meta.json lists 3 intents"),
-        (ONNX_INT8, lambda f: _edit_meta(f, labels=["a", "b", "c"]), "the weights have 4 outputs but meta.json lists 3 intents"),
-        (TORCH_FP32, lambda f: _edit_meta(f, labels=["a", "b", "c"]), "the weights have 4 outputs but meta.json lists 3 intents"),
-        ({}, lambda f: _edit_meta(f, archive_format=99, nlu_bert_version="9.0"), "this model was trained by nlu-bert 9.0 with archive format 99"),
+        (
+            {},
+            lambda f: (f / "tokenizer" / "tokenizer.json").write_text("{"),
+            "the model archive is damaged or incomplete",
+        ),
+        (
+            {},
+            lambda f: _edit_meta(f, labels=["a", "b", "c"]),
+            "the weights have 4 outputs but meta.json lists 3 intents",
+        ),
+        (
+            ONNX_INT8,
+            lambda f: _edit_meta(f, labels=["a", "b", "c"]),
+            "the weights have 4 outputs but meta.json lists 3 intents",
+        ),
+        (
+            TORCH_FP32,
+            lambda f: _edit_meta(f, labels=["a", "b", "c"]),
+            "the weights have 4 outputs but meta.json lists 3 intents",
+        ),
+        (
+            {},
+            lambda f: _edit_meta(f, archive_format=99, nlu_bert_version="9.0"),
+            "this model was trained by nlu-bert 9.0 with archive format 99",
+        ),
         ({}, lambda f: (f / "meta.json").write_text("[1, 2"), "meta.json is unreadable"),
     ],
 )
 def test_damaged_archive_gives_a_clear_error(
-    tmp_path: Path, trained_torch: Tuple[BertIntentClassifier, Any, Any], config: Dict[str, Any], damage: Any, expected: str
+    tmp_path: Path,
+    trained_torch: Tuple[BertIntentClassifier, Any, Any],
+    config: Dict[str, Any],
+    damage: Any,
+    expected: str,
 ) -> None:
     component, _, _ = trained_torch
     storage, resource = _persist_copy(component, tmp_path / "copy", config)
     _damage(storage, resource, damage)
     with pytest.raises(ModelArchiveError, match=re.escape(expected)) as info:
-        BertIntentClassifier.load({**TINY, **config}, storage, resource, _context())
+        BertIntentClassifier.load({**TINY, **config}, storage, resource, make_context())
     assert "rasa train" in str(info.value)
 
 
-def test_archive_exported_for_another_backend_names_both(tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]) -> None:
+def test_archive_exported_for_another_backend_names_both(
+    tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]
+) -> None:
     _, storage, resource = trained
     with pytest.raises(ModelArchiveError) as info:
-        BertIntentClassifier.load({**TINY, **TORCH_FP32}, storage, resource, _context())
+        BertIntentClassifier.load({**TINY, **TORCH_FP32}, storage, resource, make_context())
     assert str(info.value).startswith(
         "BertIntentClassifier: this model was exported for `inference.backend` 'native' with "
         "`inference.precision` 'int8', but the config asks for 'torch' / 'fp32' (model.safetensors is not in the archive)."
@@ -417,8 +523,10 @@ def test_archive_from_before_the_inference_block_is_served_by_torch(
         for key in ("inference", "files"):
             meta.pop(key)
         (Path(folder) / "meta.json").write_text(json.dumps(meta))
-    with pytest.warns(UserWarning, match=re.escape("it is served with `inference.backend` 'torch' (int8) instead of 'auto'")):
-        loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, storage, resource, _context())
+    with pytest.warns(
+        UserWarning, match=re.escape("it is served with `inference.backend` 'torch' (int8) instead of 'auto'")
+    ):
+        loaded = BertIntentClassifier.load({**TINY, "ngram_features": True}, storage, resource, make_context())
     assert (loaded.predictor.backend, loaded.predictor.precision) == ("torch", "int8")
     texts = list(HELD_OUT.values())
     assert (loaded.predict_proba(texts).argmax(1) == component.predict_proba(texts).argmax(1)).all()
@@ -427,22 +535,24 @@ def test_archive_from_before_the_inference_block_is_served_by_torch(
 def test_threads_and_spinning_can_change_at_load_time(
     tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nlu_bert import native
+    from nlu_bert.bert import native
 
     component, storage, resource = trained
-    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1}}, storage, resource, _context())
+    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1}}, storage, resource, make_context())
     assert loaded.predictor.backend == "native" and loaded.predictor.model.num_threads == 1
     onnx_storage, _ = _persist_copy(component, tmp_path, ONNX_INT8)
     for spinning in (True, False):
         config = {**TINY, "inference": {"backend": "onnxruntime", "threads": 1, "spinning": spinning}}
-        loaded = BertIntentClassifier.load(config, onnx_storage, resource, _context())
+        loaded = BertIntentClassifier.load(config, onnx_storage, resource, make_context())
         assert loaded.predictor.num_threads == 1
         options = loaded.predictor.session.get_session_options()
         assert options.intra_op_num_threads == 1
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spinning))
     # the native file where its C kernel cannot run: onnxruntime serves it, with the same settings
     monkeypatch.setenv(native.KERNEL_ENV, "onnxruntime")
-    loaded = BertIntentClassifier.load({**TINY, "inference": {"threads": 1, "spinning": False}}, storage, resource, _context())
+    loaded = BertIntentClassifier.load(
+        {**TINY, "inference": {"threads": 1, "spinning": False}}, storage, resource, make_context()
+    )
     assert loaded.predictor.kernel == "onnxruntime"
     options = loaded.predictor.model.session.get_session_options()
     assert options.intra_op_num_threads == 1
@@ -472,7 +582,9 @@ def test_onnxruntime_serving_imports_neither_torch_nor_transformers(
 
     component = trained[0]
     storage, _ = _persist_copy(component, tmp_path, ONNX_INT8)
-    code = ORT_LOAD_WITHOUT_TORCH.format(storage=str(storage._storage_path), config={**TINY, "ngram_features": True, **ONNX_INT8})
+    code = ORT_LOAD_WITHOUT_TORCH.format(
+        storage=str(storage._storage_path), config={**TINY, "ngram_features": True, **ONNX_INT8}
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     intent, torch_loaded, transformers_loaded = out.stdout.split()[-3:]
@@ -489,7 +601,9 @@ def test_native_serving_imports_neither_torch_nor_transformers(
     component = trained[0]
     config = {"inference": {"backend": "native"}}
     storage, _ = _persist_copy(component, tmp_path, config)
-    code = ORT_LOAD_WITHOUT_TORCH.format(storage=str(storage._storage_path), config={**TINY, "ngram_features": True, **config})
+    code = ORT_LOAD_WITHOUT_TORCH.format(
+        storage=str(storage._storage_path), config={**TINY, "ngram_features": True, **config}
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     intent, torch_loaded, transformers_loaded = out.stdout.split()[-3:]
@@ -504,7 +618,7 @@ def messages_intent(component: BertIntentClassifier, text: str) -> str:
 
 
 def test_untrained_component_predicts_no_intent(model_storage: LocalModelStorage) -> None:
-    component = BertIntentClassifier.load(TINY, model_storage, Resource("never_trained"), _context())
+    component = BertIntentClassifier.load(TINY, model_storage, Resource("never_trained"), make_context())
     msgs = messages(["你好"])
     component.process(msgs)
     assert msgs[0].get("intent") == {"name": None, "confidence": 0.0}
@@ -534,7 +648,7 @@ def test_one_intent_is_a_clear_error(tmp_path: Path) -> None:
 def test_no_intent_examples_warns_and_predicts_nothing(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="the training data has no intent examples"):
         component, storage, resource = train_component(tmp_path, TINY, TrainingData())
-    loaded = BertIntentClassifier.load(TINY, storage, resource, _context())
+    loaded = BertIntentClassifier.load(TINY, storage, resource, make_context())
     msgs = messages(["你好"])
     loaded.process(msgs)
     assert msgs[0].get("intent")["name"] is None
@@ -543,7 +657,9 @@ def test_no_intent_examples_warns_and_predicts_nothing(tmp_path: Path) -> None:
 def test_intent_with_one_example_trains_with_a_warning(tmp_path: Path) -> None:
     bot = {**TINY_BOT, "human_handoff": ["转人工"]}
     with pytest.warns(UserWarning, match=re.escape("1 intents have a single example (human_handoff)")):
-        component, _, _ = train_component(tmp_path, {**TINY, "epochs": 2, "validation_split": 0.2}, tiny_training_data(bot))
+        component, _, _ = train_component(
+            tmp_path, {**TINY, "epochs": 2, "validation_split": 0.2}, tiny_training_data(bot)
+        )
     assert "human_handoff" in component.labels
 
 
@@ -598,7 +714,7 @@ def test_auto_backend_serves_a_backbone_the_native_kernel_cannot_run_with_onnxru
         meta = json.loads((Path(folder) / "meta.json").read_text())
         assert meta["inference"] == {"backend": "onnxruntime", "precision": "int8"}
         assert "model.int8.onnx" in meta["files"] and "model.native.safetensors" not in meta["files"]
-    loaded = BertIntentClassifier.load(config, storage, resource, _context())
+    loaded = BertIntentClassifier.load(config, storage, resource, make_context())
     assert loaded.predictor.backend == "onnxruntime"
     texts = list(HELD_OUT.values())
     np.testing.assert_allclose(loaded.predict_proba(texts), component.predict_proba(texts), atol=1e-6)
@@ -618,7 +734,9 @@ def test_unreachable_hub_model_names_the_three_ways_out(tmp_path: Path, monkeypa
 def test_folder_without_a_model_is_a_clear_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty-model"
     empty.mkdir()
-    with pytest.raises(ModelUnavailableError, match=re.escape(f"the local folder '{empty.resolve()}' does not hold a usable model")):
+    with pytest.raises(
+        ModelUnavailableError, match=re.escape(f"the local folder '{empty.resolve()}' does not hold a usable model")
+    ):
         train_component(tmp_path / "s", {**TINY, "model": str(empty)}, tiny_training_data())
 
 
@@ -634,7 +752,9 @@ def test_importing_the_package_does_not_import_torch() -> None:
 # ---------------------------------------------------------------- more training-data and disk faults
 def test_intent_names_that_break_rasa_syntax_get_a_warning(tmp_path: Path) -> None:
     bot = {"check order": TINY_BOT["check_order"], "refund/return": TINY_BOT["refund"]}
-    with pytest.warns(UserWarning, match=re.escape("intent names with spaces, slashes or brackets ('check order', 'refund/return')")):
+    with pytest.warns(
+        UserWarning, match=re.escape("intent names with spaces, slashes or brackets ('check order', 'refund/return')")
+    ):
         component, _, _ = train_component(tmp_path, {**TINY, "epochs": 2}, tiny_training_data(bot))
     assert component.labels == ["check order", "refund/return"]
 
@@ -686,6 +806,8 @@ def test_disk_full_while_persisting_is_one_clear_error() -> None:
     tests = str(Path(__file__).resolve().parents[1])
     code = DISK_FULL.format(tests=tests, root=str(Path(tests).parent))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout
-    line = next(l for l in out.splitlines() if l.startswith("ERROR"))
-    assert line.startswith("ERROR RasaException BertIntentClassifier: could not write the trained model into the Rasa model archive")
+    line = next(x for x in out.splitlines() if x.startswith("ERROR"))
+    assert line.startswith(
+        "ERROR RasaException BertIntentClassifier: could not write the trained model into the Rasa model archive"
+    )
     assert line.endswith("Free disk space (or point `rasa train --out` at a disk with room) and train again.")

@@ -1,4 +1,5 @@
 """GPT2FewShotIntentClassifier: config validation, when it acts, what it may answer, persistence, Rasa graph."""
+
 from __future__ import annotations
 
 import json
@@ -15,29 +16,39 @@ from rasa.nlu.classifiers.fallback_classifier import FallbackClassifier
 from rasa.shared.exceptions import InvalidConfigException, RasaException
 from rasa.shared.nlu.training_data.message import Message
 
+from nlu_bert.archive import ModelArchiveError
 from nlu_bert.classifiers.gpt2_fewshot_classifier import GPT2FewShotIntentClassifier as Component
 from nlu_bert.version import __version__
+
 from contract import assert_intent_contract
-from gpt2_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
-from gpt2_fixtures import TINY_SIZES, tiny_tokenizer
-from nlu_testing import TINY_BOT, tiny_training_data
+from gpt2_fixtures import (
+    TINY_SIZES,
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    tiny_tokenizer,
+)
+from nlu_testing import TINY_BOT, make_context, make_storage, tiny_training_data
 
 BOT_INTENTS = set(TINY_BOT)
 ALLOWED = BOT_INTENTS | {"nlu_fallback"}
 # min_confidence 0: these tests check when it acts and what it answers, with a barely trained tiny model
-TINY = {"model": "scratch", "fine_tune": True, "fine_tune_epochs": 1, "max_prompt_tokens": 384, "min_confidence": 0.0, **TINY_SIZES}
+TINY = {
+    "model": "scratch",
+    "fine_tune": True,
+    "fine_tune_epochs": 1,
+    "max_prompt_tokens": 384,
+    "min_confidence": 0.0,
+    **TINY_SIZES,
+}
 
 
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory: pytest.TempPathFactory) -> LocalModelStorage:
-    return LocalModelStorage(tmp_path_factory.mktemp("storage"))
+    return make_storage(tmp_path_factory.mktemp("storage"))
 
 
 @pytest.fixture(scope="module")
 def context() -> ExecutionContext:
-    from rasa.engine.graph import GraphSchema
-
-    return ExecutionContext(GraphSchema({}), model_id="fewshot-test")
+    return make_context("fewshot-test")
 
 
 @pytest.fixture(scope="module")
@@ -73,30 +84,104 @@ def ranking(*pairs: Any) -> List[Dict[str, Any]]:
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("threshold", 1.5, "GPT2FewShotIntentClassifier: `threshold` must be between 0 and 1, got 1.5. Set `threshold` in config.yml."),
-        ("ambiguity_threshold", -0.1, "GPT2FewShotIntentClassifier: `ambiguity_threshold` must be between 0 and 1, got -0.1. Set `ambiguity_threshold` in config.yml."),
-        ("max_candidates", 0, "GPT2FewShotIntentClassifier: `max_candidates` must be an integer from 1 to 50, got 0. Set `max_candidates` in config.yml."),
-        ("n_shot", True, "GPT2FewShotIntentClassifier: `n_shot` must be an integer from 1 to 10, got True. Set `n_shot` in config.yml."),
-        ("example_selection", "closest", "GPT2FewShotIntentClassifier: `example_selection` must be one of nearest, nearest_to_message, random, got 'closest'. Set `example_selection` in config.yml."),
-        ("template", "nope", "GPT2FewShotIntentClassifier: `template` must be a template name (few_shot_zh, few_shot_zh_backticks, intent_zh, few_shot_en), got 'nope'. Set `template` in config.yml."),
-        ("not_applicable", "", "GPT2FewShotIntentClassifier: `not_applicable` must be a non-empty string such as 不知道, got ''. Set `not_applicable` in config.yml."),
-        ("max_prompt_tokens", 10, "GPT2FewShotIntentClassifier: `max_prompt_tokens` must be an integer from 64 to 8192, got 10. Set `max_prompt_tokens` in config.yml."),
-        ("max_text_tokens", 400, "GPT2FewShotIntentClassifier: `max_text_tokens` must be at most half of `max_prompt_tokens` (256), got 400. Set `max_text_tokens` in config.yml."),
-        ("fine_tune_learning_rate", 0, "GPT2FewShotIntentClassifier: `fine_tune_learning_rate` must be a number between 0 and 1 (exclusive) or null, got 0. Set `fine_tune_learning_rate` in config.yml."),
-        ("fine_tune_precision", "fp16", "GPT2FewShotIntentClassifier: `fine_tune_precision` must be one of auto, fp32, bf16, got 'fp16'. Set `fine_tune_precision` in config.yml."),
-        ("device", "tpu", "GPT2FewShotIntentClassifier: `device` must be one of auto, cpu, cuda, mps, got 'tpu'. Set `device` in config.yml."),
-        ("inference_precision", "fp16", "GPT2FewShotIntentClassifier: `inference_precision` must be one of auto, fp32, int8 with `inference_backend: onnxruntime`, got 'fp16'. Set `inference_precision` in config.yml."),
-        ("inference_backend", "tensorrt", "GPT2FewShotIntentClassifier: `inference_backend` must be one of onnxruntime, torch, got 'tensorrt'. Set `inference_backend` in config.yml."),
-        ("intent_labels", {"greet": ""}, "GPT2FewShotIntentClassifier: `intent_labels` must be a mapping from intent names to non-empty label texts, got {'greet': ''}. Set `intent_labels` in config.yml."),
+        (
+            "threshold",
+            1.5,
+            "GPT2FewShotIntentClassifier: `threshold` must be a number in [0, 1], got 1.5. Set `threshold` in config.yml.",
+        ),
+        (
+            "ambiguity_threshold",
+            -0.1,
+            "GPT2FewShotIntentClassifier: `ambiguity_threshold` must be a number in [0, 1], got -0.1. Set `ambiguity_threshold` in config.yml.",
+        ),
+        (
+            "max_candidates",
+            0,
+            "GPT2FewShotIntentClassifier: `max_candidates` must be an integer between 1 and 50, got 0. Set `max_candidates` in config.yml.",
+        ),
+        (
+            "n_shot",
+            True,
+            "GPT2FewShotIntentClassifier: `n_shot` must be an integer between 1 and 10, got True. Set `n_shot` in config.yml.",
+        ),
+        (
+            "example_selection",
+            "closest",
+            "GPT2FewShotIntentClassifier: `example_selection` must be one of nearest, nearest_to_message, random, got 'closest'. Set `example_selection` in config.yml.",
+        ),
+        (
+            "template",
+            "nope",
+            "GPT2FewShotIntentClassifier: `template` must be a template name (few_shot_zh, few_shot_zh_backticks, intent_zh, few_shot_en), got 'nope'. Set `template` in config.yml.",
+        ),
+        (
+            "not_applicable",
+            "",
+            "GPT2FewShotIntentClassifier: `not_applicable` must be a non-empty string, got ''. Set `not_applicable` in config.yml.",
+        ),
+        (
+            "max_prompt_tokens",
+            10,
+            "GPT2FewShotIntentClassifier: `max_prompt_tokens` must be an integer between 64 and 8192, got 10. Set `max_prompt_tokens` in config.yml.",
+        ),
+        (
+            "max_text_tokens",
+            400,
+            "GPT2FewShotIntentClassifier: `max_text_tokens` must be at most half of `max_prompt_tokens` (256), got 400. Set `max_text_tokens` in config.yml.",
+        ),
+        (
+            "fine_tune_learning_rate",
+            0,
+            "GPT2FewShotIntentClassifier: `fine_tune_learning_rate` must be `auto` or a number > 0, got 0. Set `fine_tune_learning_rate` in config.yml.",
+        ),
+        (
+            "fine_tune_precision",
+            "fp16",
+            "GPT2FewShotIntentClassifier: `fine_tune_precision` must be one of auto, fp32, bf16, got 'fp16'. Set `fine_tune_precision` in config.yml.",
+        ),
+        (
+            "device",
+            "tpu",
+            "GPT2FewShotIntentClassifier: `device` must be one of auto, cpu, cuda, mps, got 'tpu'. Set `device` in config.yml.",
+        ),
+        (
+            "inference",
+            {"precision": "fp16"},
+            "GPT2FewShotIntentClassifier: `inference.precision` must be one of auto, fp32, int8 with `inference.backend: onnxruntime`, got 'fp16'. Set `inference.precision` in config.yml.",
+        ),
+        (
+            "inference",
+            {"backend": "tensorrt"},
+            "GPT2FewShotIntentClassifier: `inference.backend` must be one of onnxruntime, torch, got 'tensorrt'. Set `inference.backend` in config.yml.",
+        ),
+        (
+            "inference",
+            {"threads": -1},
+            "GPT2FewShotIntentClassifier: `inference.threads` must be an integer >= 0 (0 = all cores), got -1. Set `inference.threads` in config.yml.",
+        ),
+        (
+            "scratch_hidden_size",
+            30,
+            "GPT2FewShotIntentClassifier: `scratch_hidden_size` must be a multiple of `scratch_num_heads` (4), got 30. Set `scratch_hidden_size` in config.yml.",
+        ),
+        (
+            "intent_labels",
+            {"greet": ""},
+            "GPT2FewShotIntentClassifier: `intent_labels` must be a mapping from intent names to non-empty label texts, got {'greet': ''}. Set `intent_labels` in config.yml.",
+        ),
     ],
 )
-def test_invalid_values_name_key_value_and_fix(key: str, value: Any, message: str, model_storage, execution_context) -> None:
+def test_invalid_values_name_key_value_and_fix(
+    key: str, value: Any, message: str, model_storage, execution_context
+) -> None:
     with pytest.raises(InvalidConfigException, match=re.escape(message)):
         Component.create({key: value}, model_storage, Resource("x"), execution_context)
 
 
 @pytest.mark.parametrize("value", ["greet: 问候", ["greet", "问候"]])
-def test_intent_labels_written_as_a_value_are_reported_through_rasas_graph(value: Any, model_storage, execution_context) -> None:
+def test_intent_labels_written_as_a_value_are_reported_through_rasas_graph(
+    value: Any, model_storage, execution_context
+) -> None:
     # Rasa's GraphNode merges config.yml into dict defaults with dict.update before the component runs
     from rasa.engine.graph import GraphNode
 
@@ -105,12 +190,23 @@ def test_intent_labels_written_as_a_value_are_reported_through_rasas_graph(value
         f"got {value!r}. Set `intent_labels` in config.yml."
     )
     with pytest.raises(InvalidConfigException, match=re.escape(message)):
-        GraphNode("gpt2", Component, "create", {"intent_labels": value}, "train", {}, True, model_storage, None, execution_context)
+        GraphNode(
+            "gpt2",
+            Component,
+            "create",
+            {"intent_labels": value},
+            "train",
+            {},
+            True,
+            model_storage,
+            None,
+            execution_context,
+        )
 
 
 def test_unknown_keys_are_an_error(model_storage, execution_context) -> None:
     allowed = ", ".join(sorted(Component.get_default_config()))
-    message = f"GPT2FewShotIntentClassifier: unknown key(s) `treshold`. Allowed keys: {allowed}. Fix the keys in config.yml."
+    message = f"GPT2FewShotIntentClassifier: unknown config key `treshold`. Did you mean `threshold`? Allowed keys: {allowed}."
     with pytest.raises(InvalidConfigException, match=re.escape(message)):
         Component.create({"treshold": 0.5}, model_storage, Resource("x"), execution_context)
 
@@ -122,16 +218,6 @@ def test_scratch_needs_fine_tuning(model_storage, execution_context) -> None:
     )
     with pytest.raises(InvalidConfigException, match=re.escape(message)):
         Component.create({"model": "scratch"}, model_storage, Resource("x"), execution_context)
-
-
-def test_defaults_are_valid_and_documented() -> None:
-    source = Path(__file__).resolve().parents[2] / "nlu_bert" / "classifiers" / "gpt2_fewshot_classifier.py"
-    text = source.read_text(encoding="utf-8")
-    block = text[text.index("def get_default_config") : text.index("def __init__")]
-    for key in Component.get_default_config():
-        line = next(i for i, ln in enumerate(block.splitlines()) if ln.strip().startswith(f'"{key}"'))
-        above = block.splitlines()[line - 1].strip()
-        assert above.startswith("#"), key
 
 
 # -- no-ops ----------------------------------------------------------------------------------
@@ -173,7 +259,9 @@ def test_confident_messages_cost_nothing(fewshot: Component, monkeypatch: pytest
         (0.5, 0.2501, True, "small_margin"),
     ],
 )
-def test_acts_exactly_below_the_thresholds(fewshot: Component, top: float, second: float, acted: bool, reason: str) -> None:
+def test_acts_exactly_below_the_thresholds(
+    fewshot: Component, top: float, second: float, acted: bool, reason: str
+) -> None:
     fewshot.config = {**fewshot.config, "threshold": 0.5, "ambiguity_threshold": 0.25}
     message = unsure("我想退货", ranking(("refund", top), ("check_order", second)))
     fewshot.process([message])
@@ -201,7 +289,7 @@ def test_answers_only_with_bot_intents_or_nlu_fallback(fewshot: Component) -> No
 
 
 def test_not_applicable_maps_to_nlu_fallback(fewshot: Component, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nlu_bert.fewshot_scoring import Scores
+    from nlu_bert.fewshot.scoring import Scores
 
     monkeypatch.setattr(
         fewshot._scorer, "score", lambda prefix, query, options, mode: Scores([-3.0] * (len(options) - 1) + [-0.1])
@@ -226,7 +314,12 @@ def test_candidate_set_not_order_hits_the_cache(fewshot: Component) -> None:
 
 
 def test_nearest_to_message_examples_change_the_prefix_per_message(fewshot: Component) -> None:
-    fewshot.config = {**fewshot.config, "similarity_candidates": 0, "max_candidates": 3, "example_selection": "nearest_to_message"}
+    fewshot.config = {
+        **fewshot.config,
+        "similarity_candidates": 0,
+        "max_candidates": 3,
+        "example_selection": "nearest_to_message",
+    }
     fewshot._scorer.cache.clear()
     a = unsure("我的快递呢", ranking(("check_order", 0.3), ("refund", 0.2), ("greet", 0.1)))
     b = unsure("退款多久", ranking(("check_order", 0.3), ("refund", 0.2), ("greet", 0.1)))
@@ -259,15 +352,24 @@ def test_colliding_labels_are_refused(model_storage, execution_context) -> None:
         component.train(tiny_training_data())
 
 
-def test_a_model_the_onnx_export_cannot_take_is_refused_before_fine_tuning(tmp_path: Path, model_storage, execution_context) -> None:
+def test_a_model_the_onnx_export_cannot_take_is_refused_before_fine_tuning(
+    tmp_path: Path, model_storage, execution_context
+) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     folder = tmp_path / "gpt2-inverse-scaling"
     tokenizer = tiny_tokenizer([t for texts in TINY_BOT.values() for t in texts] + list(TINY_BOT), folder)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=32, n_layer=2, n_head=2, scale_attn_by_inverse_layer_idx=True)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=512, n_embd=32, n_layer=2, n_head=2, scale_attn_by_inverse_layer_idx=True
+    )
     GPT2LMHeadModel(config).save_pretrained(str(folder))
     component = Component.create({**TINY, "model": str(folder)}, model_storage, Resource("inverse"), execution_context)
-    with pytest.raises(InvalidConfigException, match=re.escape("cannot be exported (unsupported GPT-2 settings: scale_attn_by_inverse_layer_idx). Set `inference_backend: torch` in config.yml.")):
+    with pytest.raises(
+        InvalidConfigException,
+        match=re.escape(
+            "cannot be exported (unsupported GPT-2 settings: scale_attn_by_inverse_layer_idx). Set `inference: {backend: torch}` in config.yml."
+        ),
+    ):
         component.train(tiny_training_data())
     assert not component.is_trained
 
@@ -290,11 +392,11 @@ def test_round_trip_through_model_storage(fewshot: Component, storage, context) 
     assert _answers(loaded, texts) == _answers(fewshot, texts)  # identical intent, ranking and few_shot
     with storage.read_from(Resource("fewshot")) as folder:
         files = {p.name for p in (folder / "model").iterdir()}
-        meta = json.loads((folder / "fewshot.json").read_text(encoding="utf-8"))
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     # only what onnxruntime loads: no torch weights
     assert {"scorer.int8.onnx", "config.json", "tokenizer.json", "vocab.txt"} <= files
     assert "scorer.onnx" not in files and not any(f.endswith((".safetensors", ".bin", ".pkl")) for f in files)
-    assert meta["archive_format"] == 2 and set(meta["labels"]) == BOT_INTENTS
+    assert meta["archive_format"] == 3 and set(meta["labels"]) == BOT_INTENTS
     assert meta["inference"]["backend"] == "onnxruntime" and meta["inference"]["precision"] == "int8"
     assert meta["inference"]["export"]["probe_max_abs_diff"] < 0.05
 
@@ -302,18 +404,22 @@ def test_round_trip_through_model_storage(fewshot: Component, storage, context) 
 def test_other_archive_formats_are_refused(fewshot: Component, storage, context) -> None:
     resource = Resource("fewshot")
     with storage.read_from(resource) as folder:
-        meta_path = folder / "fewshot.json"
+        meta_path = folder / "meta.json"
         original = meta_path.read_text(encoding="utf-8")
     try:
         meta_path.write_text(json.dumps({**json.loads(original), "archive_format": 99}), encoding="utf-8")
-        message = f"holds archive format 99 (written by nlu-bert {__version__}); this nlu-bert {__version__} reads formats 1, 2. Train the model again with `rasa train`, or install the nlu-bert version that trained it."
-        with pytest.raises(RasaException, match=re.escape(message)):
+        message = (
+            f"GPT2FewShotIntentClassifier: this model was trained by nlu-bert {__version__} with archive format 99; "
+            f"this nlu-bert ({__version__}) reads formats 1, 2, 3. Train the model again with `rasa train`, or install "
+            "the nlu-bert version that trained it."
+        )
+        with pytest.raises(ModelArchiveError, match=re.escape(message)):
             Component.load(TINY, storage, resource, context)
     finally:
         meta_path.write_text(original, encoding="utf-8")
 
 
-TORCH = {**TINY, "inference_backend": "torch"}
+TORCH = {**TINY, "inference": {"backend": "torch"}}
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +433,7 @@ def trained_torch(storage: LocalModelStorage, context: ExecutionContext) -> Comp
 def test_torch_backend_stores_the_weights(trained_torch: Component, storage, context) -> None:
     with storage.read_from(Resource("fewshot-torch")) as folder:
         files = {p.name for p in (folder / "model").iterdir()}
-        meta = json.loads((folder / "fewshot.json").read_text(encoding="utf-8"))
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     assert "model.safetensors" in files and "vocab.txt" in files and not any(f.endswith(".onnx") for f in files)
     assert meta["inference"]["backend"] == "torch"
     assert Component.load(TORCH, storage, Resource("fewshot-torch"), context)._model is not None
@@ -338,7 +444,7 @@ def test_scratch_fine_tuning_precision_and_attention_dropout(trained_torch: Comp
     has no attention dropout (its residual and embedding dropout stay)."""
     import torch
 
-    from nlu_bert.fewshot_scoring import resolve_precision
+    from nlu_bert.fewshot.scoring import resolve_precision
 
     report = trained_torch._report["fine_tune"]
     assert report["precision"] == resolve_precision("auto", torch.device("cpu"))
@@ -350,10 +456,14 @@ TEXTS = ["我要退款", "订单到哪了", "你好呀", "拜拜", "查一下物
 
 
 @pytest.fixture(scope="module")
-def trained_fp32(trained_torch: Component, tmp_path_factory: pytest.TempPathFactory, context: ExecutionContext) -> Component:
+def trained_fp32(
+    trained_torch: Component, tmp_path_factory: pytest.TempPathFactory, context: ExecutionContext
+) -> Component:
     """The same model with the fp32 onnxruntime scorer (trained after the torch one: same seed and data, same weights)."""
-    storage = LocalModelStorage(tmp_path_factory.mktemp("fp32"))
-    component = Component.create({**TINY, "inference_precision": "fp32"}, storage, Resource("fewshot-fp32"), context)
+    storage = make_storage(tmp_path_factory.mktemp("fp32"))
+    component = Component.create(
+        {**TINY, "inference": {"precision": "fp32"}}, storage, Resource("fewshot-fp32"), context
+    )
     component.train(tiny_training_data())
     with storage.read_from(Resource("fewshot-fp32")) as folder:
         files = {p.name for p in (folder / "model").iterdir()}
@@ -362,7 +472,9 @@ def trained_fp32(trained_torch: Component, tmp_path_factory: pytest.TempPathFact
 
 
 def test_fp32_scorer_gives_torchs_scores(trained_fp32: Component, storage, context) -> None:
-    torch_fp32 = Component.load({**TORCH, "inference_precision": "fp32"}, storage, Resource("fewshot-torch"), context)
+    torch_fp32 = Component.load(
+        {**TINY, "inference": {"backend": "torch", "precision": "fp32"}}, storage, Resource("fewshot-torch"), context
+    )
     for a, b in zip(_answers(trained_fp32, TEXTS), _answers(torch_fp32, TEXTS)):
         assert a["intent"]["name"] == b["intent"]["name"]
         for x, y in zip(a["few_shot"]["candidates"], b["few_shot"]["candidates"]):
@@ -377,8 +489,24 @@ def test_int8_scorer_decides_like_fp32(trained: Component, trained_fp32: Compone
 
 def test_bf16_inference_gives_the_same_decisions(trained_torch: Component, storage, context) -> None:
     texts = ["我要退款", "订单到哪了", "你好呀", "拜拜"]
-    fp32 = _answers(Component.load({**TORCH, "inference_precision": "fp32"}, storage, Resource("fewshot-torch"), context), texts)
-    bf16 = _answers(Component.load({**TORCH, "inference_precision": "bf16"}, storage, Resource("fewshot-torch"), context), texts)
+    fp32 = _answers(
+        Component.load(
+            {**TINY, "inference": {"backend": "torch", "precision": "fp32"}},
+            storage,
+            Resource("fewshot-torch"),
+            context,
+        ),
+        texts,
+    )
+    bf16 = _answers(
+        Component.load(
+            {**TINY, "inference": {"backend": "torch", "precision": "bf16"}},
+            storage,
+            Resource("fewshot-torch"),
+            context,
+        ),
+        texts,
+    )
     for a, b in zip(fp32, bf16):
         assert a["intent"]["name"] == b["intent"]["name"]
         assert a["intent"]["confidence"] == pytest.approx(b["intent"]["confidence"], abs=0.02)
@@ -386,12 +514,12 @@ def test_bf16_inference_gives_the_same_decisions(trained_torch: Component, stora
 
 @pytest.fixture
 def meta_of(storage: LocalModelStorage) -> Iterator[Any]:
-    """Edit a resource's fewshot.json for one test; the original is put back after it."""
+    """Edit a resource's meta.json for one test; the original is put back after it."""
     saved: List[Any] = []
 
     def edit(resource: str, change: Any) -> None:
         with storage.read_from(Resource(resource)) as folder:
-            path = folder / "fewshot.json"
+            path = folder / "meta.json"
             original = path.read_text(encoding="utf-8")
             saved.append((path, original))
             path.write_text(json.dumps(change(json.loads(original))), encoding="utf-8")
@@ -401,22 +529,37 @@ def meta_of(storage: LocalModelStorage) -> Iterator[Any]:
         path.write_text(original, encoding="utf-8")
 
 
-def test_archives_from_before_the_onnx_scorer_are_served_by_torch(trained_torch: Component, storage, context, meta_of) -> None:
+def test_archives_from_before_the_onnx_scorer_are_served_by_torch(
+    trained_torch: Component, storage, context, meta_of
+) -> None:
     texts = ["我要退款", "你好呀"]
-    expected = _answers(Component.load({**TORCH, "inference_precision": "fp32"}, storage, Resource("fewshot-torch"), context), texts)
+    expected = _answers(
+        Component.load(
+            {**TINY, "inference": {"backend": "torch", "precision": "fp32"}},
+            storage,
+            Resource("fewshot-torch"),
+            context,
+        ),
+        texts,
+    )
     meta_of("fewshot-torch", lambda meta: {k: v for k, v in meta.items() if k != "inference"})
-    with pytest.warns(UserWarning, match=re.escape("served with `inference_backend` 'torch' instead of 'onnxruntime'")):
-        legacy = Component.load({**TINY, "inference_precision": "fp32"}, storage, Resource("fewshot-torch"), context)
+    with pytest.warns(UserWarning, match=re.escape("served with `inference.backend` 'torch' instead of 'onnxruntime'")):
+        legacy = Component.load(
+            {**TINY, "inference": {"precision": "fp32"}}, storage, Resource("fewshot-torch"), context
+        )
     assert legacy._model is not None and _answers(legacy, texts) == expected
 
 
-def test_a_format_1_archive_of_nlu_bert_0_1_0_is_still_served(trained: Component, trained_torch: Component, storage, context, meta_of, tmp_path: Path) -> None:
+def test_a_format_1_archive_of_nlu_bert_0_1_0_is_still_served(
+    trained: Component, trained_torch: Component, storage, context, meta_of, tmp_path: Path
+) -> None:
     """nlu-bert 0.1.0 wrote archive format 1: its int8 scorer took and gave the key/value cache in fp32."""
-    from nlu_bert import gpt2_onnx, runtime
+    from nlu_bert import onnx_tools
+    from nlu_bert.fewshot.export import export_scorer
 
     fp32 = tmp_path / "scorer.onnx"
-    gpt2_onnx.export_scorer(trained_torch._model, fp32, "fp32")
-    runtime.quantize_int8(fp32, tmp_path / "old.int8.onnx", ["MatMul", "Gemm"])  # 0.1.0's int8 scorer
+    export_scorer(trained_torch._model, fp32, "fp32")
+    onnx_tools.quantize_int8(fp32, tmp_path / "old.int8.onnx", ["MatMul", "Gemm"])  # 0.1.0's int8 scorer
     expected = _answers(trained, TEXTS)
     with storage.read_from(Resource("fewshot")) as folder:
         scorer = folder / "model" / "scorer.int8.onnx"
@@ -437,12 +580,20 @@ def test_a_format_1_archive_of_nlu_bert_0_1_0_is_still_served(trained: Component
 @pytest.mark.parametrize(
     "config, message",
     [
-        (TORCH, "holds a scorer for `inference_backend: onnxruntime`, but the config says `inference_backend: torch`. Set `inference_backend: onnxruntime`"),
-        ({**TINY, "inference_precision": "fp32"}, "holds the int8 scorer, but the config says `inference_precision: fp32`. Set `inference_precision: int8` (or auto)"),
+        (
+            TORCH,
+            "holds a scorer for `inference.backend: onnxruntime`, but the config says `inference.backend: torch`. Set `inference: {backend: onnxruntime}`",
+        ),
+        (
+            {**TINY, "inference": {"precision": "fp32"}},
+            "holds the int8 scorer, but the config says `inference.precision: fp32`. Set `inference: {precision: int8}` (or auto)",
+        ),
     ],
 )
-def test_an_archive_for_another_backend_or_precision_is_refused(trained: Component, storage, context, config, message) -> None:
-    with pytest.raises(RasaException, match=re.escape(message)):
+def test_an_archive_for_another_backend_or_precision_is_refused(
+    trained: Component, storage, context, config, message
+) -> None:
+    with pytest.raises(ModelArchiveError, match=re.escape(message)):
         Component.load(config, storage, Resource("fewshot"), context)
 
 
@@ -452,7 +603,10 @@ def test_a_missing_scorer_file_is_a_clear_error(trained: Component, storage, con
         kept = path.with_suffix(".kept")
         path.rename(kept)
     try:
-        with pytest.raises(RasaException, match=re.escape("the model archive is incomplete: model/scorer.int8.onnx is missing. Train the model again")):
+        message = (
+            "GPT2FewShotIntentClassifier: the model archive is damaged or incomplete: model/scorer.int8.onnx is missing"
+        )
+        with pytest.raises(ModelArchiveError, match=re.escape(message)):
             Component.load(TINY, storage, Resource("fewshot"), context)
     finally:
         kept.rename(path)
@@ -503,10 +657,10 @@ pipeline:
     fine_tune_epochs: 1
     threshold: 1.0
     max_prompt_tokens: 256
-    scratch_n_embd: 32
+    scratch_hidden_size: 32
     min_confidence: 0.0
-    scratch_n_layer: 2
-    scratch_n_head: 2
+    scratch_num_layers: 2
+    scratch_num_heads: 2
   - name: FallbackClassifier
     threshold: 0.05
 """

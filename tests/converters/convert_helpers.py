@@ -3,6 +3,7 @@
 A plain module (imported as ``convert_helpers``) rather than a conftest.py: several folders
 of this test suite have a conftest.py, so ``from conftest import …`` is ambiguous.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,7 +50,7 @@ def entity_triples(data: TrainingData) -> Dict[Tuple[str, str], List[EntityTripl
     """(text, intent) → sorted (surface, entity, value) of each example Rasa loaded."""
     return {
         (m.get("text"), m.get("intent")): sorted(
-            (m.get("text")[e["start"]:e["end"]], e["entity"], e["value"]) for e in m.get("entities") or []
+            (m.get("text")[e["start"] : e["end"]], e["entity"], e["value"]) for e in m.get("entities") or []
         )
         for m in data.training_examples
     }

@@ -1,4 +1,5 @@
 """`nlu-bert convert`: output naming, summary, report, domain, exit codes, and `rasa data validate`."""
+
 from __future__ import annotations
 
 import json
@@ -8,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from convert_helpers import fixture, read_back
 from rasa.shared.core.domain import Domain
 
 from nlu_bert.cli import main
+
+from convert_helpers import fixture, read_back
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,13 +30,28 @@ def test_file_output_writes_siblings_and_prints_the_summary(tmp_path: Path, caps
 
 
 def test_folder_output_report_and_domain(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = main(["convert", "nlpcc2018", str(fixture("nlpcc2018")), "-o", str(tmp_path / "nlpcc"),
-                 "--test-fraction", "0.3", "--seed", "3", "--report", str(tmp_path / "report.json"),
-                 "--domain", str(tmp_path / "domain.yml"), "-q"])
+    code = main(
+        [
+            "convert",
+            "nlpcc2018",
+            str(fixture("nlpcc2018")),
+            "-o",
+            str(tmp_path / "nlpcc"),
+            "--test-fraction",
+            "0.3",
+            "--seed",
+            "3",
+            "--report",
+            str(tmp_path / "report.json"),
+            "--domain",
+            str(tmp_path / "domain.yml"),
+            "-q",
+        ]
+    )
 
     assert code == 0
-    written = [tmp_path / "nlpcc" / "train.yml", tmp_path / "nlpcc" / "test.yml", tmp_path / "domain.yml",
-               tmp_path / "report.json"]
+    # every intent of this tiny corpus has fewer than 3 examples, so all stay in train: no test.yml
+    written = [tmp_path / "nlpcc" / "train.yml", tmp_path / "domain.yml", tmp_path / "report.json"]
     assert capsys.readouterr().out.split() == [str(p) for p in written]
     report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     assert report["conflicts"] == {"取消": ["music.pause", "navigation.cancel_navigation"]}
@@ -71,12 +88,24 @@ def test_label_map_file_and_skip_bad_from_the_command_line(tmp_path: Path, capsy
     (tmp_path / "map.tsv").write_text("好评\tpositive\n差评\tnegative\n中评\t\n", encoding="utf-8")
     (tmp_path / "a.csv").write_text("review,label\n很好,好评\n很差,差评\n一般,中评\n坏了,\n", encoding="utf-8")
 
-    code = main(["convert", "csv", str(tmp_path / "a.csv"), "-o", str(tmp_path / "out.yml"),
-                 "--label-map", str(tmp_path / "map.tsv"), "--skip-bad"])
+    code = main(
+        [
+            "convert",
+            "csv",
+            str(tmp_path / "a.csv"),
+            "-o",
+            str(tmp_path / "out.yml"),
+            "--label-map",
+            str(tmp_path / "map.tsv"),
+            "--skip-bad",
+        ]
+    )
 
     assert code == 0
     assert {(m.get("text"), m.get("intent")) for m in read_back(tmp_path / "out.yml").training_examples} == {
-        ("很好", "positive"), ("很差", "negative")}
+        ("很好", "positive"),
+        ("很差", "negative"),
+    }
     out = capsys.readouterr().out
     assert "        1  label mapped to nothing by --label-map" in out
     assert "        1  malformed: no label" in out
@@ -84,9 +113,21 @@ def test_label_map_file_and_skip_bad_from_the_command_line(tmp_path: Path, capsy
 
 def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "nlu_bert.cli", "convert", "jsonl", str(fixture("generic", "records.jsonl")),
-         "-o", str(tmp_path / "out"), "-q"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        [
+            sys.executable,
+            "-m",
+            "nlu_bert.cli",
+            "convert",
+            "jsonl",
+            str(fixture("generic", "records.jsonl")),
+            "-o",
+            str(tmp_path / "out"),
+            "-q",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(tmp_path / "out" / "train.yml"), str(tmp_path / "out" / "test.yml")]
@@ -95,16 +136,42 @@ def test_python_dash_m_entry_point(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_converted_dataset_passes_rasa_data_validate(tmp_path: Path) -> None:
     """Entities, synonyms and lookup tables (nlpcc2018 fixture) with a domain listing only the intents."""
-    assert main(["convert", "nlpcc2018", str(fixture("nlpcc2018")), "-o", str(tmp_path / "nlu.yml"), "-q",
-                 "--drop-conflicts"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "nlpcc2018",
+                str(fixture("nlpcc2018")),
+                "-o",
+                str(tmp_path / "nlu.yml"),
+                "-q",
+                "--drop-conflicts",
+            ]
+        )
+        == 0
+    )
     intents = sorted({m.get("intent") for m in read_back(tmp_path / "nlu.yml").training_examples})
     (tmp_path / "domain.yml").write_text('version: "3.1"\nintents:\n' + "".join(f"- {i}\n" for i in intents))
     (tmp_path / "config.yml").write_text(
-        'recipe: default.v1\nassistant_id: test\nlanguage: zh\npipeline:\n- name: WhitespaceTokenizer\npolicies: []\n')
+        "recipe: default.v1\nassistant_id: test\nlanguage: zh\npipeline:\n- name: WhitespaceTokenizer\npolicies: []\n"
+    )
 
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("rasa")), "data", "validate", "--data", "nlu.yml", "--domain", "domain.yml",
-         "--config", "config.yml", "--fail-on-warnings"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).with_name("rasa")),
+            "data",
+            "validate",
+            "--data",
+            "nlu.yml",
+            "--domain",
+            "domain.yml",
+            "--config",
+            "config.yml",
+            "--fail-on-warnings",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

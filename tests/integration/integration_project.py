@@ -1,4 +1,5 @@
 """The small bot of the integration tests, trained once per session with real `rasa train nlu`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,9 +32,9 @@ pipeline:
     model: scratch
     fine_tune: true
     fine_tune_epochs: 2
-    scratch_n_embd: 32
-    scratch_n_layer: 2
-    scratch_n_head: 2
+    scratch_hidden_size: 32
+    scratch_num_layers: 2
+    scratch_num_heads: 2
     threshold: 0.3
   - name: FallbackClassifier
     threshold: 0.05

@@ -14,6 +14,7 @@ These tests pin what happens today, which is Rasa 3.6's behaviour and not all of
 If Rasa or nlu-bert change any of this (for example `rasa run` starts exiting non-zero), these tests
 fail on purpose: update them and the Reliability section of the README together.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,9 @@ from typing import Callable, Dict
 
 import pytest
 
-from nlu_bert.version import BERT_ARCHIVE_FORMAT, __version__
+from nlu_bert.archive import BERT, FORMATS
+from nlu_bert.version import __version__
+
 from rasa_process import GUARDED_CREDENTIALS, RASA, background, free_port, http
 
 pytestmark = pytest.mark.slow
@@ -51,7 +54,7 @@ def other_archive_format(model: Path, out: Path) -> Path:
     metas = list(folder.glob("components/*BertIntentClassifier*/meta.json"))
     assert len(metas) == 1, metas
     meta = json.loads(metas[0].read_text(encoding="utf-8"))
-    assert meta["archive_format"] == BERT_ARCHIVE_FORMAT
+    assert meta["archive_format"] == FORMATS[BERT].writes
     metas[0].write_text(json.dumps({**meta, "archive_format": 99, "nlu_bert_version": "9.0"}), encoding="utf-8")
     with tarfile.open(out, "w:gz") as tar:
         for child in sorted(folder.iterdir()):
@@ -87,7 +90,9 @@ def _serve_damaged(archive: Path, tmp_path: Path) -> Dict[str, object]:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"rasa run neither listened nor exited in 240 s:\n{log.read_text(errors='replace')[-3000:]}")
+                pytest.fail(
+                    f"rasa run neither listened nor exited in 240 s:\n{log.read_text(errors='replace')[-3000:]}"
+                )
             time.sleep(1)
         else:
             return {"exit_code": proc.returncode, "answers": None, "log": log.read_text(errors="replace")}
@@ -116,7 +121,7 @@ def test_rasa_run_with_a_damaged_archive_logs_the_error_and_serves_without_a_mod
     log = str(result["log"])
     assert result["exit_code"] is None, f"rasa run exited with {result['exit_code']}:\n{log[-3000:]}"
     assert f"Loading model {archive}..." in log  # the only line that names the archive
-    assert error_line.format(version=__version__, archive_format=BERT_ARCHIVE_FORMAT) in log, log[-3000:]
+    assert error_line.format(version=__version__, archive_format=FORMATS[BERT].writes) in log, log[-3000:]
     assert "Traceback (most recent call last):" in log  # the operator gets a raw traceback
     assert "Rasa server is up and running." in log  # ... and a server without a model
     answers = result["answers"]

@@ -1,8 +1,11 @@
 """The real thing: `rasa train nlu` with nlu_bert components, then `rasa run --enable-api` over HTTP."""
+
 from __future__ import annotations
 
 from pathlib import Path
+
 import pytest
+
 from nlu_testing import TINY_BOT
 from rasa_process import http, rasa_server, run_rasa
 

@@ -1,0 +1,100 @@
+"""An archive's intent model as ``rasa run`` serves it: texts -> logits, whichever backend computes them.
+
+:func:`load` reads what :func:`nlu_bert.bert.export.write_model` wrote for a backend; the onnxruntime and native
+backends import neither torch nor transformers (the tokenizer runs from ``tokenizer.json`` with the ``tokenizers``
+library, the n-gram hashing is numpy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+import numpy as np
+from rasa.shared.exceptions import RasaException
+
+from nlu_bert import archive
+from nlu_bert.bert import ngrams
+from nlu_bert.bert.predictors import Predictor, load_predictor
+from nlu_bert.tokenizer_files import TextEncoder
+
+Encoder = Callable[[List[str]], Tuple[np.ndarray, np.ndarray]]
+
+
+class ServedModel:
+    """``logits(texts)``: float64 ``[len(texts), len(labels)]``, columns in the order of ``labels``."""
+
+    def __init__(self, predictor: Predictor, encoder: Encoder, meta: Dict[str, Any], batch_size: int) -> None:
+        self.predictor = predictor
+        self.encoder = encoder  # texts -> (input_ids, attention_mask)
+        self.meta = meta
+        self.labels: List[str] = list(meta["labels"])
+        self.batch_size = int(batch_size)
+
+    def logits(self, texts: List[str]) -> np.ndarray:
+        """Batched by length (similar lengths pad little); non-empty texts only."""
+        # cheap guard against huge inputs: the tokenizer never needs more than this many characters
+        texts = [t[: self.meta["max_length"] * 8] for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b : b + self.batch_size]
+            chunk = [texts[i] for i in idx]
+            input_ids, attention_mask = self.encoder(chunk)
+            ngram_ids = ngrams.ids_for(chunk, self.meta) if self.meta["ngram_buckets"] else None
+            out[idx] = np.asarray(self.predictor(input_ids, attention_mask, ngram_ids), dtype=np.float64)
+        return out
+
+
+def load(
+    folder: Path,
+    meta: Dict[str, Any],
+    backend: str,
+    precision: str,
+    inference: Dict[str, Any],
+    device: Callable[[], Any],
+    batch_size: int,
+) -> ServedModel:
+    """The served model of an archive folder whose files :func:`nlu_bert.archive.bert_files` were checked.
+    ``inference`` is the component's block (threads, spinning); ``device`` is called for torch only. Damaged files
+    are a :class:`~nlu_bert.archive.ModelArchiveError`."""
+    labels = list(meta.get("labels") or [])
+    threads, spinning = inference["threads"], inference["spinning"]
+    try:
+        if backend == "onnxruntime":
+            predictor = load_predictor(folder, backend, precision, threads, allow_spinning=spinning)
+            outputs = predictor.session.get_outputs()[0].shape[-1]  # type: ignore[attr-defined]
+        elif backend == "native":  # CPU only: resolving `device` would import torch
+            predictor = load_predictor(folder, backend, precision, threads, allow_spinning=spinning)
+            outputs = predictor.num_labels
+        else:
+            from nlu_bert.bert.model import load_intent_model
+
+            model = load_intent_model(folder, meta)
+            outputs = model.classifier.out_features
+            predictor = load_predictor(folder, backend, precision, threads, model=model, device=device())
+        encoder = text_encoder(folder / archive.TOKENIZER_DIR, int(meta["max_length"]))
+    except RasaException:  # ModelArchiveError, or a device that is not there: their own messages
+        raise
+    except Exception as e:  # noqa: BLE001 - any damage to these files gets the same message
+        raise archive.damaged(archive.BERT, folder, f"{type(e).__name__}: {e}") from None
+    if outputs != len(labels):
+        problem = f"the weights have {outputs} outputs but {archive.META_FILE} lists {len(labels)} intents"
+        raise archive.damaged(archive.BERT, folder, problem)
+    return ServedModel(predictor, encoder, meta, batch_size)
+
+
+def text_encoder(folder: Path, max_length: int) -> Encoder:
+    """:class:`~nlu_bert.tokenizer_files.TextEncoder` (the ``tokenizers`` library only) when the tokenizer was saved
+    as tokenizer.json; a transformers tokenizer otherwise (slow tokenizers)."""
+    if (folder / "tokenizer.json").is_file():
+        return TextEncoder(folder, max_length=max_length)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+    def encode(texts: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+        enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="np")
+        return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+    return encode
