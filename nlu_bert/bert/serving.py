@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Tuple
 import numpy as np
 from rasa.shared.exceptions import RasaException
 
-from nlu_bert import archive
+from nlu_bert import archive, extras
 from nlu_bert.bert import ngrams
 from nlu_bert.bert.predictors import Predictor, load_predictor
 from nlu_bert.tokenizer_files import TextEncoder
@@ -68,6 +68,7 @@ def load(
             predictor = load_predictor(folder, backend, precision, threads, allow_spinning=spinning)
             outputs = predictor.num_labels
         else:
+            extras.require_train(archive.BERT, "serving with `inference.backend: torch`")
             from nlu_bert.bert.model import load_intent_model
 
             model = load_intent_model(folder, meta)

@@ -34,7 +34,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 from scipy.special import softmax
 
-from nlu_bert import archive, backbones, onnx_tools
+from nlu_bert import archive, backbones, extras, onnx_tools
 from nlu_bert.archive import ModelArchiveError  # noqa: F401 - the error this component raises for a bad archive
 from nlu_bert.bert import native, predictors
 from nlu_bert.config import ConfigChecker, DefaultsBlock, merge_blocks, rename_old_keys
@@ -114,7 +114,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             #   VNNI, onnxruntime on the same int8 weights elsewhere), onnxruntime (the model is exported to ONNX
             #   at train time), or torch;
             #   precision: int8 (dynamic quantization), fp32, or bf16 (torch only); native is int8 only;
-            #   threads: CPU threads for one message (0 = every core this process may use);
+            #   threads: CPU threads for one message (0 = OMP_NUM_THREADS if set, else every core this process may use);
             #   spinning: onnxruntime's idle threads busy-wait for the next op: 13-19% faster on cores of
             #   its own, about 2x slower where other busy processes share the cores (docs/inference.md).
             # The default is the fastest option whose top intent agreed with fp32 on >= 99.5% of test texts.
@@ -128,7 +128,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
 
     @staticmethod
     def required_packages() -> List[Text]:
-        return ["torch", "transformers", "safetensors", "onnxruntime", "onnx", "sklearn"]
+        return ["safetensors", "onnxruntime", "tokenizers", "sklearn"]  # serving; training: extras.TRAIN_PACKAGES
 
     @classmethod
     def fingerprint_addon(cls, config: Dict[str, Any]) -> Optional[str]:
@@ -226,7 +226,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
                 f"{COMPONENT}: the training data has only one intent ('{intents[0]}'); an intent classifier "
                 "needs at least two. Add examples of other intents, or remove the classifier from the pipeline."
             )
-
+        extras.require_train(COMPONENT)
         import torch
 
         from nlu_bert.bert import model, training
