@@ -5,6 +5,7 @@ Each client sends its next request as soon as the previous one is answered: a ``
 ``--parse-share`` of them) or the next turn of its current multi-turn conversation on the REST webhook (its
 own sender id per conversation), texts taken from data/nlu.yml, now and then one of about 2,000 characters.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -120,8 +121,14 @@ def summarize(records: List[Dict[str, Any]], seconds: float) -> Dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- the load
 class Load:
-    def __init__(self, base: str, examples: Dict[str, List[str]], args: argparse.Namespace, pids: Callable[[], List[int]],
-                 alive: Callable[[], Optional[str]]) -> None:
+    def __init__(
+        self,
+        base: str,
+        examples: Dict[str, List[str]],
+        args: argparse.Namespace,
+        pids: Callable[[], List[int]],
+        alive: Callable[[], Optional[str]],
+    ) -> None:
         """``pids()``: the server processes whose RSS is sampled; ``alive()``: None while they all run, else what exited."""
         self.base, self.examples, self.args, self.pids, self.alive = base, examples, args, pids, alive
         self.records: List[Dict[str, Any]] = []  # measured requests only
@@ -140,7 +147,9 @@ class Load:
         started = time.monotonic()
         ok, detail = False, ""
         try:
-            async with session.post(self.base + path, json=body, timeout=aiohttp.ClientTimeout(total=self.args.timeout)) as resp:
+            async with session.post(
+                self.base + path, json=body, timeout=aiohttp.ClientTimeout(total=self.args.timeout)
+            ) as resp:
                 payload = await resp.read()
                 ok = 200 <= resp.status < 300
                 if ok:
@@ -161,7 +170,9 @@ class Load:
             if not ok:
                 self.errors.append(f"(warm-up) {kind} {detail}")
             return
-        self.records.append({"kind": kind, "long": long, "ok": ok, "latency": latency, "t": started - self.measure_from})
+        self.records.append(
+            {"kind": kind, "long": long, "ok": ok, "latency": latency, "t": started - self.measure_from}
+        )
         if not ok and len(self.errors) < 50:
             self.errors.append(f"{kind}{' (long)' if long else ''}: {detail}")
 

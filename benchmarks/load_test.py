@@ -25,6 +25,7 @@ enforced (measure them on a quiet machine). Every process it starts is stopped a
     nice -n 10 .venv/bin/python benchmarks/load_test.py
     nice -n 10 .venv/bin/python benchmarks/load_test.py --workers 1 2 3 --duration 60 --no-huge --model models/assistant-offline.tar.gz
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,21 +52,33 @@ GOAL_SCALING = 1.7
 GOAL_FLAT = 1.10  # cost of a message at turns 91-100 / turns 1-10
 
 
-def run_load(model: Path, workers: int, args: argparse.Namespace, examples: Dict[str, List[str]], folder: Path) -> Dict[str, Any]:
+def run_load(
+    model: Path, workers: int, args: argparse.Namespace, examples: Dict[str, List[str]], folder: Path
+) -> Dict[str, Any]:
     """One topology with ``workers`` workers under the clients' load: its statistics."""
-    print(f"[load] {workers} worker(s): starting PostgreSQL, Redis, the action server, the workers and nginx ...", flush=True)
+    print(
+        f"[load] {workers} worker(s): starting PostgreSQL, Redis, the action server, the workers and nginx ...",
+        flush=True,
+    )
     with Topology(model, workers, folder, threads=args.threads, start_timeout=args.start_timeout) as topology:
         for worker in topology.workers:  # first-request costs (lazy imports, caches) are not the load's
             for text in ("你好", "我的快递到哪了"):
                 parse_once(worker.url, text, args.timeout)
 
         def exited() -> Optional[str]:
-            gone = [f"worker {w.index} (pid {w.pid}) exited with {w.proc.returncode}" for w in topology.workers if not w.alive()]
+            gone = [
+                f"worker {w.index} (pid {w.pid}) exited with {w.proc.returncode}"
+                for w in topology.workers
+                if not w.alive()
+            ]
             return "; ".join(gone) or None
 
         load = Load(topology.url, examples, args, pids=lambda: [w.pid for w in topology.workers], alive=exited)
-        print(f"[load] {workers} worker(s) ready ({', '.join(f'{k} {v:.0f} s' for k, v in topology.startup_s.items())}); "
-              f"{args.clients} clients, {args.warmup:g} s warm-up + {args.duration:g} s", flush=True)
+        print(
+            f"[load] {workers} worker(s) ready ({', '.join(f'{k} {v:.0f} s' for k, v in topology.startup_s.items())}); "
+            f"{args.clients} clients, {args.warmup:g} s warm-up + {args.duration:g} s",
+            flush=True,
+        )
         asyncio.run(load.run())
         end_rss = load.rss_total() if not exited() else 0
         records = load.records
@@ -75,7 +88,9 @@ def run_load(model: Path, workers: int, args: argparse.Namespace, examples: Dict
             "endpoints": {
                 PARSE: summarize([r for r in records if r["kind"] == "parse"], args.duration),
                 WEBHOOK: summarize([r for r in records if r["kind"] == "webhook"], args.duration),
-                f"long messages (~{LONG_CHARS} chars, both)": summarize([r for r in records if r["long"]], args.duration),
+                f"long messages (~{LONG_CHARS} chars, both)": summarize(
+                    [r for r in records if r["long"]], args.duration
+                ),
                 "all": summarize(records, args.duration),
             },
             "warmup_requests": load.warmup_sent,
@@ -110,21 +125,39 @@ def routes(topology: Topology) -> Dict[str, int]:
 def goals(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     runs = {r["workers"]: r for r in result["runs"]}
     out = []
-    best = min((r["endpoints"]["all"]["p95_ms"] for r in runs.values() if r["endpoints"]["all"]["p95_ms"] is not None), default=None)
-    out.append({"goal": f"{result['args']['clients']} clients at p95 <= {GOAL_P95_MS:g} ms", "measured": f"{best} ms (best of {sorted(runs)} workers)",
-                "met": best is not None and best <= GOAL_P95_MS})
+    best = min(
+        (r["endpoints"]["all"]["p95_ms"] for r in runs.values() if r["endpoints"]["all"]["p95_ms"] is not None),
+        default=None,
+    )
+    out.append(
+        {
+            "goal": f"{result['args']['clients']} clients at p95 <= {GOAL_P95_MS:g} ms",
+            "measured": f"{best} ms (best of {sorted(runs)} workers)",
+            "met": best is not None and best <= GOAL_P95_MS,
+        }
+    )
     if 1 in runs and 2 in runs:
         one, two = runs[1]["endpoints"]["all"]["requests_per_s"], runs[2]["endpoints"]["all"]["requests_per_s"]
         ratio = round(two / one, 2) if one else None
-        out.append({"goal": f"2 workers >= {GOAL_SCALING}x the messages/s of one", "measured": f"{ratio}x ({two} / {one} messages/s)",
-                    "met": ratio is not None and ratio >= GOAL_SCALING})
+        out.append(
+            {
+                "goal": f"2 workers >= {GOAL_SCALING}x the messages/s of one",
+                "measured": f"{ratio}x ({two} / {one} messages/s)",
+                "met": ratio is not None and ratio >= GOAL_SCALING,
+            }
+        )
     profile_summary = result.get("profile", {}).get("summary")
     if profile_summary:
         cost = profile_summary["stages"]["handle_cpu_ms"]
         ratio = round(cost["late_cpu_ms"] / cost["early_cpu_ms"], 2) if cost["early_cpu_ms"] else None
         early, late = profile_summary["early"], profile_summary["late"]
-        out.append({"goal": f"cost per message flat (turns {late[0]}-{late[1]} within {round(100 * (GOAL_FLAT - 1))}% of turns {early[0]}-{early[1]})",
-                    "measured": f"{cost['early_cpu_ms']} -> {cost['late_cpu_ms']} ms CPU ({ratio}x)", "met": ratio is not None and ratio <= GOAL_FLAT})
+        out.append(
+            {
+                "goal": f"cost per message flat (turns {late[0]}-{late[1]} within {round(100 * (GOAL_FLAT - 1))}% of turns {early[0]}-{early[1]})",
+                "measured": f"{cost['early_cpu_ms']} -> {cost['late_cpu_ms']} ms CPU ({ratio}x)",
+                "met": ratio is not None and ratio <= GOAL_FLAT,
+            }
+        )
     return out
 
 
@@ -140,28 +173,89 @@ def render(result: Dict[str, Any]) -> str:
         f"{m['load_average_at_start']} at the start (shared with other work: compare rows of one run). Code: commit "
         f"{result['code']['commit']}.",
         "",
-        markdown_table(["workers", "requests", "sent", "failed", "messages/s", "p50 ms", "p95 ms", "p99 ms", "max ms"],
-                       [[r["workers"], name, s["sent"], s["failed"], s["requests_per_s"], s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"]]
-                        for r in result["runs"] for name, s in r["endpoints"].items()]),
+        markdown_table(
+            ["workers", "requests", "sent", "failed", "messages/s", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+            [
+                [
+                    r["workers"],
+                    name,
+                    s["sent"],
+                    s["failed"],
+                    s["requests_per_s"],
+                    s["p50_ms"],
+                    s["p95_ms"],
+                    s["p99_ms"],
+                    s["max_ms"],
+                ]
+                for r in result["runs"]
+                for name, s in r["endpoints"].items()
+            ],
+        ),
         "",
-        markdown_table(["workers", "requests per worker (nginx)", "RSS after warm-up MB", "max MB", "end MB", "growth %", "worker exits"],
-                       [[r["workers"], ", ".join(f"{k}: {v}" for k, v in r["routes"].items()), r["memory"]["after_warmup_mb"], r["memory"]["max_mb"],
-                         r["memory"]["end_mb"], r["memory"]["growth_pct"], r["server_exit"] or 0] for r in result["runs"]]),
+        markdown_table(
+            [
+                "workers",
+                "requests per worker (nginx)",
+                "RSS after warm-up MB",
+                "max MB",
+                "end MB",
+                "growth %",
+                "worker exits",
+            ],
+            [
+                [
+                    r["workers"],
+                    ", ".join(f"{k}: {v}" for k, v in r["routes"].items()),
+                    r["memory"]["after_warmup_mb"],
+                    r["memory"]["max_mb"],
+                    r["memory"]["end_mb"],
+                    r["memory"]["growth_pct"],
+                    r["server_exit"] or 0,
+                ]
+                for r in result["runs"]
+            ],
+        ),
         "",
     ]
     prof = result.get("profile")
     if prof:
-        lines += ["## Cost of a message against the conversation's length (one worker, one message at a time)", "",
-                  markdown_table(["turns", "messages", "handle CPU ms", "process CPU ms", "client ms"],
-                                 [[b["turns"], b["n"], b["handle_cpu_ms"], b["process_cpu_ms"], b["client_ms"]] for b in prof["by_turn"]]),
-                  "", "Stages (CPU ms per message; they nest, see benchmarks/results/message_profile.md for the method):", "",
-                  markdown_table(["stage", "early", "late"], [[k, v["early_cpu_ms"], v["late_cpu_ms"]] for k, v in prof["summary"]["stages"].items()]), ""]
+        lines += [
+            "## Cost of a message against the conversation's length (one worker, one message at a time)",
+            "",
+            markdown_table(
+                ["turns", "messages", "handle CPU ms", "process CPU ms", "client ms"],
+                [
+                    [b["turns"], b["n"], b["handle_cpu_ms"], b["process_cpu_ms"], b["client_ms"]]
+                    for b in prof["by_turn"]
+                ],
+            ),
+            "",
+            "Stages (CPU ms per message; they nest, see benchmarks/results/message_profile.md for the method):",
+            "",
+            markdown_table(
+                ["stage", "early", "late"],
+                [[k, v["early_cpu_ms"], v["late_cpu_ms"]] for k, v in prof["summary"]["stages"].items()],
+            ),
+            "",
+        ]
     huge = next((r.get("single_message") for r in result["runs"] if r.get("single_message")), None)
     if huge:
-        lines += [f"One long message at a time: slowest {huge['slowest_guarded_ms']} ms through the RequestGuard, "
-                  f"{huge['slowest_ms']} ms without it (the JSON has every row).", ""]
-    lines += ["## Goals", "", markdown_table(["goal", "measured", "met"], [[g["goal"], g["measured"], "yes" if g["met"] else "no"] for g in result["goals"]]), "",
-              f"Verdict: **{'PASS' if result['passed'] else 'FAIL'}** ({'; '.join(result['reasons']) or 'no failed request, no worker exit, RSS within the limit'})", ""]
+        lines += [
+            f"One long message at a time: slowest {huge['slowest_guarded_ms']} ms through the RequestGuard, "
+            f"{huge['slowest_ms']} ms without it (the JSON has every row).",
+            "",
+        ]
+    lines += [
+        "## Goals",
+        "",
+        markdown_table(
+            ["goal", "measured", "met"],
+            [[g["goal"], g["measured"], "yes" if g["met"] else "no"] for g in result["goals"]],
+        ),
+        "",
+        f"Verdict: **{'PASS' if result['passed'] else 'FAIL'}** ({'; '.join(result['reasons']) or 'no failed request, no worker exit, RSS within the limit'})",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -200,26 +294,46 @@ def plot(result: Dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", type=Path, help="a trained assistant (default: the offline profile, trained when missing)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure, one topology each")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--model", type=Path, help="a trained assistant (default: the offline profile, trained when missing)"
+    )
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure, one topology each"
+    )
     parser.add_argument("--clients", type=int, default=20, help="concurrent clients")
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring (not counted)")
     parser.add_argument("--timeout", type=float, default=60.0, help="a request slower than this counts as failed (s)")
     parser.add_argument("--parse-share", type=float, default=0.4, help="share of the requests that go to /model/parse")
-    parser.add_argument("--long-share", type=float, default=0.03, help=f"share of the messages of about {LONG_CHARS} characters")
-    parser.add_argument("--max-rss-growth", type=float, default=5.0, help="allowed RSS growth from after the warm-up to the end (%%)")
+    parser.add_argument(
+        "--long-share", type=float, default=0.03, help=f"share of the messages of about {LONG_CHARS} characters"
+    )
+    parser.add_argument(
+        "--max-rss-growth", type=float, default=5.0, help="allowed RSS growth from after the warm-up to the end (%%)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="compute threads per worker (OMP, TensorFlow)")
     parser.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines")
     parser.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for a server to be ready")
     parser.add_argument("--huge-repeats", type=int, default=2, help="tries of each 100,000-character message")
-    parser.add_argument("--no-huge", action="store_true", help="skip the 100,000-character messages (and their second server)")
-    parser.add_argument("--turns", type=int, nargs="+", default=[1, 20, 100], help="conversation lengths of the cost-per-message part")
-    parser.add_argument("--no-profile", action="store_true", help="skip the cost per message against the conversation's length")
-    parser.add_argument("--retrain", action="store_true", help="train the offline model again even when it is up to date")
+    parser.add_argument(
+        "--no-huge", action="store_true", help="skip the 100,000-character messages (and their second server)"
+    )
+    parser.add_argument(
+        "--turns", type=int, nargs="+", default=[1, 20, 100], help="conversation lengths of the cost-per-message part"
+    )
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the cost per message against the conversation's length"
+    )
+    parser.add_argument(
+        "--retrain", action="store_true", help="train the offline model again even when it is up to date"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="folder of load_test.{json,md,png}")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results", help="folder of load_test.{json,md,png}"
+    )
     args = parser.parse_args(argv)
     if args.clients < 1 or args.duration <= 0 or args.warmup < 0 or args.timeout <= 0 or min(args.workers) < 1:
         parser.error("--clients and --workers must be >= 1, --duration and --timeout > 0, --warmup >= 0")
@@ -228,8 +342,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = sample_assistant_model(args.model, retrain=args.retrain, threads=args.threads)
     examples = nlu_examples()
     random.seed(args.seed)
-    result: Dict[str, Any] = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "machine": machine,
-                              "model": str(model.relative_to(REPO)) if model.is_relative_to(REPO) else str(model), "code": git_state(), "runs": []}
+    result: Dict[str, Any] = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": machine,
+        "model": str(model.relative_to(REPO)) if model.is_relative_to(REPO) else str(model),
+        "code": git_state(),
+        "runs": [],
+    }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
         for workers in args.workers:
@@ -238,8 +357,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"[load] cost per message: conversations of {args.turns} turns on one worker ...", flush=True)
             messages = profile(model, args.turns, 1, args.threads, Path(tmp) / "profile")["messages"]
             longest = max(args.turns)
-            result["profile"] = {"summary": summarize_profile(messages, (1, min(10, longest)), (max(1, longest - 9), longest)),
-                                 "by_turn": by_turn([m for m in messages if m["length"] == longest], max(1, longest // 10))}
+            result["profile"] = {
+                "summary": summarize_profile(messages, (1, min(10, longest)), (max(1, longest - 9), longest)),
+                "by_turn": by_turn([m for m in messages if m["length"] == longest], max(1, longest // 10)),
+            }
     result["seconds"] = round(time.monotonic() - started, 1)
     result["load_average_at_end"] = machine_info()["load_average_at_start"]
     reasons = []

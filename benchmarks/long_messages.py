@@ -4,6 +4,7 @@
 limit, then 100,000 characters to a second `rasa run` started without the guard, which passes them through the
 whole NLU pipeline, with a short message sent meanwhile (it waits: one process handles one message at a time).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,9 @@ HUGE_CHARS = 100_000
 
 def parse_once(base: str, text: str, timeout: float) -> Tuple[int, float, Any]:
     body = json.dumps({"text": text}, ensure_ascii=False).encode("utf-8")
-    request = urllib.request.Request(base + PARSE, data=body, method="POST", headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        base + PARSE, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -80,7 +83,9 @@ def parse_while_busy(base: str, text: str, timeout: float, delay: float = 1.0) -
     return answer, short["s"]
 
 
-def single_message_bound(guarded_base: str, model: Path, tmp: Path, args: argparse.Namespace, pool: Sequence[str]) -> Dict[str, Any]:
+def single_message_bound(
+    guarded_base: str, model: Path, tmp: Path, args: argparse.Namespace, pool: Sequence[str]
+) -> Dict[str, Any]:
     """One long message at a time: at the guard's limit and beyond it (guarded server), then 100,000
     characters through the whole NLU pipeline of a second server started without the guard."""
     rng = random.Random(args.seed)
@@ -104,13 +109,31 @@ def single_message_bound(guarded_base: str, model: Path, tmp: Path, args: argpar
     base = f"http://127.0.0.1:{port}"
     server = Service(
         "rasa run (no guard)",
-        [PYTHON, "-m", "rasa", "run", "--enable-api", "--model", str(model), "--credentials", str(credentials),
-         "--port", str(port), "--interface", "127.0.0.1"],
-        server_env(args.threads), tmp / "rasa_noguard.log", lambda: http_ok(f"{base}/status"),
+        [
+            PYTHON,
+            "-m",
+            "rasa",
+            "run",
+            "--enable-api",
+            "--model",
+            str(model),
+            "--credentials",
+            str(credentials),
+            "--port",
+            str(port),
+            "--interface",
+            "127.0.0.1",
+        ],
+        server_env(args.threads),
+        tmp / "rasa_noguard.log",
+        lambda: http_ok(f"{base}/status"),
     )
     rows: List[Dict[str, Any]] = []
     try:
-        print(f"[load] starting a second rasa run without the RequestGuard for {HUGE_CHARS:,}-character messages ...", flush=True)
+        print(
+            f"[load] starting a second rasa run without the RequestGuard for {HUGE_CHARS:,}-character messages ...",
+            flush=True,
+        )
         server.start(timeout=args.start_timeout)
         for _ in range(2):  # warm-up: first-request costs (lazy imports, caches)
             parse_once(base, "你好，我想查一下订单", args.timeout)
@@ -121,11 +144,17 @@ def single_message_bound(guarded_base: str, model: Path, tmp: Path, args: argpar
                 if index == 0 and repeat == 0:
                     (status, seconds, body), short_s = parse_while_busy(base, text, args.timeout)
                     out["short_message_while_busy_ms"] = round(1000 * short_s, 1)
-                    print(f"[load]   a short message sent 1 s after it was answered in {1000 * short_s:.0f} ms", flush=True)
+                    print(
+                        f"[load]   a short message sent 1 s after it was answered in {1000 * short_s:.0f} ms",
+                        flush=True,
+                    )
                 else:
                     status, seconds, body = parse_once(base, text, args.timeout)
                 rows.append(_row(name, repeat + 1, status, seconds, body))
-                print(f"[load]   {name}: HTTP {status} in {1000 * seconds:.0f} ms (fallback: {rows[-1]['fallback_reason']})", flush=True)
+                print(
+                    f"[load]   {name}: HTTP {status} in {1000 * seconds:.0f} ms (fallback: {rows[-1]['fallback_reason']})",
+                    flush=True,
+                )
     except Exception as e:  # noqa: BLE001 - reported, and the exit status says it
         out["error"] = f"{type(e).__name__}: {e}"
     finally:

@@ -11,6 +11,7 @@ answered by rules, two of them through the action server). It writes ``message_p
 per stage the mean CPU ms of a message at the start of a conversation and at its end, and the CPU of a
 message against its turn number.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,18 @@ from deploy.local.topology import Topology, sample_assistant_model  # noqa: E402
 
 # Answered by rules: 3 responses, 2 custom actions on the action server (action_product_info, action_list_coupons).
 MESSAGES = ["你好", "蓝牙耳机多少钱", "你们几点下班", "有什么优惠券", "给我讲个笑话", "谢谢"]
-STAGE_ORDER = ("lock store", "tracker store: retrieve", "tracker: from_dict", "nlu:", "predict next action", "policy:",
-               "graph:", "action server: payload", "action server: request", "tracker store: save")
+STAGE_ORDER = (
+    "lock store",
+    "tracker store: retrieve",
+    "tracker: from_dict",
+    "nlu:",
+    "predict next action",
+    "policy:",
+    "graph:",
+    "action server: payload",
+    "action server: request",
+    "tracker store: save",
+)
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -46,7 +57,9 @@ def proc_cpu_seconds(pid: int) -> float:
 
 def post(base: str, sender: str, text: str, timeout: float = 120.0) -> Any:
     body = json.dumps({"sender": sender, "message": text}, ensure_ascii=False).encode("utf-8")
-    request = urllib.request.Request(f"{base}/webhooks/rest/webhook", data=body, method="POST", headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{base}/webhooks/rest/webhook", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
@@ -59,8 +72,17 @@ def converse(base: str, pid: int, turns: int, tag: str) -> List[Dict[str, Any]]:
         text = MESSAGES[(turn - 1) % len(MESSAGES)]
         cpu, wall = proc_cpu_seconds(pid), time.perf_counter()
         reply = post(base, sender, text)
-        out.append({"sender": sender, "turn": turn, "length": turns, "text": text, "replied": bool(reply),
-                    "client_ms": round(1000 * (time.perf_counter() - wall), 2), "process_cpu_ms": round(1000 * (proc_cpu_seconds(pid) - cpu), 2)})
+        out.append(
+            {
+                "sender": sender,
+                "turn": turn,
+                "length": turns,
+                "text": text,
+                "replied": bool(reply),
+                "client_ms": round(1000 * (time.perf_counter() - wall), 2),
+                "process_cpu_ms": round(1000 * (proc_cpu_seconds(pid) - cpu), 2),
+            }
+        )
     return out
 
 
@@ -87,6 +109,7 @@ def mean(values: Sequence[float]) -> Optional[float]:
 
 def summarize(messages: List[Dict[str, Any]], early: Tuple[int, int], late: Tuple[int, int]) -> Dict[str, Any]:
     """Mean CPU ms per stage for the messages at turns ``early`` and ``late`` (inclusive ranges)."""
+
     def pick(span: Tuple[int, int]) -> List[Dict[str, Any]]:
         return [m for m in messages if span[0] <= m["turn"] <= span[1]]
 
@@ -98,7 +121,11 @@ def summarize(messages: List[Dict[str, Any]], early: Tuple[int, int], late: Tupl
         wall_b = [m["stages"].get(stage, {}).get("wall_ms", 0.0) for m in pick(late)]
         rows[stage] = {"early_cpu_ms": mean(a), "late_cpu_ms": mean(b), "late_wall_ms": mean(wall_b)}
     for total in ("handle_cpu_ms", "process_cpu_ms", "client_ms"):
-        rows[total] = {"early_cpu_ms": mean([m[total] for m in pick(early)]), "late_cpu_ms": mean([m[total] for m in pick(late)]), "late_wall_ms": None}
+        rows[total] = {
+            "early_cpu_ms": mean([m[total] for m in pick(early)]),
+            "late_cpu_ms": mean([m[total] for m in pick(late)]),
+            "late_wall_ms": None,
+        }
     return {"early": early, "late": late, "n_early": len(pick(early)), "n_late": len(pick(late)), "stages": rows}
 
 
@@ -108,40 +135,72 @@ def by_turn(messages: List[Dict[str, Any]], bucket: int) -> List[Dict[str, Any]]
     top = max(m["turn"] for m in messages)
     for start in range(1, top + 1, bucket):
         chosen = [m for m in messages if start <= m["turn"] < start + bucket]
-        out.append({"turns": f"{start}-{start + bucket - 1}", "n": len(chosen), "handle_cpu_ms": mean([m["handle_cpu_ms"] for m in chosen]),
-                    "process_cpu_ms": mean([m["process_cpu_ms"] for m in chosen]), "client_ms": mean([m["client_ms"] for m in chosen])})
+        out.append(
+            {
+                "turns": f"{start}-{start + bucket - 1}",
+                "n": len(chosen),
+                "handle_cpu_ms": mean([m["handle_cpu_ms"] for m in chosen]),
+                "process_cpu_ms": mean([m["process_cpu_ms"] for m in chosen]),
+                "client_ms": mean([m["client_ms"] for m in chosen]),
+            }
+        )
     return out
 
 
 def render(result: Dict[str, Any]) -> str:
     summary = result["summary"]
     early, late = summary["early"], summary["late"]
-    rows = [[stage, v["early_cpu_ms"], v["late_cpu_ms"], v["late_wall_ms"],
-             None if v["early_cpu_ms"] in (None, 0) or v["late_cpu_ms"] is None else round(v["late_cpu_ms"] / v["early_cpu_ms"], 2)]
-            for stage, v in summary["stages"].items()]
+    rows = [
+        [
+            stage,
+            v["early_cpu_ms"],
+            v["late_cpu_ms"],
+            v["late_wall_ms"],
+            None
+            if v["early_cpu_ms"] in (None, 0) or v["late_cpu_ms"] is None
+            else round(v["late_cpu_ms"] / v["early_cpu_ms"], 2),
+        ]
+        for stage, v in summary["stages"].items()
+    ]
     m = result["machine"]
-    return "\n".join([
-        "# Cost of a webhook message by stage, against the conversation's length",
-        "",
-        f"One `rasa run` worker ({result['model']}) behind nginx, PostgreSQL tracker store, Redis lock store, action server; "
-        f"one message at a time; conversations of {', '.join(map(str, result['args']['turns']))} turns ({result['args']['repeat']} of each). "
-        f"Machine: {m['cpu']}, {m['cores_available']} cores, load average {m['load_average_at_start']} at the start "
-        f"(shared: compare rows, not runs). CPU in ms per message; stages nest (`nlu:` and `policy:` nodes run inside "
-        "their graphs), so they do not add up to the total.",
-        "",
-        f"Turns {early[0]}-{early[1]} ({summary['n_early']} messages) against turns {late[0]}-{late[1]} ({summary['n_late']} messages):",
-        "",
-        markdown_table(["stage", f"CPU ms, turns {early[0]}-{early[1]}", f"CPU ms, turns {late[0]}-{late[1]}", "wall ms, late", "late / early"], rows),
-        "",
-        "`handle_cpu_ms`: `Agent.handle_message` (lock, tracker, NLU, policies, actions, save); `process_cpu_ms`: the worker "
-        "process's CPU for the whole request (HTTP and channel included); `client_ms`: the client's wall time through nginx.",
-        "",
-        "Per message against its turn number:",
-        "",
-        markdown_table(["turns", "messages", "handle CPU ms", "process CPU ms", "client ms"],
-                       [[b["turns"], b["n"], b["handle_cpu_ms"], b["process_cpu_ms"], b["client_ms"]] for b in result["by_turn"]]),
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Cost of a webhook message by stage, against the conversation's length",
+            "",
+            f"One `rasa run` worker ({result['model']}) behind nginx, PostgreSQL tracker store, Redis lock store, action server; "
+            f"one message at a time; conversations of {', '.join(map(str, result['args']['turns']))} turns ({result['args']['repeat']} of each). "
+            f"Machine: {m['cpu']}, {m['cores_available']} cores, load average {m['load_average_at_start']} at the start "
+            f"(shared: compare rows, not runs). CPU in ms per message; stages nest (`nlu:` and `policy:` nodes run inside "
+            "their graphs), so they do not add up to the total.",
+            "",
+            f"Turns {early[0]}-{early[1]} ({summary['n_early']} messages) against turns {late[0]}-{late[1]} ({summary['n_late']} messages):",
+            "",
+            markdown_table(
+                [
+                    "stage",
+                    f"CPU ms, turns {early[0]}-{early[1]}",
+                    f"CPU ms, turns {late[0]}-{late[1]}",
+                    "wall ms, late",
+                    "late / early",
+                ],
+                rows,
+            ),
+            "",
+            "`handle_cpu_ms`: `Agent.handle_message` (lock, tracker, NLU, policies, actions, save); `process_cpu_ms`: the worker "
+            "process's CPU for the whole request (HTTP and channel included); `client_ms`: the client's wall time through nginx.",
+            "",
+            "Per message against its turn number:",
+            "",
+            markdown_table(
+                ["turns", "messages", "handle CPU ms", "process CPU ms", "client ms"],
+                [
+                    [b["turns"], b["n"], b["handle_cpu_ms"], b["process_cpu_ms"], b["client_ms"]]
+                    for b in result["by_turn"]
+                ],
+            ),
+            "",
+        ]
+    )
 
 
 def plot(result: Dict[str, Any], path: Path) -> None:
@@ -155,10 +214,23 @@ def plot(result: Dict[str, Any], path: Path) -> None:
     conv = [m for m in messages if m["length"] == longest]
     turns = sorted({m["turn"] for m in conv})
     fig, ax = plt.subplots(figsize=(9, 5))
-    ax.plot(turns, [statistics.fmean(m["process_cpu_ms"] for m in conv if m["turn"] == t) for t in turns], label="worker process CPU (whole request)", color="black")
+    ax.plot(
+        turns,
+        [statistics.fmean(m["process_cpu_ms"] for m in conv if m["turn"] == t) for t in turns],
+        label="worker process CPU (whole request)",
+        color="black",
+    )
     top = sorted(result["summary"]["stages"], key=lambda s: -(result["summary"]["stages"][s]["late_cpu_ms"] or 0))
     for stage in [s for s in top if not s.endswith("_ms")][:6]:
-        ax.plot(turns, [statistics.fmean(m["stages"].get(stage, {}).get("cpu_ms", 0.0) for m in conv if m["turn"] == t) for t in turns], label=stage, linewidth=1)
+        ax.plot(
+            turns,
+            [
+                statistics.fmean(m["stages"].get(stage, {}).get("cpu_ms", 0.0) for m in conv if m["turn"] == t)
+                for t in turns
+            ],
+            label=stage,
+            linewidth=1,
+        )
     ax.set_xlabel("turn of the conversation")
     ax.set_ylabel("CPU ms per message")
     ax.set_title("Cost of a message against the conversation's length")
@@ -172,8 +244,14 @@ def plot(result: Dict[str, Any], path: Path) -> None:
 def profile(model: Path, turns: Sequence[int], repeat: int, threads: int, folder: Path) -> Dict[str, Any]:
     """Run the conversations on a one-worker topology with stage timing; the messages with their stages."""
     log = folder / "stages.jsonl"
-    with Topology(model, workers=1, folder=folder / "topology", threads=threads,
-                  worker_module="benchmarks.stage_timing", worker_env={"NLU_BERT_STAGE_LOG": str(log)}) as topology:
+    with Topology(
+        model,
+        workers=1,
+        folder=folder / "topology",
+        threads=threads,
+        worker_module="benchmarks.stage_timing",
+        worker_env={"NLU_BERT_STAGE_LOG": str(log)},
+    ) as topology:
         pid = topology.workers[0].pid
         converse(topology.url, pid, 2 * len(MESSAGES), "warmup")  # first-request costs: lazy imports, caches
         log.write_text("", encoding="utf-8")
@@ -186,8 +264,12 @@ def profile(model: Path, turns: Sequence[int], repeat: int, threads: int, folder
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", type=Path, help="a trained assistant (default: the offline profile, trained when missing)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--model", type=Path, help="a trained assistant (default: the offline profile, trained when missing)"
+    )
     parser.add_argument("--turns", type=int, nargs="+", default=[1, 20, 100], help="conversation lengths")
     parser.add_argument("--repeat", type=int, default=3, help="conversations of each length")
     parser.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of the worker")
@@ -202,7 +284,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     late = (max(1, longest - 9), longest)
     result.update(
         args={"turns": args.turns, "repeat": args.repeat, "threads": args.threads},
-        machine=machine, code=git_state(), model=str(model.relative_to(REPO) if model.is_relative_to(REPO) else model),
+        machine=machine,
+        code=git_state(),
+        model=str(model.relative_to(REPO) if model.is_relative_to(REPO) else model),
         summary=summarize(messages, (1, min(10, longest)), late),
         by_turn=by_turn([m for m in messages if m["length"] == longest], max(1, longest // 10)),
     )

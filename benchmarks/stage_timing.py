@@ -19,6 +19,7 @@ wall milliseconds and the number of calls. The stages:
 CPU is ``time.process_time``: right when one message is handled at a time, which is how the profile runs.
 Stages nest (a node inside ``predict next action``): the table reports each, and never adds them up.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -30,7 +31,9 @@ import sys
 import time
 from typing import Any, Callable, Dict, Optional
 
-_CURRENT: contextvars.ContextVar[Optional[Dict[str, Any]]] = contextvars.ContextVar("nlu_bert_stage_record", default=None)
+_CURRENT: contextvars.ContextVar[Optional[Dict[str, Any]]] = contextvars.ContextVar(
+    "nlu_bert_stage_record", default=None
+)
 _NODE_INDEX = re.compile(r"\d+$")
 
 
@@ -71,7 +74,7 @@ def _timed_async(stage: str, fn: Callable) -> Callable:
 def node_stage(node: Any, *args: Any) -> str:
     """``run_nlu_bert.BertIntentClassifier3`` -> ``nlu: nlu_bert.BertIntentClassifier``; policies likewise."""
     name = getattr(node, "_node_name", "?")
-    bare = _NODE_INDEX.sub("", name[len("run_"):] if name.startswith("run_") else name)
+    bare = _NODE_INDEX.sub("", name[len("run_") :] if name.startswith("run_") else name)
     if name.startswith("run_") and bare.endswith("Policy"):
         return f"policy: {bare}"
     if name.startswith("run_"):
@@ -95,8 +98,12 @@ def install(log_path: str) -> None:
     original_from_dict = DialogueStateTracker.from_dict.__func__
     DialogueStateTracker.from_dict = classmethod(_timed_sync(lambda *a: "tracker: from_dict", original_from_dict))
     EndpointConfig.request = _timed_async("action server: request", EndpointConfig.request)
-    RemoteAction._action_call_format = _timed_sync(lambda *a: "action server: payload", RemoteAction._action_call_format)
-    MessageProcessor._predict_next_with_tracker = _timed_sync(lambda *a: "predict next action", MessageProcessor._predict_next_with_tracker)
+    RemoteAction._action_call_format = _timed_sync(
+        lambda *a: "action server: payload", RemoteAction._action_call_format
+    )
+    MessageProcessor._predict_next_with_tracker = _timed_sync(
+        lambda *a: "predict next action", MessageProcessor._predict_next_with_tracker
+    )
     LockStore.issue_ticket = _timed_sync(lambda *a: "lock store", LockStore.issue_ticket)
     LockStore._acquire_lock = _timed_async("lock store", LockStore._acquire_lock)
     LockStore.cleanup = _timed_sync(lambda *a: "lock store", LockStore.cleanup)

@@ -7,6 +7,7 @@ loads the tokenizer and the model once with transformers (honouring the componen
 `cache_dir`), so exactly the files training needs land in HF_HOME. deploy/train.Dockerfile runs it at build
 time with BAKE_MODELS=1; afterwards `rasa train` works with HF_HUB_OFFLINE=1.
 """
+
 from __future__ import annotations
 
 import argparse

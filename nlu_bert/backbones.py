@@ -115,7 +115,9 @@ def _chain(error: BaseException) -> list:
 
 def _is_cut_download(error: BaseException) -> bool:
     name = type(error).__name__
-    return name in ("ChunkedEncodingError", "IncompleteRead", "ProtocolError") or "Consistency check failed" in str(error)
+    return name in ("ChunkedEncodingError", "IncompleteRead", "ProtocolError") or "Consistency check failed" in str(
+        error
+    )
 
 
 def _is_unreachable(error: BaseException) -> bool:
@@ -124,9 +126,14 @@ def _is_unreachable(error: BaseException) -> bool:
     from huggingface_hub import errors
 
     kinds = (
-        errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, errors.RepositoryNotFoundError,
-        errors.RevisionNotFoundError, errors.EntryNotFoundError, errors.HfHubHTTPError,
-        requests.ConnectionError, requests.Timeout,
+        errors.LocalEntryNotFoundError,
+        errors.OfflineModeIsEnabled,
+        errors.RepositoryNotFoundError,
+        errors.RevisionNotFoundError,
+        errors.EntryNotFoundError,
+        errors.HfHubHTTPError,
+        requests.ConnectionError,
+        requests.Timeout,
     )
     return isinstance(error, kinds)
 

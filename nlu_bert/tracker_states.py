@@ -21,6 +21,7 @@ ResilientSQLTrackerStore (tracker_store.py) hands out these trackers; the loop b
 same states, turn by turn, on the sample assistant's stories and on conversations with forms, reverts,
 restarts and rule-only turns.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,14 +32,33 @@ from typing import Any, Dict, Hashable, List, Optional, Text, Tuple
 import rasa.shared.core.constants
 from rasa.shared.constants import DEFAULT_SENDER_ID
 from rasa.shared.core.domain import Domain, State
-from rasa.shared.core.events import ActionExecuted, ActionReverted, ActiveLoop, Restarted, SessionStarted, UserUttered, UserUtteranceReverted
+from rasa.shared.core.events import (
+    ActionExecuted,
+    ActionReverted,
+    ActiveLoop,
+    Restarted,
+    SessionStarted,
+    UserUtteranceReverted,
+    UserUttered,
+)
 from rasa.shared.core.trackers import DialogueStateTracker
+
 
 def _link(previous: int, event: Any) -> int:
     """The next hash of a chain: ``previous`` and what identifies ``event`` at its place in the conversation
     (type, timestamp, and what it says)."""
-    return hash((previous, event.type_name, event.timestamp, getattr(event, "text", None), getattr(event, "action_name", None),
-                 getattr(event, "key", None), repr(getattr(event, "value", None)), getattr(event, "name", None)))
+    return hash(
+        (
+            previous,
+            event.type_name,
+            event.timestamp,
+            getattr(event, "text", None),
+            getattr(event, "action_name", None),
+            getattr(event, "key", None),
+            repr(getattr(event, "value", None)),
+            getattr(event, "name", None),
+        )
+    )
 
 
 def _chain(events: Any, start: int = 0, previous: int = 0) -> List[int]:
@@ -55,8 +75,15 @@ class _Checkpoint:
 
     __slots__ = ("length", "link", "replay", "states", "last_ml_action_sub_state", "turn_was_hidden")
 
-    def __init__(self, length: int, link: int, replay: DialogueStateTracker, states: List[State],
-                 last_ml_action_sub_state: Any, turn_was_hidden: bool) -> None:
+    def __init__(
+        self,
+        length: int,
+        link: int,
+        replay: DialogueStateTracker,
+        states: List[State],
+        last_ml_action_sub_state: Any,
+        turn_was_hidden: bool,
+    ) -> None:
         self.length, self.link, self.replay, self.states = length, link, replay, states
         self.last_ml_action_sub_state, self.turn_was_hidden = last_ml_action_sub_state, turn_was_hidden
 
@@ -66,8 +93,16 @@ class _AppliedCheckpoint:
 
     __slots__ = ("length", "link", "applied", "applied_chain", "loop_names")
 
-    def __init__(self, length: int, link: int, applied: List[Any], applied_chain: List[int], loop_names: frozenset) -> None:
-        self.length, self.link, self.applied, self.applied_chain, self.loop_names = length, link, applied, applied_chain, loop_names
+    def __init__(
+        self, length: int, link: int, applied: List[Any], applied_chain: List[int], loop_names: frozenset
+    ) -> None:
+        self.length, self.link, self.applied, self.applied_chain, self.loop_names = (
+            length,
+            link,
+            applied,
+            applied_chain,
+            loop_names,
+        )
 
 
 class StatesCache:
@@ -111,22 +146,41 @@ class IncrementalStatesTracker(DialogueStateTracker):
     """A ``DialogueStateTracker`` whose ``past_states`` and ``applied_events`` resume from the previous call."""
 
     states_cache: Optional[StatesCache] = None
-    _event_chain: Optional[Tuple[int, int, List[int]]] = None  # (id of the events deque, id of the last event chained, chain)
+    _event_chain: Optional[Tuple[int, int, List[int]]] = (
+        None  # (id of the events deque, id of the last event chained, chain)
+    )
     _applied_memo: Optional[Tuple[Tuple[int, int, Optional[int]], List[Any], List[int]]] = None
 
     @classmethod
-    def from_events_with_cache(cls, sender_id: Text, events: List[Any], slots: Any, cache: StatesCache) -> "IncrementalStatesTracker":
+    def from_events_with_cache(
+        cls, sender_id: Text, events: List[Any], slots: Any, cache: StatesCache
+    ) -> "IncrementalStatesTracker":
         tracker = cls.from_events(sender_id, events, slots)
         tracker.states_cache = cache
         return tracker
 
-    def past_states(self, domain: Domain, omit_unset_slots: bool = False, ignore_rule_only_turns: bool = False,
-                    rule_only_data: Optional[Dict[Text, Any]] = None) -> List[State]:
+    def past_states(
+        self,
+        domain: Domain,
+        omit_unset_slots: bool = False,
+        ignore_rule_only_turns: bool = False,
+        rule_only_data: Optional[Dict[Text, Any]] = None,
+    ) -> List[State]:
         if self.states_cache is None:
             return super().past_states(domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
         key = ("states", id(domain), self.sender_id, omit_unset_slots, ignore_rule_only_turns, _freeze(rule_only_data))
         applied, chain = self._applied()
-        return resumable_states(self, applied, chain, domain, self.states_cache, key, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+        return resumable_states(
+            self,
+            applied,
+            chain,
+            domain,
+            self.states_cache,
+            key,
+            omit_unset_slots,
+            ignore_rule_only_turns,
+            rule_only_data,
+        )
 
     def applied_events(self) -> List[Any]:
         """Rasa's ``applied_events``: once per state of this tracker (every policy asks), and for a conversation
@@ -139,8 +193,12 @@ class IncrementalStatesTracker(DialogueStateTracker):
         """The hash chain of this tracker's events, extended as events are added (Rasa only appends them)."""
         events = self.events
         memo = self._event_chain
-        if memo is not None and memo[0] == id(events) and len(memo[2]) <= len(events) and (
-                not memo[2] or id(events[len(memo[2]) - 1]) == memo[1]):
+        if (
+            memo is not None
+            and memo[0] == id(events)
+            and len(memo[2]) <= len(events)
+            and (not memo[2] or id(events[len(memo[2]) - 1]) == memo[1])
+        ):
             chain = memo[2]
             if len(chain) < len(events):
                 chain = chain + _chain(events, len(chain), chain[-1] if chain else 0)
@@ -167,8 +225,12 @@ def resumable_applied_events(tracker: IncrementalStatesTracker, cache: StatesCac
     loop_names = frozenset(event.name for event in events if isinstance(event, ActiveLoop) and event.name)
     key = ("applied", tracker.sender_id)
     checkpoint = cache.get(key)
-    if (checkpoint is not None and checkpoint.loop_names == loop_names and 0 < checkpoint.length <= len(events)
-            and chain[checkpoint.length - 1] == checkpoint.link):
+    if (
+        checkpoint is not None
+        and checkpoint.loop_names == loop_names
+        and 0 < checkpoint.length <= len(events)
+        and chain[checkpoint.length - 1] == checkpoint.link
+    ):
         start, applied, applied_chain = checkpoint.length, list(checkpoint.applied), list(checkpoint.applied_chain)
     else:
         start, applied, applied_chain = 0, [], []
@@ -190,11 +252,20 @@ def resumable_applied_events(tracker: IncrementalStatesTracker, cache: StatesCac
         elif isinstance(event, UserUtteranceReverted):
             undo_till_previous(UserUttered)
             undo_till_previous(ActionExecuted)
-        elif (isinstance(event, ActionExecuted) and event.action_name in loop_names
-              and not tracker._first_loop_execution_or_unhappy_path(event.action_name, applied)):
+        elif (
+            isinstance(event, ActionExecuted)
+            and event.action_name in loop_names
+            and not tracker._first_loop_execution_or_unhappy_path(event.action_name, applied)
+        ):
             # Rasa drops the featurized events after the loop's previous execution: re-chain from there
-            first = next((i + 1 for i in range(len(applied) - 1, -1, -1)
-                          if isinstance(applied[i], ActionExecuted) and applied[i].action_name == event.action_name), 0)
+            first = next(
+                (
+                    i + 1
+                    for i in range(len(applied) - 1, -1, -1)
+                    if isinstance(applied[i], ActionExecuted) and applied[i].action_name == event.action_name
+                ),
+                0,
+            )
             tracker._undo_till_previous_loop_execution(event.action_name, applied)
             del applied_chain[first:]
             for kept in applied[first:]:
@@ -207,14 +278,25 @@ def resumable_applied_events(tracker: IncrementalStatesTracker, cache: StatesCac
     return applied, applied_chain
 
 
-def resumable_states(tracker: DialogueStateTracker, applied: List[Any], chain: List[int], domain: Domain, cache: StatesCache,
-                     key: Hashable, omit_unset_slots: bool, ignore_rule_only_turns: bool,
-                     rule_only_data: Optional[Dict[Text, Any]]) -> List[State]:
+def resumable_states(
+    tracker: DialogueStateTracker,
+    applied: List[Any],
+    chain: List[int],
+    domain: Domain,
+    cache: StatesCache,
+    key: Hashable,
+    omit_unset_slots: bool,
+    ignore_rule_only_turns: bool,
+    rule_only_data: Optional[Dict[Text, Any]],
+) -> List[State]:
     """``domain.states_for_tracker_history(tracker, ...)`` for the tracker's ``applied`` events (hash ``chain``),
     resumed from ``cache[key]`` where it still applies."""
     checkpoint = cache.get(key)
-    resumed = checkpoint is not None and checkpoint.length <= len(applied) and (
-        checkpoint.length == 0 or chain[checkpoint.length - 1] == checkpoint.link)
+    resumed = (
+        checkpoint is not None
+        and checkpoint.length <= len(applied)
+        and (checkpoint.length == 0 or chain[checkpoint.length - 1] == checkpoint.link)
+    )
     if resumed:
         cache.hits += 1
         start = checkpoint.length
@@ -227,8 +309,9 @@ def resumable_states(tracker: DialogueStateTracker, applied: List[Any], chain: L
         start, states, last_ml_action_sub_state, turn_was_hidden = 0, [], None, False
         # the tracker init_copy() makes, keeping only its latest event: the states read the tracker's
         # slots, latest message, latest action and active loop, never its list of events
-        replay = DialogueStateTracker(tracker.sender_id or DEFAULT_SENDER_ID, tracker.slots.values(), 1,
-                                      is_rule_tracker=tracker.is_rule_tracker)
+        replay = DialogueStateTracker(
+            tracker.sender_id or DEFAULT_SENDER_ID, tracker.slots.values(), 1, is_rule_tracker=tracker.is_rule_tracker
+        )
 
     def visit(tr: DialogueStateTracker, hide_rule_turn: bool) -> None:
         """One step of Rasa's loop (Domain.states_for_tracker_history)."""
@@ -256,6 +339,16 @@ def resumable_states(tracker: DialogueStateTracker, applied: List[Any], chain: L
     if not resumed or start < len(applied):
         # the replayed tracker itself is the checkpoint: nothing changes it from here on, and the next call that
         # has new events to replay goes on from a copy of it
-        cache.put(key, _Checkpoint(len(applied), chain[-1] if applied else 0, replay, list(states), last_ml_action_sub_state, turn_was_hidden))
+        cache.put(
+            key,
+            _Checkpoint(
+                len(applied),
+                chain[-1] if applied else 0,
+                replay,
+                list(states),
+                last_ml_action_sub_state,
+                turn_was_hidden,
+            ),
+        )
     visit(replay, False)  # the current state (Rasa's generator yields the replayed tracker once more at the end)
     return [_copy_state(state) for state in states]

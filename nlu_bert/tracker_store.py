@@ -23,6 +23,7 @@ with the same keys as Rasa's ``type: SQL``) changes two things:
 
 Everything else (tables, queries, sessions, ``SQL_POOL_SIZE`` / ``SQL_MAX_OVERFLOW``, ``login_db``) is Rasa's.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -83,7 +84,9 @@ def deserialise_events(serialized: List[Dict[str, Any]]) -> List[Event]:
 class ResilientSQLTrackerStore(SQLTrackerStore):
     """``SQLTrackerStore`` with pre-pinged connections and bounded retries while the database is unreachable."""
 
-    def __init__(self, *args: Any, retry_seconds: float = DEFAULT_RETRY_SECONDS, states_cache_size: int = 512, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, retry_seconds: float = DEFAULT_RETRY_SECONDS, states_cache_size: int = 512, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.retry_seconds = float(retry_seconds)
         self.states_cache = StatesCache(int(states_cache_size)) if int(states_cache_size) > 0 else None
@@ -113,7 +116,9 @@ class ResilientSQLTrackerStore(SQLTrackerStore):
                 pause = min(pause * 2, 5.0)
 
     async def _retrieve(self, sender_id: Text, fetch_events_from_all_sessions: bool) -> Optional[DialogueStateTracker]:
-        return await self._with_retries(f"reading conversation '{sender_id}'", lambda: self._read(sender_id, fetch_events_from_all_sessions))
+        return await self._with_retries(
+            f"reading conversation '{sender_id}'", lambda: self._read(sender_id, fetch_events_from_all_sessions)
+        )
 
     async def _read(self, sender_id: Text, fetch_events_from_all_sessions: bool) -> Optional[DialogueStateTracker]:
         """Rasa's ``SQLTrackerStore._retrieve``: the same query, only its ``data`` column, events resolved once."""

@@ -6,6 +6,7 @@ with ``Domain.states_for_tracker_history`` for every combination of the argument
 conversations: every story and rule of the sample assistant, and random ones with forms, slots, follow-up
 actions, rejected actions, rule-only turns, reverted utterances and actions, restarts and new sessions.
 """
+
 from __future__ import annotations
 
 import copy
@@ -13,27 +14,25 @@ import random
 from typing import Any, List
 
 import pytest
-from nlu_testing import REPO_ROOT
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import (
-    ActionExecuted,
-    ActionExecutionRejected,
     ActionReverted,
-    ActiveLoop,
-    BotUttered,
-    FollowupAction,
     Restarted,
-    SessionStarted,
-    SlotSet,
-    UserUttered,
     UserUtteranceReverted,
 )
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from nlu_bert.tracker_states import IncrementalStatesTracker, StatesCache
 
-ARGUMENTS = [(omit, ignore, rule_only) for omit in (False, True) for ignore in (False, True)
-             for rule_only in (None, {"rule_only_slots": ["requested_slot"], "rule_only_loops": ["return_form"]})]
+from dialogue_fixtures import random_conversation, story_trackers
+from nlu_testing import REPO_ROOT
+
+ARGUMENTS = [
+    (omit, ignore, rule_only)
+    for omit in (False, True)
+    for ignore in (False, True)
+    for rule_only in (None, {"rule_only_slots": ["requested_slot"], "rule_only_loops": ["return_form"]})
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,9 @@ def domain() -> Domain:
     return Domain.load(str(REPO_ROOT / "domain.yml"))
 
 
-def assert_same_states_while_growing(domain: Domain, events: List[Any], sender: str, cache: StatesCache, steps: List[int] = ()) -> None:
+def assert_same_states_while_growing(
+    domain: Domain, events: List[Any], sender: str, cache: StatesCache, steps: List[int] = ()
+) -> None:
     """At every length (or at the lengths ``steps`` give: several events at once, as a whole turn adds them)."""
     slots = domain.slots
     for length in steps or range(1, len(events) + 1):
@@ -53,16 +54,6 @@ def assert_same_states_while_growing(domain: Domain, events: List[Any], sender: 
             assert got == expected, f"{sender}: {length} events, arguments {(omit, ignore, rule_only)}"
 
 
-def story_trackers(domain: Domain) -> List[DialogueStateTracker]:
-    from rasa.shared.core.generator import TrainingDataGenerator
-    from rasa.shared.importers.importer import TrainingDataImporter
-
-    importer = TrainingDataImporter.load_from_dict(
-        domain_path=str(REPO_ROOT / "domain.yml"), training_data_paths=[str(REPO_ROOT / "data" / n) for n in ("stories.yml", "rules.yml")]
-    )
-    return TrainingDataGenerator(importer.get_stories(), domain, augmentation_factor=0).generate()
-
-
 def test_the_sample_assistants_stories_and_rules(domain: Domain) -> None:
     trackers = story_trackers(domain)
     assert len(trackers) > 20
@@ -70,52 +61,6 @@ def test_the_sample_assistants_stories_and_rules(domain: Domain) -> None:
     for index, tracker in enumerate(trackers):
         assert_same_states_while_growing(domain, list(tracker.events), f"story-{index}", cache)
     assert cache.hits > cache.misses  # most calls resumed
-
-
-def random_conversation(domain: Domain, rng: random.Random, turns: int) -> List[Any]:
-    intents = list(domain.intents)
-    actions = [a for a in domain.action_names_or_texts if a.startswith(("utter_", "action_")) and a != "action_listen"]
-    forms = list(domain.form_names)
-    events: List[Any] = [ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen")]
-    clock = 1000.0
-    for _ in range(turns):
-        clock += 1.0
-        intent = rng.choice(intents)
-        entities = [{"entity": "order_id", "value": "2405180031", "start": 0, "end": 10}] if rng.random() < 0.3 else []
-        events.append(UserUttered(f"text {rng.random():.6f}", {"name": intent, "confidence": 1.0}, entities, timestamp=clock))
-        kind = rng.random()
-        if kind < 0.07:
-            events.append(UserUtteranceReverted(timestamp=clock + 0.1))
-            continue
-        if kind < 0.10:
-            events.append(Restarted(timestamp=clock + 0.1))
-            events.append(ActionExecuted("action_listen", timestamp=clock + 0.2))
-            continue
-        if kind < 0.12:
-            events += [ActionExecuted("action_session_start", timestamp=clock + 0.1), SessionStarted(timestamp=clock + 0.2)]
-        for step in range(rng.randint(1, 3)):
-            t = clock + 0.1 * (step + 1)
-            choice = rng.random()
-            if choice < 0.15 and forms:
-                form = rng.choice(forms)
-                events += [ActionExecuted(form, timestamp=t), ActiveLoop(form, timestamp=t + 0.01), SlotSet("requested_slot", "order_id", timestamp=t + 0.02)]
-            elif choice < 0.25:
-                events += [ActionExecuted(rng.choice(forms) if forms else "action_listen", timestamp=t), ActiveLoop(None, timestamp=t + 0.01),
-                           SlotSet("requested_slot", None, timestamp=t + 0.02)]
-            elif choice < 0.32:
-                events.append(ActionExecutionRejected(rng.choice(actions), timestamp=t))
-            elif choice < 0.38:
-                events.append(FollowupAction(rng.choice(actions), timestamp=t))
-            elif choice < 0.44:
-                events += [ActionExecuted(rng.choice(actions), timestamp=t), ActionReverted(timestamp=t + 0.01)]
-            else:
-                events.append(ActionExecuted(rng.choice(actions), timestamp=t, hide_rule_turn=rng.random() < 0.3))
-                if rng.random() < 0.5:
-                    events.append(BotUttered(f"reply {rng.random():.6f}", timestamp=t + 0.01))
-                if rng.random() < 0.3:
-                    events.append(SlotSet(rng.choice([s.name for s in domain.slots]), rng.choice(["a", None, "status"]), timestamp=t + 0.02))
-        events.append(ActionExecuted("action_listen", timestamp=clock + 0.9))
-    return events
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -140,7 +85,9 @@ def test_a_long_conversation_is_replayed_from_where_it_stopped(domain: Domain) -
         original_update(self, event, domain)
 
     for length in range(10, len(events) + 1, 10):
-        served = IncrementalStatesTracker.from_events_with_cache("long", copy.deepcopy(events[:length]), domain.slots, cache)
+        served = IncrementalStatesTracker.from_events_with_cache(
+            "long", copy.deepcopy(events[:length]), domain.slots, cache
+        )
         replayed.clear()
         DialogueStateTracker.update = counting_update
         try:
@@ -154,7 +101,9 @@ def test_a_long_conversation_is_replayed_from_where_it_stopped(domain: Domain) -
 def test_without_a_cache_it_is_rasas_tracker(domain: Domain) -> None:
     events = random_conversation(domain, random.Random(3), 5)
     tracker = IncrementalStatesTracker.from_events("plain", events, domain.slots)
-    assert tracker.past_states(domain) == domain.states_for_tracker_history(DialogueStateTracker.from_events("plain", events, domain.slots))
+    assert tracker.past_states(domain) == domain.states_for_tracker_history(
+        DialogueStateTracker.from_events("plain", events, domain.slots)
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -163,7 +112,9 @@ def test_whole_turns_at_once_and_conversations_sharing_an_id(domain: Domain, see
     under one id, growing in turns (two stories, or a conversation rewritten), must never resume each other."""
     rng = random.Random(100 + seed)
     cache = StatesCache()
-    conversations = [random_conversation(domain, rng, 10) for _ in range(2)] + [list(t.events) for t in story_trackers(domain)[:6]]
+    conversations = [random_conversation(domain, rng, 10) for _ in range(2)] + [
+        list(t.events) for t in story_trackers(domain)[:6]
+    ]
     lengths = [0] * len(conversations)
     while any(length < len(events) for length, events in zip(lengths, conversations)):
         for index, events in enumerate(conversations):

@@ -2,6 +2,7 @@
 exactly as Rasa reads it, hands out trackers that compute their states incrementally, and waits for a
 database that cannot be opened instead of failing at once. PostgreSQL restarted under two `rasa run`
 workers: tests/assistant/test_topology.py."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,14 +14,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from nlu_testing import REPO_ROOT
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from nlu_bert.tracker_states import IncrementalStatesTracker
 from nlu_bert.tracker_store import ResilientSQLTrackerStore, deserialise_events, is_unreachable
-from test_tracker_states import random_conversation, story_trackers
+
+from dialogue_fixtures import random_conversation, story_trackers
+from nlu_testing import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +82,17 @@ def test_unreachable_means_the_database_not_the_query() -> None:
     assert not is_unreachable(ValueError("bad event"))
 
 
-def test_a_database_that_cannot_be_opened_is_waited_for(domain: Domain, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_database_that_cannot_be_opened_is_waited_for(
+    domain: Domain, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     folder, away = tmp_path / "db", tmp_path / "away"
     folder.mkdir()
     store = ResilientSQLTrackerStore(domain=domain, dialect="sqlite", db=str(folder / "tracker.db"), retry_seconds=20)
-    asyncio.run(store.save(DialogueStateTracker.from_events("kept", random_conversation(domain, random.Random(1), 2), domain.slots)))
+    asyncio.run(
+        store.save(
+            DialogueStateTracker.from_events("kept", random_conversation(domain, random.Random(1), 2), domain.slots)
+        )
+    )
     before = [e.as_dict() for e in asyncio.run(store.retrieve("kept")).events]
     store.engine.dispose()
     folder.rename(away)  # SQLite cannot open a file in a folder that is not there
@@ -101,7 +109,9 @@ def test_a_database_that_cannot_be_opened_is_waited_for(domain: Domain, tmp_path
 
 def test_a_database_that_stays_away_gives_up_after_retry_seconds(domain: Domain, tmp_path: Path) -> None:
     (tmp_path / "db").mkdir()
-    store = ResilientSQLTrackerStore(domain=domain, dialect="sqlite", db=str(tmp_path / "db" / "tracker.db"), retry_seconds=1)
+    store = ResilientSQLTrackerStore(
+        domain=domain, dialect="sqlite", db=str(tmp_path / "db" / "tracker.db"), retry_seconds=1
+    )
     (tmp_path / "db").rename(tmp_path / "gone")
     store.engine.dispose()
     started = time.monotonic()

@@ -6,6 +6,7 @@ in a log file there. Every process runs in its own process group, so ``stop()`` 
 it started (SIGTERM or the server's own fast-shutdown signal, then SIGKILL). Nothing here needs root;
 run as root, PostgreSQL (which refuses root) runs as the ``postgres`` user (or ``nobody``) instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 REPO = Path(__file__).resolve().parents[2]
 NGINX_DIR = REPO / "deploy" / "nginx"
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)  # the newest first
-NGINX_JS_MODULES = [Path("/usr/lib/nginx/modules/ngx_http_js_module.so"), Path("/etc/nginx/modules/ngx_http_js_module.so")]
+NGINX_JS_MODULES = [
+    Path("/usr/lib/nginx/modules/ngx_http_js_module.so"),
+    Path("/etc/nginx/modules/ngx_http_js_module.so"),
+]
 
 
 class TopologyError(RuntimeError):
@@ -75,9 +79,25 @@ class Service:
 
     stop_signal = signal.SIGTERM
 
-    def __init__(self, name: str, args: List[str], env: Dict[str, str], log: Path, ready: Callable[[], bool],
-                 cwd: Path = REPO, user: Optional[str] = None) -> None:
-        self.name, self.args, self.env, self.log, self.ready, self.cwd, self.user = name, args, env, log, ready, cwd, user
+    def __init__(
+        self,
+        name: str,
+        args: List[str],
+        env: Dict[str, str],
+        log: Path,
+        ready: Callable[[], bool],
+        cwd: Path = REPO,
+        user: Optional[str] = None,
+    ) -> None:
+        self.name, self.args, self.env, self.log, self.ready, self.cwd, self.user = (
+            name,
+            args,
+            env,
+            log,
+            ready,
+            cwd,
+            user,
+        )
         self.proc: Optional[subprocess.Popen] = None
 
     @property
@@ -92,8 +112,14 @@ class Service:
         started = time.monotonic()
         with self.log.open("ab") as handle:
             self.proc = subprocess.Popen(
-                self.args, cwd=self.cwd, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, user=self.user,
+                self.args,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                user=self.user,
             )
         while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
@@ -161,16 +187,31 @@ class Postgres(Service):
         self.os_user = _unprivileged_user()
         bindir = next((d for d in PG_BIN_DIRS if (d / "postgres").is_file()), None)
         if bindir is None:
-            raise TopologyError("PostgreSQL is not installed. Install the Debian package: apt-get install -y postgresql")
+            raise TopologyError(
+                "PostgreSQL is not installed. Install the Debian package: apt-get install -y postgresql"
+            )
         self.bindir = bindir
         if self.os_user:
             ids = pwd.getpwnam(self.os_user)
             os.chown(self.home, ids.pw_uid, ids.pw_gid)
         self._initdb()
-        args = [str(bindir / "postgres"), "-D", str(self.data), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-                "-c", f"unix_socket_directories={self.home}", "-c", "fsync=on"]
+        args = [
+            str(bindir / "postgres"),
+            "-D",
+            str(self.data),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.home}",
+            "-c",
+            "fsync=on",
+        ]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
-        super().__init__("postgres", args, env, self.home / "postgres.log", self._accepts, cwd=self.home, user=self.os_user)
+        super().__init__(
+            "postgres", args, env, self.home / "postgres.log", self._accepts, cwd=self.home, user=self.os_user
+        )
 
     def _initdb(self) -> None:
         pwfile = self.home / "pwfile"
@@ -180,14 +221,31 @@ class Postgres(Service):
             os.chown(pwfile, ids.pw_uid, ids.pw_gid)
         os.chmod(pwfile, 0o600)
         result = subprocess.run(
-            [str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user_name, f"--pwfile={pwfile}",
-             "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
-            cwd=self.home, capture_output=True, text=True, user=self.os_user, timeout=120,
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                self.user_name,
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            user=self.os_user,
+            timeout=120,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
         )
         pwfile.unlink()
         if result.returncode != 0:
-            raise TopologyError(f"initdb failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+            raise TopologyError(
+                f"initdb failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+            )
 
     def _accepts(self) -> bool:
         import psycopg2
@@ -235,7 +293,7 @@ class Redis(Service):
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "redis.conf"  # the password in a file, not on the command line
         config.write_text(
-            f"port {self.port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {folder}\nrequirepass {self.password}\n",
+            f'port {self.port}\nbind 127.0.0.1\nsave ""\nappendonly no\ndir {folder}\nrequirepass {self.password}\n',
             encoding="utf-8",
         )
         os.chmod(config, 0o600)
@@ -263,7 +321,9 @@ def render_nginx_config(source: Path, upstreams: Sequence[str], listen_port: int
     text = source.read_text(encoding="utf-8")
     module = next((p for p in NGINX_JS_MODULES if p.is_file()), None)
     if module is None:
-        raise TopologyError("nginx's JavaScript module is not installed. Install the Debian package: apt-get install -y libnginx-mod-http-js")
+        raise TopologyError(
+            "nginx's JavaScript module is not installed. Install the Debian package: apt-get install -y libnginx-mod-http-js"
+        )
     servers = folder / "upstream-servers.conf"
     servers.write_text("".join(f"server {a} max_fails=1 fail_timeout=10s;\n" for a in upstreams), encoding="utf-8")
     temp = {k: folder / k for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
@@ -300,11 +360,15 @@ class Nginx(Service):
         if os.geteuid() == 0:  # nginx's workers drop to `nobody`: let them write their temp files
             os.chmod(folder, 0o755)
         self.config = folder / "nginx.conf"
-        self.config.write_text(render_nginx_config(NGINX_DIR / "nginx.conf", upstreams, self.port, folder), encoding="utf-8")
+        self.config.write_text(
+            render_nginx_config(NGINX_DIR / "nginx.conf", upstreams, self.port, folder), encoding="utf-8"
+        )
         self._own_temp_dirs()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [binary, "-p", str(folder), "-c", str(self.config), "-g", "daemon off;"]
-        super().__init__("nginx", args, dict(os.environ), folder / "nginx.log", lambda: http_ok(f"{self.url}/nginx-health"))
+        super().__init__(
+            "nginx", args, dict(os.environ), folder / "nginx.log", lambda: http_ok(f"{self.url}/nginx-health")
+        )
 
     def _own_temp_dirs(self) -> None:
         if os.geteuid() != 0:
@@ -315,7 +379,12 @@ class Nginx(Service):
                 os.chown(path, ids.pw_uid, ids.pw_gid)
 
     def check_config(self) -> None:
-        result = subprocess.run([self.args[0], "-t", "-p", str(self.folder), "-c", str(self.config)], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [self.args[0], "-t", "-p", str(self.folder), "-c", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if result.returncode != 0:
             raise TopologyError(f"nginx -t failed:\n{result.stderr}")
 

@@ -7,13 +7,16 @@ deploy/docker-compose.yml), on the session's assistant model.
   HTTP API's /conversations/<id>/ and an X-Conversation-Id header go to the same one;
 * a worker killed without warning while conversations are under way: every message gets its answer through
   the other worker and every tracker is complete and in order;
+* socket.io through nginx, with the polling transport (its requests must all reach one worker) and websockets;
 * PostgreSQL restarted (and down while a message arrives): the conversations are all there and go on.
 
 One topology serves the module (starting it takes a minute); the tests run in file order and each leaves
 both workers up.
 """
+
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
@@ -22,7 +25,7 @@ import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -40,12 +43,16 @@ def _missing_servers() -> List[str]:
 
     from deploy.local.servers import NGINX_JS_MODULES, PG_BIN_DIRS
 
-    missing = [p for p, ok in (
-        ("postgresql", any((d / "postgres").is_file() for d in PG_BIN_DIRS)),
-        ("redis-server", shutil.which("redis-server")),
-        ("nginx", shutil.which("nginx")),
-        ("libnginx-mod-http-js", any(p.is_file() for p in NGINX_JS_MODULES)),
-    ) if not ok]
+    missing = [
+        p
+        for p, ok in (
+            ("postgresql", any((d / "postgres").is_file() for d in PG_BIN_DIRS)),
+            ("redis-server", shutil.which("redis-server")),
+            ("nginx", shutil.which("nginx")),
+            ("libnginx-mod-http-js", any(p.is_file() for p in NGINX_JS_MODULES)),
+        )
+        if not ok
+    ]
     return missing
 
 
@@ -53,7 +60,9 @@ def _missing_servers() -> List[str]:
 def topology(assistant_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     missing = _missing_servers()
     if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (apt-get install -y {' '.join(missing)}; .ci/run installs them)")
+        pytest.skip(
+            f"not installed: {', '.join(missing)} (apt-get install -y {' '.join(missing)}; .ci/run installs them)"
+        )
     from deploy.local.topology import Topology
 
     folder = tmp_path_factory.mktemp("topology")
@@ -68,7 +77,9 @@ def say(base: str, sender: str, text: str) -> List[Dict[str, Any]]:
 def parse_for(base: str, sender: str, text: str) -> Dict[str, Any]:
     """/model/parse with the conversation named in an X-Conversation-Id header."""
     request = urllib.request.Request(
-        f"{base}/model/parse", data=json.dumps({"text": text}).encode("utf-8"), method="POST",
+        f"{base}/model/parse",
+        data=json.dumps({"text": text}).encode("utf-8"),
+        method="POST",
         headers={"Content-Type": "application/json", "X-Conversation-Id": sender},
     )
     with urllib.request.urlopen(request, timeout=60) as response:
@@ -90,17 +101,25 @@ def turns(events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return out
 
 
-def assert_whole(events: List[Dict[str, Any]], sent: List[str], replies: List[List[Dict[str, Any]]], sender: str) -> None:
+def assert_whole(
+    events: List[Dict[str, Any]], sent: List[str], replies: List[List[Dict[str, Any]]], sender: str
+) -> None:
     """Every message once, in sending order, each followed by exactly the reply its request got."""
     got = turns(events)
-    assert [t["text"] for t in got] == sent, f"{sender}: user messages lost, duplicated or out of order: {[t['text'] for t in got]}"
+    assert [t["text"] for t in got] == sent, (
+        f"{sender}: user messages lost, duplicated or out of order: {[t['text'] for t in got]}"
+    )
     for turn, reply in zip(got, replies):
         assert reply, f"{sender}: no reply to {turn['text']!r}"
         assert all(r.get("recipient_id") == sender for r in reply), reply
-        assert turn["bot"] == [r.get("text") for r in reply], f"{sender}: turn {turn['text']!r} holds {turn['bot']}, the reply was {reply}"
+        assert turn["bot"] == [r.get("text") for r in reply], (
+            f"{sender}: turn {turn['text']!r} holds {turn['bot']}, the reply was {reply}"
+        )
     timestamps = [e["timestamp"] for e in events]
     assert timestamps == sorted(timestamps), f"{sender}: events out of order"
-    assert sum(e["event"] == "session_started" for e in events) == 1, f"{sender}: the session was started more than once"
+    assert sum(e["event"] == "session_started" for e in events) == 1, (
+        f"{sender}: the session was started more than once"
+    )
 
 
 def stored_events(topology: Any, sender: str) -> List[str]:
@@ -120,7 +139,7 @@ def upstream_of(topology: Any) -> Dict[str, set]:
         if row.get("key", "").startswith("conversation:"):
             for address in row.get("upstream", "").replace(" ", "").split(","):
                 if address in ports:
-                    out.setdefault(row["key"][len("conversation:"):], set()).add(ports[address])
+                    out.setdefault(row["key"][len("conversation:") :], set()).add(ports[address])
     return out
 
 
@@ -195,10 +214,31 @@ def test_a_worker_killed_mid_conversation_loses_nothing(topology: Any) -> None:
     after = upstream_of(topology)
     for sender in moved:  # continued through the other worker
         assert survivor.index in after[sender], after[sender]
-    print(f"\n[topology] worker {victim} killed with {len(moved)} of {len(senders)} conversations on it; "
-          f"all finished {time.monotonic() - killed_at:.1f} s later")
+    print(
+        f"\n[topology] worker {victim} killed with {len(moved)} of {len(senders)} conversations on it; "
+        f"all finished {time.monotonic() - killed_at:.1f} s later"
+    )
     topology.start_worker(victim)
     assert_whole(tracker(topology.workers[victim - 1].url, moved[0])["events"], MESSAGES, replies[moved[0]], moved[0])
+
+
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+def test_socketio_conversations_through_nginx(topology: Any, transport: str) -> None:
+    from socketio_client import ChatClient
+
+    async def talk() -> Tuple[str, List[List[Dict[str, Any]]]]:
+        client = ChatClient(topology.url, transports=[transport])
+        try:
+            session = await client.connect()
+            return session, [await client.say(text) for text in MESSAGES[:3]]
+        finally:
+            await client.close()
+
+    session, replies = asyncio.run(talk())
+    assert all(replies), replies
+    got = turns(tracker(topology.url, session)["events"])
+    assert [t["text"] for t in got] == MESSAGES[:3]
+    assert [t["bot"] for t in got] == [[r.get("text") for r in reply] for reply in replies]
 
 
 def test_postgres_restart_keeps_every_conversation(topology: Any) -> None:

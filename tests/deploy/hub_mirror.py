@@ -12,6 +12,7 @@ Faults, per file name: ``cut_once`` (the first GET of the file stops half way: t
 ``Content-Length`` bytes), ``cut_always`` (every GET stops half way through what it asked for), ``garbage``
 (the right length, the wrong bytes). ``requests`` records every request as ``(method, path, range)``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,11 @@ class HubMirror:
     def downloads(self, repo: str) -> List[str]:
         """The files of ``repo`` fetched with GET (the bodies transferred)."""
         prefix = f"/{repo}/resolve/"
-        return [path.split("/resolve/", 1)[1].split("/", 1)[1] for method, path, _ in self.requests if method == "GET" and path.startswith(prefix)]
+        return [
+            path.split("/resolve/", 1)[1].split("/", 1)[1]
+            for method, path, _ in self.requests
+            if method == "GET" and path.startswith(prefix)
+        ]
 
     # ------------------------------------------------------------------------------------- HTTP
     def _handler(self) -> type:
@@ -113,7 +118,7 @@ class HubMirror:
             found = re.match(r"bytes=(\d+)-(\d*)", requested)
             start = int(found.group(1))
             end = int(found.group(2)) if found.group(2) else end
-        part = content[start:end + 1]
+        part = content[start : end + 1]
         handler.send_response(206 if requested else 200)
         handler.send_header("X-Repo-Commit", self.commits[repo])
         handler.send_header("ETag", f'"{etag}"')
@@ -139,10 +144,17 @@ class HubMirror:
             return self._error(handler, "RepoNotFound", f"Repository {repo} not found")
         if revision not in ("main", self.commits[repo]):
             return self._error(handler, "RevisionNotFound", f"Revision {revision} not found")
-        payload = json.dumps({
-            "id": repo, "modelId": repo, "sha": self.commits[repo], "private": False, "disabled": False, "gated": False,
-            "siblings": [{"rfilename": name} for name in self.repos[repo]],
-        }).encode("utf-8")
+        payload = json.dumps(
+            {
+                "id": repo,
+                "modelId": repo,
+                "sha": self.commits[repo],
+                "private": False,
+                "disabled": False,
+                "gated": False,
+                "siblings": [{"rfilename": name} for name in self.repos[repo]],
+            }
+        ).encode("utf-8")
         handler.send_response(200)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(payload)))

@@ -3,6 +3,7 @@ Kubernetes example and nginx's configuration must agree with each other and with
 
 The same topology runs for real in tests/assistant/test_topology.py (deploy/local/topology.py).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -38,7 +39,11 @@ def rasa_services(services: Dict[str, Any]) -> List[str]:
 
 
 def env_example() -> Dict[str, str]:
-    pairs = (line.split("=", 1) for line in (DEPLOY / ".env.example").read_text(encoding="utf-8").splitlines() if "=" in line and not line.startswith("#"))
+    pairs = (
+        line.split("=", 1)
+        for line in (DEPLOY / ".env.example").read_text(encoding="utf-8").splitlines()
+        if "=" in line and not line.startswith("#")
+    )
     return {k.strip(): v.strip() for k, v in pairs}
 
 
@@ -91,12 +96,15 @@ def test_secrets_come_from_the_environment_and_are_required() -> None:
     text = COMPOSE.read_text(encoding="utf-8")
     for name in re.findall(r"\$\{(\w+)", text):
         if any(word in name for word in SECRET_WORDS):
-            assert re.search(r"\$\{" + name + r":\?", text) and not re.search(r"\$\{" + name + r":?-", text), \
+            assert re.search(r"\$\{" + name + r":\?", text) and not re.search(r"\$\{" + name + r":?-", text), (
                 f"${{{name}}} must be required (${{{name}:?...}}), never defaulted"
+            )
     for path, value in _values(compose()["services"]):
         key = path.rsplit(".", 1)[-1]
         if any(word in key for word in SECRET_WORDS):
-            assert value.startswith("${") and ":?" in value, f"{path} = {value!r}: a secret written into the compose file"
+            assert value.startswith("${") and ":?" in value, (
+                f"{path} = {value!r}: a secret written into the compose file"
+            )
     example = env_example()
     assert {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "RASA_AUTH_TOKEN"} <= set(example)
     assert all(v.startswith("change-me") for k, v in example.items() if any(w in k for w in SECRET_WORDS))
@@ -122,7 +130,9 @@ def test_volumes_mounts_and_builds_exist() -> None:
 
 
 def test_nginx_upstream_lists_exactly_the_rasa_services() -> None:
-    servers = re.findall(r"^server\s+(\S+)", (DEPLOY / "nginx" / "upstream-servers.conf").read_text(encoding="utf-8"), flags=re.M)
+    servers = re.findall(
+        r"^server\s+(\S+)", (DEPLOY / "nginx" / "upstream-servers.conf").read_text(encoding="utf-8"), flags=re.M
+    )
     assert servers == [f"{name}:5005" for name in rasa_services(compose()["services"])]
     conf = (DEPLOY / "nginx" / "nginx.conf").read_text(encoding="utf-8")
     assert "hash $conversation_key consistent;" in conf
@@ -136,7 +146,9 @@ def test_nginx_waits_longer_than_a_dead_workers_lock() -> None:
     """A message retried on the other worker waits for the dead worker's Redis lock: nginx must wait longer."""
     conf = (DEPLOY / "nginx" / "nginx.conf").read_text(encoding="utf-8")
     read_timeout = int(re.search(r"proxy_read_timeout (\d+)s;", conf).group(1))
-    lifetimes = {int(s["environment"]["TICKET_LOCK_LIFETIME"]) for n, s in compose()["services"].items() if n.startswith("rasa-")}
+    lifetimes = {
+        int(s["environment"]["TICKET_LOCK_LIFETIME"]) for n, s in compose()["services"].items() if n.startswith("rasa-")
+    }
     k8s = yaml.safe_load((DEPLOY / "k8s" / "config.yaml").read_text(encoding="utf-8"))["data"]
     lifetimes.add(int(k8s["TICKET_LOCK_LIFETIME"]))
     assert max(lifetimes) * 3 <= read_timeout, (lifetimes, read_timeout)
@@ -148,11 +160,28 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
         pytest.skip("the docker compose plugin is not installed")
-    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path), "POSTGRES_PASSWORD": "x", "REDIS_PASSWORD": "y", "RASA_AUTH_TOKEN": "z"}
-    result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True, env=env, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+        "HOME": str(tmp_path),
+        "POSTGRES_PASSWORD": "x",
+        "REDIS_PASSWORD": "y",
+        "RASA_AUTH_TOKEN": "z",
+    }
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
-    missing = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True,
-                             env={k: v for k, v in env.items() if k != "POSTGRES_PASSWORD"}, timeout=60)
+    missing = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in env.items() if k != "POSTGRES_PASSWORD"},
+        timeout=60,
+    )
     assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr
 
 
@@ -173,14 +202,20 @@ def instructions(path: Path) -> List[Tuple[str, str]]:
 
 
 def dockerignored(relative: str) -> bool:
-    patterns = [p.strip() for p in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines() if p.strip() and not p.startswith("#")]
+    patterns = [
+        p.strip()
+        for p in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
     return any(fnmatch.fnmatch(relative, p) or relative.startswith(p.rstrip("/") + "/") for p in patterns)
 
 
 @pytest.mark.parametrize("name", ["serve.Dockerfile", "train.Dockerfile"])
 def test_dockerfile_is_sound(name: str) -> None:
     steps = instructions(DEPLOY / name)
-    args = {rest.split("=", 1)[0]: rest.split("=", 1)[1] if "=" in rest else "" for word, rest in steps if word == "ARG"}
+    args = {
+        rest.split("=", 1)[0]: rest.split("=", 1)[1] if "=" in rest else "" for word, rest in steps if word == "ARG"
+    }
     for word, rest in steps:
         if word == "FROM":
             image = rest.split()[0]
@@ -259,7 +294,9 @@ def test_kubernetes_workloads_have_probes_limits_and_known_references() -> None:
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
-                    assert ref["key"] in secrets[ref["name"]], f"{where}: secret key {ref['key']} is not in deploy/.env.example"
+                    assert ref["key"] in secrets[ref["name"]], (
+                        f"{where}: secret key {ref['key']} is not in deploy/.env.example"
+                    )
             for source in container.get("envFrom", []):
                 assert source["configMapRef"]["name"] in config_maps, where
         for volume in spec.get("volumes", []):
@@ -278,7 +315,9 @@ def test_kubernetes_services_select_pods() -> None:
     for doc in docs:
         if doc["kind"] == "Service":
             selector = doc["spec"]["selector"]
-            assert any(selector.items() <= pod.items() for pod in labels), f"Service {doc['metadata']['name']} selects no pod"
+            assert any(selector.items() <= pod.items() for pod in labels), (
+                f"Service {doc['metadata']['name']} selects no pod"
+            )
 
 
 def test_kubernetes_rasa_workers_read_the_production_endpoints() -> None:
@@ -290,9 +329,13 @@ def test_kubernetes_rasa_workers_read_the_production_endpoints() -> None:
     assert endpoint_variables() <= provided, endpoint_variables() - provided
     assert "rasa_project/endpoints.production.yml" in container["args"][0]
     # nginx's upstream list: one line per replica, the StatefulSet's stable pod names
-    servers = re.findall(r"^server\s+(\S+)", (DEPLOY / "k8s" / "upstream-servers.conf").read_text(encoding="utf-8"), flags=re.M)
+    servers = re.findall(
+        r"^server\s+(\S+)", (DEPLOY / "k8s" / "upstream-servers.conf").read_text(encoding="utf-8"), flags=re.M
+    )
     service, namespace = rasa["spec"]["serviceName"], kustomization()["namespace"]
-    assert servers == [f"rasa-{i}.{service}.{namespace}.svc.cluster.local:5005" for i in range(rasa["spec"]["replicas"])]
+    assert servers == [
+        f"rasa-{i}.{service}.{namespace}.svc.cluster.local:5005" for i in range(rasa["spec"]["replicas"])
+    ]
     headless = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == service)
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
 
@@ -302,6 +345,8 @@ def test_prefetch_finds_the_production_hub_models() -> None:
     from deploy.prefetch_models import hub_models
 
     found = [(component, model) for component, model, _ in hub_models(REPO / "config.yml")]
-    assert found == [("nlu_bert.BertIntentClassifier", "hfl/chinese-bert-wwm-ext"),
-                     ("nlu_bert.GPT2FewShotIntentClassifier", "qgyd2021/few_shot_intent_gpt2_base")]
+    assert found == [
+        ("nlu_bert.BertIntentClassifier", "hfl/chinese-bert-wwm-ext"),
+        ("nlu_bert.GPT2FewShotIntentClassifier", "qgyd2021/few_shot_intent_gpt2_base"),
+    ]
     assert hub_models(REPO / "config.offline.yml") == []

@@ -8,6 +8,7 @@ published repo's files: pytorch_model.bin, vocab.txt, tokenizer.json ...) and
 `rasa train` runs on a copy of the repository's config.yml with fewer epochs: the same components, the same
 model ids.
 """
+
 from __future__ import annotations
 
 import re
@@ -46,20 +47,30 @@ def hub_repos(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     import torch
     from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 
-    from gpt2_fixtures import template_texts
     from nlu_bert.vocab import build_char_vocab, make_tokenizer
+
+    from gpt2_fixtures import template_texts
 
     root = tmp_path_factory.mktemp("hub")
     vocab = build_char_vocab(assistant_texts(), template_texts())
     torch.manual_seed(0)
     bert = root / "chinese-bert-wwm-ext"
     tokenizer = make_tokenizer(vocab, bert)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
     BertModel(config).save_pretrained(str(bert), safe_serialization=False)  # pytorch_model.bin, as published
     gpt2 = root / "few_shot_intent_gpt2_base"
     tokenizer = make_tokenizer(vocab, gpt2)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=512,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
     GPT2LMHeadModel(config).save_pretrained(str(gpt2))
     return {BERT: bert, GPT2: gpt2}
 
@@ -86,17 +97,35 @@ def production_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def hub_env(hf_home: Path, endpoint: str, offline: bool) -> Dict[str, str]:
     flag = "1" if offline else "0"
-    return test_env(HF_HOME=str(hf_home), HF_ENDPOINT=endpoint, HF_HUB_OFFLINE=flag, TRANSFORMERS_OFFLINE=flag,
-                    HF_HUB_DISABLE_TELEMETRY="1", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-                    SQLALCHEMY_SILENCE_UBER_WARNING="1", PYTHONWARNINGS="ignore")
+    return test_env(
+        HF_HOME=str(hf_home),
+        HF_ENDPOINT=endpoint,
+        HF_HUB_OFFLINE=flag,
+        TRANSFORMERS_OFFLINE=flag,
+        HF_HUB_DISABLE_TELEMETRY="1",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        SQLALCHEMY_SILENCE_UBER_WARNING="1",
+        PYTHONWARNINGS="ignore",
+    )
 
 
 def train(config: Path, workdir: Path, env: Dict[str, str], *, nlu_only: bool = False) -> subprocess.CompletedProcess:
     """`rasa train` in its own folder (so Rasa's training cache of another run is not reused)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    command = [str(Path(sys.executable).with_name("rasa")), "train", *(["nlu"] if nlu_only else []),
-               "--config", str(config), *([] if nlu_only else ["--domain", str(REPO_ROOT / "domain.yml")]),
-               *(["--nlu", DATA[0]] if nlu_only else ["--data", *DATA]), "--out", str(workdir / "models"), "--fixed-model-name", "delivered"]
+    command = [
+        str(Path(sys.executable).with_name("rasa")),
+        "train",
+        *(["nlu"] if nlu_only else []),
+        "--config",
+        str(config),
+        *([] if nlu_only else ["--domain", str(REPO_ROOT / "domain.yml")]),
+        *(["--nlu", DATA[0]] if nlu_only else ["--data", *DATA]),
+        "--out",
+        str(workdir / "models"),
+        "--fixed-model-name",
+        "delivered",
+    ]
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)
 
 
@@ -107,7 +136,9 @@ def cached_snapshot(hf_home: Path, repo: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained_from_mirror(hub_repos: Dict[str, Path], production_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+def trained_from_mirror(
+    hub_repos: Dict[str, Path], production_config: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Dict[str, Any]:
     """`rasa train` of the production config with HF_ENDPOINT at the mirror: its cache, its model, what it fetched."""
     work = tmp_path_factory.mktemp("online")
     hf_home = work / "hf"
@@ -129,17 +160,28 @@ def test_rasa_train_downloads_the_production_models_from_a_mirror_and_serves_off
 
     # served with the hub out of reach: the model archive holds everything
     env = hub_env(hf_home, mirror.url, offline=True)
-    with rasa_server(trained_from_mirror["model"], tmp_path, tmp_path / "rasa.log", **{k: v for k, v in env.items() if k.startswith(("HF_", "TRANSFORMERS"))}) as url:
+    with rasa_server(
+        trained_from_mirror["model"],
+        tmp_path,
+        tmp_path / "rasa.log",
+        **{k: v for k, v in env.items() if k.startswith(("HF_", "TRANSFORMERS"))},
+    ) as url:
         status, body = http("POST", f"{url}/model/parse", {"text": "我的快递到哪了"})
         assert status == 200 and body["intent"]["name"], body
-        intents = set(yaml.safe_load((REPO_ROOT / "domain.yml").read_text(encoding="utf-8"))["intents"]) | {"nlu_fallback"}
+        intents = set(yaml.safe_load((REPO_ROOT / "domain.yml").read_text(encoding="utf-8"))["intents"]) | {
+            "nlu_fallback"
+        }
         assert {r["name"] for r in body["intent_ranking"]} <= intents
     assert mirror.requests == [], "serving reached for the hub"
 
 
-def test_offline_training_from_a_warm_cache(trained_from_mirror: Dict[str, Any], production_config: Path, tmp_path: Path) -> None:
+def test_offline_training_from_a_warm_cache(
+    trained_from_mirror: Dict[str, Any], production_config: Path, tmp_path: Path
+) -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: any request would fail
-    done = train(production_config, tmp_path, hub_env(trained_from_mirror["hf_home"], dead, offline=True), nlu_only=True)
+    done = train(
+        production_config, tmp_path, hub_env(trained_from_mirror["hf_home"], dead, offline=True), nlu_only=True
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert (tmp_path / "models" / "delivered.tar.gz").is_file()
 
@@ -152,12 +194,21 @@ def test_a_damaged_cache_stops_offline_training_with_one_clear_line(
     blob = (cached_snapshot(hf_home, BERT) / "pytorch_model.bin").resolve()
     assert str(blob).startswith(str(hf_home))
     blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 3])  # a disk that lost the end of the file
-    done = train(production_config, tmp_path / "train", hub_env(hf_home, f"http://127.0.0.1:{free_port()}", offline=True), nlu_only=True)
+    done = train(
+        production_config,
+        tmp_path / "train",
+        hub_env(hf_home, f"http://127.0.0.1:{free_port()}", offline=True),
+        nlu_only=True,
+    )
     output = done.stdout + done.stderr
     assert done.returncode != 0
     cache = hf_home / "hub" / "models--hfl--chinese-bert-wwm-ext"
-    assert re.search(r"BertIntentClassifier: the model 'hfl/chinese-bert-wwm-ext' was found, but its files cannot be read .*"
-                     + re.escape(str(cache)) + " is damaged or incomplete. Delete that folder and train again", output), output[-3000:]
+    assert re.search(
+        r"BertIntentClassifier: the model 'hfl/chinese-bert-wwm-ext' was found, but its files cannot be read .*"
+        + re.escape(str(cache))
+        + " is damaged or incomplete. Delete that folder and train again",
+        output,
+    ), output[-3000:]
     assert "Traceback" not in output, output[-3000:]
 
 
@@ -170,8 +221,14 @@ def load_backbone(hf_home: Path, endpoint: str, offline: bool) -> subprocess.Com
         f"backbones.load_pretrained('BertIntentClassifier', {BERT!r}, AutoModel.from_pretrained)\n"
         "print('loaded')\n"
     )
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=hub_env(hf_home, endpoint, offline),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=hub_env(hf_home, endpoint, offline),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -180,7 +237,9 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     return lines[-1]
 
 
-def test_an_interrupted_download_is_a_clear_error_and_the_next_run_completes_it(mirror: HubMirror, tmp_path: Path) -> None:
+def test_an_interrupted_download_is_a_clear_error_and_the_next_run_completes_it(
+    mirror: HubMirror, tmp_path: Path
+) -> None:
     hf_home = tmp_path / "hf"
     mirror.faults["pytorch_model.bin"] = "cut_once"
     line = error_line(load_backbone(hf_home, mirror.url, offline=False))
@@ -197,7 +256,9 @@ def test_a_download_that_never_completes_is_a_clear_error(mirror: HubMirror, tmp
     assert "BertIntentClassifier" in line and BERT in line and "incomplete" in line and "HF_ENDPOINT" in line, line
 
 
-def test_a_corrupted_file_from_the_mirror_is_a_clear_error_naming_the_cached_copy(mirror: HubMirror, tmp_path: Path) -> None:
+def test_a_corrupted_file_from_the_mirror_is_a_clear_error_naming_the_cached_copy(
+    mirror: HubMirror, tmp_path: Path
+) -> None:
     mirror.faults["pytorch_model.bin"] = "garbage"  # the right size, the wrong bytes
     hf_home = tmp_path / "hf"
     line = error_line(load_backbone(hf_home, mirror.url, offline=False))

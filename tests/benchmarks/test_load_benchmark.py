@@ -1,5 +1,6 @@
 """The load benchmark's arithmetic and reports (benchmarks/load_test.py, message_profile.py, stage_timing.py),
 on made-up measurements: the real runs start servers for minutes and are benchmarks, not tests."""
+
 from __future__ import annotations
 
 import sys
@@ -40,17 +41,32 @@ def messages(cost_per_turn: float, turns: int = 100) -> List[Dict[str, Any]]:
     out = []
     for turn in range(1, turns + 1):
         retrieve = 2.0 + cost_per_turn * turn
-        out.append({"sender": "s", "turn": turn, "length": turns, "text": "你好", "replied": True, "client_ms": 50.0 + retrieve,
-                    "process_cpu_ms": 41.0 + retrieve, "handle_cpu_ms": 40.0 + retrieve,
-                    "stages": {"tracker store: retrieve": {"cpu_ms": retrieve, "wall_ms": retrieve, "calls": 1},
-                               "policy: TEDPolicy": {"cpu_ms": 10.0, "wall_ms": 10.0, "calls": 2}}})
+        out.append(
+            {
+                "sender": "s",
+                "turn": turn,
+                "length": turns,
+                "text": "你好",
+                "replied": True,
+                "client_ms": 50.0 + retrieve,
+                "process_cpu_ms": 41.0 + retrieve,
+                "handle_cpu_ms": 40.0 + retrieve,
+                "stages": {
+                    "tracker store: retrieve": {"cpu_ms": retrieve, "wall_ms": retrieve, "calls": 1},
+                    "policy: TEDPolicy": {"cpu_ms": 10.0, "wall_ms": 10.0, "calls": 2},
+                },
+            }
+        )
     return out
 
 
 def test_profile_summary_shows_what_grows() -> None:
     summary = message_profile.summarize(messages(0.5), (1, 10), (91, 100))
     stages = summary["stages"]
-    assert stages["tracker store: retrieve"]["early_cpu_ms"] == 4.75 and stages["tracker store: retrieve"]["late_cpu_ms"] == 49.75
+    assert (
+        stages["tracker store: retrieve"]["early_cpu_ms"] == 4.75
+        and stages["tracker store: retrieve"]["late_cpu_ms"] == 49.75
+    )
     assert stages["policy: TEDPolicy"]["early_cpu_ms"] == stages["policy: TEDPolicy"]["late_cpu_ms"] == 10.0
     buckets = message_profile.by_turn(messages(0.5), 10)
     assert [b["turns"] for b in buckets][:2] == ["1-10", "11-20"] and len(buckets) == 10
@@ -58,9 +74,22 @@ def test_profile_summary_shows_what_grows() -> None:
 
 
 def run(workers: int, rps: float, p95: float) -> Dict[str, Any]:
-    stats = {"sent": int(rps * 30), "failed": 0, "requests_per_s": rps, "p50_ms": p95 / 2, "p95_ms": p95, "p99_ms": p95, "max_ms": p95}
-    return {"workers": workers, "endpoints": {"all": stats}, "routes": {"worker 1": 10}, "server_exit": None,
-            "memory": {"after_warmup_mb": 1000.0, "max_mb": 1010.0, "end_mb": 1010.0, "growth_pct": 1.0}}
+    stats = {
+        "sent": int(rps * 30),
+        "failed": 0,
+        "requests_per_s": rps,
+        "p50_ms": p95 / 2,
+        "p95_ms": p95,
+        "p99_ms": p95,
+        "max_ms": p95,
+    }
+    return {
+        "workers": workers,
+        "endpoints": {"all": stats},
+        "routes": {"worker 1": 10},
+        "server_exit": None,
+        "memory": {"after_warmup_mb": 1000.0, "max_mb": 1010.0, "end_mb": 1010.0, "growth_pct": 1.0},
+    }
 
 
 def test_goals_are_judged_from_the_runs_and_the_profile() -> None:
@@ -78,14 +107,32 @@ def test_goals_are_judged_from_the_runs_and_the_profile() -> None:
 def test_reports_render() -> None:
     profile_messages = messages(0.2)
     result: Dict[str, Any] = {
-        "args": {"clients": 20, "threads": 1, "warmup": 5.0, "duration": 30.0, "timeout": 60.0, "turns": [1, 100], "repeat": 1},
+        "args": {
+            "clients": 20,
+            "threads": 1,
+            "warmup": 5.0,
+            "duration": 30.0,
+            "timeout": 60.0,
+            "turns": [1, 100],
+            "repeat": 1,
+        },
         "machine": {"cpu": "test cpu", "cores_available": 2, "memory_gb": 24, "load_average_at_start": [0.1, 0.1, 0.1]},
-        "model": "models/assistant-offline.tar.gz", "code": {"commit": "abc1234", "modified": []},
-        "runs": [run(1, 10.0, 1800.0), run(2, 18.0, 900.0)], "passed": True, "reasons": [],
-        "profile": {"summary": message_profile.summarize(profile_messages, (1, 10), (91, 100)), "by_turn": message_profile.by_turn(profile_messages, 10)},
+        "model": "models/assistant-offline.tar.gz",
+        "code": {"commit": "abc1234", "modified": []},
+        "runs": [run(1, 10.0, 1800.0), run(2, 18.0, 900.0)],
+        "passed": True,
+        "reasons": [],
+        "profile": {
+            "summary": message_profile.summarize(profile_messages, (1, 10), (91, 100)),
+            "by_turn": message_profile.by_turn(profile_messages, 10),
+        },
     }
     result["goals"] = load_test.goals(result)
     text = load_test.render(result)
     assert "| 2 | all | 540 | 0 | 18.0 |" in text and "| 91-100 | 10 |" in text and "Verdict: **PASS**" in text
-    result["messages"], result["summary"], result["by_turn"] = profile_messages, result["profile"]["summary"], result["profile"]["by_turn"]
+    result["messages"], result["summary"], result["by_turn"] = (
+        profile_messages,
+        result["profile"]["summary"],
+        result["profile"]["by_turn"],
+    )
     assert "| tracker store: retrieve |" in message_profile.render(result)
