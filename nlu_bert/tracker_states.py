@@ -16,7 +16,10 @@ check compares a chain of hashes (each event's type, timestamp and content, hash
 it), built once per event, so a turn costs the same at the hundredth turn as at the first. Anything else (another conversation, an event reverted or rewritten, a restart)
 computes from the start, as Rasa does. The states returned are copies: callers may change them.
 
-ResilientSQLTrackerStore (tracker_store.py) hands out these trackers; the loop below is Rasa 3.6.21's
+ResilientSQLTrackerStore (tracker_store.py) hands out these trackers when ``states_cache_size`` is set (it
+is off by default: it re-implements private parts of Rasa 3.6.21, and the store refuses it under another Rasa).
+An error inside it never fails a message: that tracker falls back to Rasa's own computation, and the
+conversation's checkpoints are dropped. The loop below is Rasa 3.6.21's
 ``Domain.states_for_tracker_history``, made resumable. tests/test_tracker_states.py checks both give the
 same states, turn by turn, on the sample assistant's stories and on conversations with forms, reverts,
 restarts and rule-only turns.
@@ -25,6 +28,7 @@ restarts and rule-only turns.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections import OrderedDict
 from typing import Any, Dict, Hashable, List, Optional, Text, Tuple
@@ -43,10 +47,13 @@ from rasa.shared.core.events import (
 )
 from rasa.shared.core.trackers import DialogueStateTracker
 
+logger = logging.getLogger(__name__)
+
 
 def _link(previous: int, event: Any) -> int:
     """The next hash of a chain: ``previous`` and what identifies ``event`` at its place in the conversation
-    (type, timestamp, and what it says)."""
+    (type, timestamp, and everything of it that the states read: an intent corrected through the HTTP API, with
+    the same text and timestamp, breaks the chain)."""
     return hash(
         (
             previous,
@@ -54,9 +61,15 @@ def _link(previous: int, event: Any) -> int:
             event.timestamp,
             getattr(event, "text", None),
             getattr(event, "action_name", None),
+            getattr(event, "action_text", None),
             getattr(event, "key", None),
             repr(getattr(event, "value", None)),
             getattr(event, "name", None),
+            repr(getattr(event, "intent", None)),
+            repr(getattr(event, "entities", None)),
+            getattr(event, "hide_rule_turn", None),
+            getattr(event, "is_interrupted", None),
+            getattr(event, "use_text_for_featurization", None),
         )
     )
 
@@ -73,10 +86,11 @@ class _Checkpoint:
     """Where a states computation stopped: after ``length`` applied events (whose chain ends in ``link``),
     before the final (current) state."""
 
-    __slots__ = ("length", "link", "replay", "states", "last_ml_action_sub_state", "turn_was_hidden")
+    __slots__ = ("domain", "length", "link", "replay", "states", "last_ml_action_sub_state", "turn_was_hidden")
 
     def __init__(
         self,
+        domain: Domain,
         length: int,
         link: int,
         replay: DialogueStateTracker,
@@ -84,7 +98,7 @@ class _Checkpoint:
         last_ml_action_sub_state: Any,
         turn_was_hidden: bool,
     ) -> None:
-        self.length, self.link, self.replay, self.states = length, link, replay, states
+        self.domain, self.length, self.link, self.replay, self.states = domain, length, link, replay, states
         self.last_ml_action_sub_state, self.turn_was_hidden = last_ml_action_sub_state, turn_was_hidden
 
 
@@ -120,6 +134,12 @@ class StatesCache:
             if entry is not None:
                 self._entries.move_to_end(key)
             return entry
+
+    def forget(self, sender_id: Text) -> None:
+        """Drop every checkpoint of one conversation."""
+        with self._lock:
+            for key in [k for k in self._entries if isinstance(k, tuple) and sender_id in k[1:3]]:
+                del self._entries[key]
 
     def put(self, key: Hashable, checkpoint: Any) -> None:
         with self._lock:
@@ -166,28 +186,53 @@ class IncrementalStatesTracker(DialogueStateTracker):
         ignore_rule_only_turns: bool = False,
         rule_only_data: Optional[Dict[Text, Any]] = None,
     ) -> List[State]:
-        if self.states_cache is None:
-            return super().past_states(domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
-        key = ("states", id(domain), self.sender_id, omit_unset_slots, ignore_rule_only_turns, _freeze(rule_only_data))
-        applied, chain = self._applied()
-        return resumable_states(
-            self,
-            applied,
-            chain,
-            domain,
-            self.states_cache,
-            key,
-            omit_unset_slots,
-            ignore_rule_only_turns,
-            rule_only_data,
-        )
+        if self.states_cache is not None:
+            try:
+                key = (
+                    "states",
+                    id(domain),
+                    self.sender_id,
+                    omit_unset_slots,
+                    ignore_rule_only_turns,
+                    _freeze(rule_only_data),
+                )
+                applied, chain = self._applied()
+                return resumable_states(
+                    self,
+                    applied,
+                    chain,
+                    domain,
+                    self.states_cache,
+                    key,
+                    omit_unset_slots,
+                    ignore_rule_only_turns,
+                    rule_only_data,
+                )
+            except Exception:  # noqa: BLE001 - never fail a message: Rasa's own computation answers instead
+                self._give_up("past_states")
+        return super().past_states(domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
 
     def applied_events(self) -> List[Any]:
         """Rasa's ``applied_events``: once per state of this tracker (every policy asks), and for a conversation
         one turn longer than last time, folding only its new events."""
-        if self.states_cache is None:
-            return super().applied_events()
-        return list(self._applied()[0])
+        if self.states_cache is not None:
+            try:
+                return list(self._applied()[0])
+            except Exception:  # noqa: BLE001 - never fail a message: Rasa's own computation answers instead
+                self._give_up("applied_events")
+        return super().applied_events()
+
+    def _give_up(self, what: str) -> None:
+        """After an error: this tracker computes like Rasa's from now on, and the conversation's checkpoints are
+        forgotten (the next message starts from scratch)."""
+        logger.warning(
+            f"IncrementalStatesTracker: {what} of conversation '{self.sender_id}' failed; Rasa's own computation "
+            f"answers instead.",
+            exc_info=True,
+        )
+        cache, self.states_cache = self.states_cache, None
+        if cache is not None:
+            cache.forget(self.sender_id)
 
     def events_chain(self) -> List[int]:
         """The hash chain of this tracker's events, extended as events are added (Rasa only appends them)."""
@@ -294,6 +339,7 @@ def resumable_states(
     checkpoint = cache.get(key)
     resumed = (
         checkpoint is not None
+        and checkpoint.domain is domain  # a model loaded again may get the old domain's id
         and checkpoint.length <= len(applied)
         and (checkpoint.length == 0 or chain[checkpoint.length - 1] == checkpoint.link)
     )
@@ -342,6 +388,7 @@ def resumable_states(
         cache.put(
             key,
             _Checkpoint(
+                domain,
                 len(applied),
                 chain[-1] if applied else 0,
                 replay,

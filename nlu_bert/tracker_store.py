@@ -17,9 +17,11 @@ with the same keys as Rasa's ``type: SQL``) changes two things:
   searching every subclass of ``Event`` (``Event.resolve_by_type``), 97% of the time of rebuilding a tracker
   (28 ms for a 100-turn conversation, 500 events); here each event type is looked up once per process, and
   only the ``data`` column is read;
-* the trackers it hands out compute the policies' dialogue states from where the previous message left
-  them instead of from the start of the conversation (tracker_states.py; ``states_cache_size``
-  conversations per process, default 512, 0 = Rasa's own trackers).
+* opt-in, ``states_cache_size: 512`` (checkpoints kept per process; default 0 = Rasa's own trackers): the
+  trackers it hands out compute the policies' dialogue states from where the previous message left them
+  instead of from the start of the conversation (tracker_states.py). It re-implements private parts of
+  Rasa 3.6.21, so under any other Rasa version it stays off with a warning; an error inside it falls back
+  to Rasa's computation for that message.
 
 Everything else (tables, queries, sessions, ``SQL_POOL_SIZE`` / ``SQL_MAX_OVERFLOW``, ``login_db``) is Rasa's.
 """
@@ -32,6 +34,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Text, Type, TypeVar
 
+import rasa
 import sqlalchemy as sa
 from rasa.core.tracker_store import SQLTrackerStore, create_engine_kwargs
 from rasa.shared.core.events import Event
@@ -43,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEFAULT_RETRY_SECONDS = 30.0
+STATES_RASA_VERSION = "3.6.21"  # the Rasa whose states computation tracker_states.py resumes
 
 
 # OperationalErrors that are the query's or the schema's fault, not the connection's (SQLite raises these as
@@ -85,11 +89,18 @@ class ResilientSQLTrackerStore(SQLTrackerStore):
     """``SQLTrackerStore`` with pre-pinged connections and bounded retries while the database is unreachable."""
 
     def __init__(
-        self, *args: Any, retry_seconds: float = DEFAULT_RETRY_SECONDS, states_cache_size: int = 512, **kwargs: Any
+        self, *args: Any, retry_seconds: float = DEFAULT_RETRY_SECONDS, states_cache_size: int = 0, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.retry_seconds = float(retry_seconds)
         self.states_cache = StatesCache(int(states_cache_size)) if int(states_cache_size) > 0 else None
+        if self.states_cache is not None and rasa.__version__ != STATES_RASA_VERSION:
+            logger.warning(
+                f"Tracker store: states_cache_size is ignored: the incremental dialogue states follow Rasa "
+                f"{STATES_RASA_VERSION} and this is Rasa {rasa.__version__}; remove states_cache_size from "
+                f"endpoints.yml to silence this."
+            )
+            self.states_cache = None
         # Rasa's engine (re-made without its pool settings when `login_db` is used), made again with them and
         # with every connection checked before use.
         url = self.engine.url

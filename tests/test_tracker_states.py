@@ -10,6 +10,7 @@ actions, rejected actions, rule-only turns, reverted utterances and actions, res
 from __future__ import annotations
 
 import copy
+import logging
 import random
 from typing import Any, List
 
@@ -19,6 +20,7 @@ from rasa.shared.core.events import (
     ActionReverted,
     Restarted,
     UserUtteranceReverted,
+    UserUttered,
 )
 from rasa.shared.core.trackers import DialogueStateTracker
 
@@ -121,3 +123,70 @@ def test_whole_turns_at_once_and_conversations_sharing_an_id(domain: Domain, see
             if lengths[index] < len(events):
                 lengths[index] = min(len(events), lengths[index] + rng.randint(1, 8))
                 assert_same_states_while_growing(domain, events, "shared-id", cache, [lengths[index]])
+
+
+def test_an_intent_corrected_in_place_is_not_resumed(domain: Domain) -> None:
+    """The HTTP API can replace a conversation's events with the same text and timestamp but another intent
+    (annotation tools do): the states must follow the corrected intent, not the checkpoint."""
+    intents = list(domain.intents)
+    events = random_conversation(domain, random.Random(11), 6)
+    cache = StatesCache()
+    assert_same_states_while_growing(domain, events, "corrected", cache, [len(events)])
+    corrected = copy.deepcopy(events)
+    applied = DialogueStateTracker.from_events("corrected", corrected, domain.slots).applied_events()
+    kept = [e for e in applied if isinstance(e, UserUttered)][-1]  # a user turn the states do read
+    last_user = next(i for i, e in enumerate(corrected) if e is kept)
+    old = corrected[last_user]
+    other = next(i for i in intents if i != old.intent_name)
+    fixed = copy.deepcopy(old)  # same text, timestamp and everything else
+    fixed.intent = {"name": other, "confidence": 1.0}
+    fixed.parse_data["intent"] = dict(fixed.intent)
+    corrected[last_user] = fixed
+    assert_same_states_while_growing(domain, corrected, "corrected", cache, [len(corrected)])
+
+
+def test_a_domain_loaded_again_is_not_resumed_from_the_old_ones_states(domain: Domain) -> None:
+    """A model loaded again brings a new Domain (possibly at the old one's address): its checkpoints are not used."""
+    events = random_conversation(domain, random.Random(12), 6)
+    cache = StatesCache()
+    assert_same_states_while_growing(domain, events, "reloaded", cache, [len(events) - 3])
+    misses = cache.misses
+    again = Domain.load(str(REPO_ROOT / "domain.yml"))
+    assert_same_states_while_growing(again, events, "reloaded", cache, [len(events)])
+    assert cache.misses > misses
+
+
+def test_an_error_inside_falls_back_to_rasas_computation(
+    domain: Domain, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the incremental computation must never fail a message: Rasa's own states answer."""
+    import nlu_bert.tracker_states as module
+
+    events = random_conversation(domain, random.Random(13), 5)
+    cache = StatesCache()
+    assert_same_states_while_growing(domain, events, "failing", cache, [len(events) - 2])
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(module, "resumable_states", broken)
+    monkeypatch.setattr(module, "resumable_applied_events", broken)
+    served = IncrementalStatesTracker.from_events_with_cache("failing", copy.deepcopy(events), domain.slots, cache)
+    reference = DialogueStateTracker.from_events("failing", copy.deepcopy(events), domain.slots)
+    with caplog.at_level(logging.WARNING, logger="nlu_bert.tracker_states"):
+        assert served.past_states(domain) == domain.states_for_tracker_history(reference)
+        assert [e.as_dict() for e in served.applied_events()] == [e.as_dict() for e in reference.applied_events()]
+    assert any("Rasa's own computation answers instead" in r.getMessage() for r in caplog.records)
+    assert not [key for key in cache._entries if "failing" in key]  # the next message starts from scratch
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_applied_events_are_rasas(domain: Domain, seed: int) -> None:
+    events = random_conversation(domain, random.Random(200 + seed), 12)
+    cache = StatesCache()
+    for length in range(1, len(events) + 1):
+        reference = DialogueStateTracker.from_events("applied", copy.deepcopy(events[:length]), domain.slots)
+        served = IncrementalStatesTracker.from_events_with_cache(
+            "applied", copy.deepcopy(events[:length]), domain.slots, cache
+        )
+        assert [e.as_dict() for e in served.applied_events()] == [e.as_dict() for e in reference.applied_events()]

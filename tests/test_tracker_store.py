@@ -1,5 +1,6 @@
 """ResilientSQLTrackerStore (nlu_bert/tracker_store.py) on SQLite: it reads what Rasa's SQLTrackerStore wrote
-exactly as Rasa reads it, hands out trackers that compute their states incrementally, and waits for a
+exactly as Rasa reads it, hands out Rasa's trackers (or, with ``states_cache_size``, trackers that compute their
+states incrementally), and waits for a
 database that cannot be opened instead of failing at once. PostgreSQL restarted under two `rasa run`
 workers: tests/assistant/test_topology.py."""
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import rasa
 import sqlalchemy as sa
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
@@ -30,10 +32,12 @@ def domain() -> Domain:
     return Domain.load(str(REPO_ROOT / "domain.yml"))
 
 
-def test_reads_what_rasas_store_wrote_as_rasa_reads_it(domain: Domain, tmp_path: Path) -> None:
+@pytest.mark.parametrize("states_cache_size", [0, 512])
+def test_reads_what_rasas_store_wrote_as_rasa_reads_it(domain: Domain, tmp_path: Path, states_cache_size: int) -> None:
     db = str(tmp_path / "tracker.db")
     rasa_store = SQLTrackerStore(domain, dialect="sqlite", db=db)
-    ours = ResilientSQLTrackerStore(domain=domain, dialect="sqlite", db=db)
+    ours = ResilientSQLTrackerStore(domain=domain, dialect="sqlite", db=db, states_cache_size=states_cache_size)
+    kind = IncrementalStatesTracker if states_cache_size else DialogueStateTracker
     conversations = {f"random-{i}": random_conversation(domain, random.Random(i), 15) for i in range(4)}
     conversations.update({f"story-{i}": list(t.events) for i, t in enumerate(story_trackers(domain)[:8])})
 
@@ -42,7 +46,7 @@ def test_reads_what_rasas_store_wrote_as_rasa_reads_it(domain: Domain, tmp_path:
             await rasa_store.save(DialogueStateTracker.from_events(sender, events, domain.slots))
             expected = await rasa_store.retrieve(sender)
             got = await ours.retrieve(sender)
-            assert isinstance(got, IncrementalStatesTracker)
+            assert type(got) is kind
             assert [e.as_dict() for e in got.events] == [e.as_dict() for e in expected.events], sender
             assert got.current_state() == expected.current_state()
             assert got.past_states(domain) == expected.past_states(domain)
@@ -55,7 +59,7 @@ def test_reads_what_rasas_store_wrote_as_rasa_reads_it(domain: Domain, tmp_path:
 
 def test_a_new_conversation_is_saved_by_either_store(domain: Domain, tmp_path: Path) -> None:
     db = str(tmp_path / "tracker.db")
-    ours = ResilientSQLTrackerStore(domain=domain, dialect="sqlite", db=db)
+    ours = ResilientSQLTrackerStore(domain=domain, dialect="sqlite", db=db, states_cache_size=16)
 
     async def check() -> None:
         tracker = await ours.get_or_create_tracker("new")
@@ -66,6 +70,19 @@ def test_a_new_conversation_is_saved_by_either_store(domain: Domain, tmp_path: P
         assert [e.as_dict() for e in rasas.events] == [e.as_dict() for e in tracker.events]
 
     asyncio.run(check())
+
+
+def test_incremental_states_are_opt_in_and_only_for_the_rasa_they_follow(
+    domain: Domain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = str(tmp_path / "tracker.db")
+    assert ResilientSQLTrackerStore(domain=domain, dialect="sqlite", db=db).states_cache is None
+    assert ResilientSQLTrackerStore(domain=domain, dialect="sqlite", db=db, states_cache_size=8).states_cache
+    monkeypatch.setattr(rasa, "__version__", "3.6.22")
+    with caplog.at_level(logging.WARNING, logger="nlu_bert.tracker_store"):
+        store = ResilientSQLTrackerStore(domain=domain, dialect="sqlite", db=db, states_cache_size=8)
+    assert store.states_cache is None
+    assert any("states_cache_size is ignored" in r.getMessage() for r in caplog.records)
 
 
 def test_unknown_event_types_are_refused_like_rasa_does() -> None:
