@@ -2,6 +2,7 @@
 
     nice -n 10 .venv/bin/python benchmarks/message_profile.py                      # 1-, 20- and 100-turn conversations
     nice -n 10 .venv/bin/python benchmarks/message_profile.py --turns 1 20 100 200 --model models/assistant-offline.tar.gz
+    nice -n 10 .venv/bin/python benchmarks/message_profile.py --states-cache-size 512 --name message_profile_states
 
 It starts the deployment topology (deploy/local/topology.py: PostgreSQL tracker store, Redis lock store,
 the action server, nginx) with one `rasa run` worker whose stages are timed inside the process
@@ -29,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._common import git_state, machine_info, markdown_table, write_results  # noqa: E402
-from deploy.local.topology import Topology, sample_assistant_model  # noqa: E402
+from deploy.local.topology import ENDPOINTS, Topology, sample_assistant_model  # noqa: E402
 
 # Answered by rules: 3 responses, 2 custom actions on the action server (action_product_info, action_list_coupons).
 MESSAGES = ["你好", "蓝牙耳机多少钱", "你们几点下班", "有什么优惠券", "给我讲个笑话", "谢谢"]
@@ -167,7 +168,10 @@ def render(result: Dict[str, Any]) -> str:
         [
             "# Cost of a webhook message by stage, against the conversation's length",
             "",
-            f"One `rasa run` worker ({result['model']}) behind nginx, PostgreSQL tracker store, Redis lock store, action server; "
+            f"One `rasa run` worker ({result['model']}) behind nginx, PostgreSQL tracker store "
+            f"(ResilientSQLTrackerStore, states_cache_size {result['args'].get('states_cache_size', 0)}: "
+            f"{'incremental dialogue states' if result['args'].get('states_cache_size') else 'Rasa' + chr(39) + 's dialogue states'}), "
+            "Redis lock store, action server; "
             f"one message at a time; conversations of {', '.join(map(str, result['args']['turns']))} turns ({result['args']['repeat']} of each). "
             f"Machine: {m['cpu']}, {m['cores_available']} cores, load average {m['load_average_at_start']} at the start "
             f"(shared: compare rows, not runs). CPU in ms per message; stages nest (`nlu:` and `policy:` nodes run inside "
@@ -241,13 +245,30 @@ def plot(result: Dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def profile(model: Path, turns: Sequence[int], repeat: int, threads: int, folder: Path) -> Dict[str, Any]:
+def endpoints_with_states_cache(size: int, folder: Path) -> Path:
+    """endpoints.production.yml with ``states_cache_size: size`` in its tracker store (the opt-in incremental
+    dialogue states of nlu_bert/tracker_states.py)."""
+    text = ENDPOINTS.read_text(encoding="utf-8")
+    anchor = "  login_db: postgres\n"
+    if anchor not in text:
+        raise SystemExit(f"{ENDPOINTS}: no '{anchor.strip()}' line in its tracker store to add states_cache_size to")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "endpoints.yml"
+    path.write_text(text.replace(anchor, f"{anchor}  states_cache_size: {size}\n", 1), encoding="utf-8")
+    return path
+
+
+def profile(
+    model: Path, turns: Sequence[int], repeat: int, threads: int, folder: Path, states_cache_size: int = 0
+) -> Dict[str, Any]:
     """Run the conversations on a one-worker topology with stage timing; the messages with their stages."""
     log = folder / "stages.jsonl"
+    endpoints = endpoints_with_states_cache(states_cache_size, folder) if states_cache_size else ENDPOINTS
     with Topology(
         model,
         workers=1,
         folder=folder / "topology",
+        endpoints=endpoints,
         threads=threads,
         worker_module="benchmarks.stage_timing",
         worker_env={"NLU_BERT_STAGE_LOG": str(log)},
@@ -263,6 +284,12 @@ def profile(model: Path, turns: Sequence[int], repeat: int, threads: int, folder
     return {"messages": messages}
 
 
+def compact_messages(messages: List[Dict[str, Any]]) -> None:
+    """Without each message's stages (summarized and plotted already), to keep the JSON small."""
+    for message in messages:
+        message.pop("stages", None)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -273,17 +300,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--turns", type=int, nargs="+", default=[1, 20, 100], help="conversation lengths")
     parser.add_argument("--repeat", type=int, default=3, help="conversations of each length")
     parser.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of the worker")
+    parser.add_argument(
+        "--states-cache-size",
+        type=int,
+        default=0,
+        help="the tracker store's states_cache_size (0: Rasa's own dialogue states, the default of endpoints.yml)",
+    )
+    parser.add_argument("--name", default="message_profile", help="results file name (without extension)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     machine = machine_info()
     model = sample_assistant_model(args.model, threads=args.threads)
     with tempfile.TemporaryDirectory(prefix="message-profile-") as tmp:
-        result = profile(model, args.turns, args.repeat, args.threads, Path(tmp))
+        result = profile(model, args.turns, args.repeat, args.threads, Path(tmp), args.states_cache_size)
     messages = result["messages"]
     longest = max(args.turns)
     late = (max(1, longest - 9), longest)
     result.update(
-        args={"turns": args.turns, "repeat": args.repeat, "threads": args.threads},
+        args={
+            "turns": args.turns,
+            "repeat": args.repeat,
+            "threads": args.threads,
+            "states_cache_size": args.states_cache_size,
+        },
         machine=machine,
         code=git_state(),
         model=str(model.relative_to(REPO) if model.is_relative_to(REPO) else model),
@@ -291,8 +330,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         by_turn=by_turn([m for m in messages if m["length"] == longest], max(1, longest // 10)),
     )
     markdown = render(result)
-    json_path, _ = write_results("message_profile", result, markdown, args.out)
-    plot(result, args.out / "message_profile.png")
+    plot(result, args.out / f"{args.name}.png")
+    compact_messages(messages)
+    json_path, _ = write_results(args.name, result, markdown, args.out)
     print(markdown)
     print(f"wrote {json_path} (+ .md, .png)")
     return 0 if all(m["replied"] for m in messages) else 1
