@@ -75,7 +75,8 @@ def pipelines(
 
 
 def subsample(path: Path, out: Path, per_intent: Optional[int], total: Optional[int], seed: int) -> Path:
-    """A copy of an NLU YAML file with at most ``per_intent`` examples per intent / ``total`` examples."""
+    """A copy of an NLU YAML file with at most ``per_intent`` examples per intent / ``total`` examples (its lookup
+    tables, regexes and synonyms kept)."""
     from rasa.shared.nlu.training_data.loading import load_data
 
     data = load_data(str(path))
@@ -94,7 +95,14 @@ def subsample(path: Path, out: Path, per_intent: Optional[int], total: Optional[
     from rasa.shared.nlu.training_data.training_data import TrainingData
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    TrainingData(training_examples=chosen).persist_nlu(str(out))
+    # lookup tables, regexes and synonyms stay: RegexEntityExtractor and EntitySynonymMapper read them
+    kept = TrainingData(
+        training_examples=chosen,
+        entity_synonyms=data.entity_synonyms,
+        regex_features=data.regex_features,
+        lookup_tables=data.lookup_tables,
+    )
+    kept.persist_nlu(str(out))
     return out
 
 
