@@ -1,6 +1,7 @@
 """A linear-chain CRF over tag scores, with the BIO / BILOU constraints built in (torch; train time and the torch
 backend). Decoding is :func:`nlu_bert.bert.decoding.viterbi` in numpy with :meth:`CRF.scores`, so every backend
 decodes the same way."""
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -21,8 +22,12 @@ class CRF(nn.Module):
         self.transitions = nn.Parameter(torch.zeros(k, k))
         self.start = nn.Parameter(torch.zeros(k))
         self.end = nn.Parameter(torch.zeros(k))
-        self.register_buffer("fixed_transitions", torch.from_numpy(np.asarray(constraints.transitions, np.float32)), persistent=False)
-        self.register_buffer("fixed_start", torch.from_numpy(np.asarray(constraints.start, np.float32)), persistent=False)
+        self.register_buffer(
+            "fixed_transitions", torch.from_numpy(np.asarray(constraints.transitions, np.float32)), persistent=False
+        )
+        self.register_buffer(
+            "fixed_start", torch.from_numpy(np.asarray(constraints.start, np.float32)), persistent=False
+        )
         self.register_buffer("fixed_end", torch.from_numpy(np.asarray(constraints.end, np.float32)), persistent=False)
 
     def _all(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,8 +1,10 @@
 """From tag scores to Rasa entity dicts, the same for every backend (numpy only, no torch).
 
 The archive's ``meta.json`` holds an ``entities`` block (:meth:`EntitySpec.to_meta`): the tag set, the tagger
-(``crf`` or ``softmax``) and the token n-gram settings; a CRF's learned scores are stored with the weights.
+(``crf`` or ``softmax``), a CRF's learned transition / start / end scores and the token n-gram settings: what
+decoding needs, the same for every backend (the weights of the head itself go with the backend's model file).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from nlu_bert.bert.tagging import Problem, Span, TagSet, usable_spans
 from nlu_bert.bert.token_features import DEFAULT_TEMPLATES, Template, batch_token_ngram_ids
 
 Offsets = Sequence[Tuple[int, int]]
+CRF_SCORES = ("transitions", "start", "end")
 
 
 @dataclass
@@ -26,24 +29,30 @@ class EntitySpec:
     ngram_buckets: int = 0
     ngram_dim: int = 64
     templates: Tuple[Template, ...] = field(default=DEFAULT_TEMPLATES)
+    crf: Optional[Dict[str, np.ndarray]] = None  # a trained CRF's "transitions", "start", "end" scores
 
     def to_meta(self) -> Dict[str, Any]:
-        return {
+        meta = {
             **self.tags.to_dict(),
             "tagger": self.tagger,
             "ngram_buckets": self.ngram_buckets,
             "ngram_dim": self.ngram_dim,
             "templates": [list(t) for t in self.templates],
         }
+        if self.crf is not None:
+            meta["crf"] = {k: np.asarray(v, dtype=np.float32).tolist() for k, v in self.crf.items()}
+        return meta
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> "EntitySpec":
+        crf = meta.get("crf")
         return cls(
             tags=TagSet.from_dict(meta),
             tagger=str(meta["tagger"]),
             ngram_buckets=int(meta["ngram_buckets"]),
             ngram_dim=int(meta["ngram_dim"]),
             templates=tuple(tuple(int(x) for x in t) for t in meta["templates"]),
+            crf={k: np.asarray(crf[k], dtype=np.float32) for k in CRF_SCORES} if crf else None,
         )
 
     def token_ngram_ids(self, texts: Sequence[str], offsets: Sequence[Offsets], width: int) -> Optional[np.ndarray]:
@@ -91,7 +100,9 @@ def training_tags(
         rows.append(ids)
         learnt += len(row_spans) - sum(1 for _, why in unfit if "left out" in why)
         problems.extend(
-            Problem(text, {"entity": s.label.entity, "start": s.start, "end": s.end, "value": text[s.start : s.end]}, why).describe()
+            Problem(
+                text, {"entity": s.label.entity, "start": s.start, "end": s.end, "value": text[s.start : s.end]}, why
+            ).describe()
             for s, why in unfit
         )
     return TrainingTags(tags, rows, problems, learnt)
@@ -118,13 +129,17 @@ class EntityDecoder:
     """Tag scores ``[B, T, K]`` -> entity dicts per text, decoded under the BIO / BILOU constraints (with a CRF's
     learned scores where the head has one)."""
 
-    def __init__(self, spec: EntitySpec, crf: Optional[Mapping[str, np.ndarray]] = None) -> None:
+    def __init__(self, spec: EntitySpec) -> None:
         self.spec = spec
         self.tags = spec.tags
         constraints = decoding.allowed(spec.tags)
         if spec.tagger == "crf":
+            crf = spec.crf
             if crf is None:
                 raise ValueError("a CRF entity head needs its transition, start and end scores")
+            k = len(spec.tags)
+            if crf["transitions"].shape != (k, k) or crf["start"].shape != (k,) or crf["end"].shape != (k,):
+                raise ValueError(f"the CRF scores do not fit {k} tags")
             constraints = decoding.combine(constraints, crf["transitions"], crf["start"], crf["end"])
         self.model = constraints
 
@@ -148,5 +163,36 @@ class EntityDecoder:
         for b, text in enumerate(texts):
             n = int(lengths[b])
             row_offsets = [offsets[b][i] for i in positions[b, :n]]
-            out.append(self.tags.entities(text, paths[b, :n].tolist(), row_offsets, confidences[b, :n].tolist(), extractor))
+            out.append(
+                self.tags.entities(text, paths[b, :n].tolist(), row_offsets, confidences[b, :n].tolist(), extractor)
+            )
         return out
+
+
+def numpy_tag_scores(
+    hidden: np.ndarray,
+    weights: Mapping[str, np.ndarray],
+    token_ngram_ids: Optional[np.ndarray] = None,
+    prefix: str = "entities.",
+) -> np.ndarray:
+    """:meth:`nlu_bert.bert.entity_head.EntityHead.forward` (eval mode) in numpy: ``hidden`` ``[B, T, H]`` and the head's tensors (``tagger.weight``,
+    ``tagger.bias``, ``ngrams.weight`` under ``prefix``) -> ``[B, T, K]`` float32."""
+    features = np.asarray(hidden, dtype=np.float32)
+    table = weights.get(prefix + "ngrams.weight")
+    if table is not None:
+        if token_ngram_ids is None:
+            raise ValueError("this entity head was trained with n-gram features; pass token_ngram_ids")
+        bag = table[token_ngram_ids].astype(np.float32).sum(2)  # rows converted where the table is fp16
+        features = np.concatenate([features, bag], axis=-1)
+    w = np.asarray(weights[prefix + "tagger.weight"], dtype=np.float32)
+    b = np.asarray(weights[prefix + "tagger.bias"], dtype=np.float32)
+    # einsum, not `@`: numpy's BLAS threads would compete with the native kernel's (see nlu_bert.bert.native)
+    return (np.einsum("bth,kh->btk", features, w) + b).astype(np.float32)
+
+
+def crf_arrays(weights: Mapping[str, np.ndarray], prefix: str = "entities.") -> Optional[Dict[str, np.ndarray]]:
+    """The CRF's learned transition / start / end scores among ``weights`` (None for a softmax tagger)."""
+    names = {"transitions": prefix + "crf.transitions", "start": prefix + "crf.start", "end": prefix + "crf.end"}
+    if names["transitions"] not in weights:
+        return None
+    return {k: np.asarray(weights[v], dtype=np.float32) for k, v in names.items()}

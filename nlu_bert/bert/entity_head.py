@@ -3,13 +3,13 @@ hashed character n-grams around each token (:mod:`nlu_bert.bert.token_features`)
 log-likelihood, or token cross-entropy for a softmax tagger).
 
 ``scores = tagger(dropout([hidden_t ; sum_j table[token_ngram_ids[t, j]]]))``. The same arithmetic in numpy is
-:func:`numpy_tag_scores`, which the native backend runs on the kernel's hidden states.
+:func:`nlu_bert.bert.entities.numpy_tag_scores`, which the native backend runs on the kernel's hidden states.
 """
+
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -54,7 +54,9 @@ class EntityHead(nn.Module):
             features = torch.cat([hidden, self.ngrams(token_ngram_ids).sum(2).to(hidden.dtype)], dim=-1)
         return self.tagger(self.dropout(features))
 
-    def loss(self, scores: torch.Tensor, positions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, scores: torch.Tensor, positions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """Loss over the real tokens: ``positions`` ``[B, N]`` index ``scores``' tokens (left-aligned, ``mask``
         marks the used ones), ``tags`` ``[B, N]`` their gold tag ids."""
         picked = gather_tokens(scores, positions).float()
@@ -72,29 +74,3 @@ class EntityHead(nn.Module):
 def gather_tokens(scores: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """``scores[b, positions[b, n]]`` ``[B, N, K]``."""
     return scores.gather(1, positions[..., None].expand(-1, -1, scores.shape[-1]))
-
-
-def numpy_tag_scores(
-    hidden: np.ndarray, weights: Mapping[str, np.ndarray], token_ngram_ids: Optional[np.ndarray] = None, prefix: str = "entities."
-) -> np.ndarray:
-    """:meth:`EntityHead.forward` (eval mode) in numpy: ``hidden`` ``[B, T, H]`` and the head's tensors (``tagger.weight``,
-    ``tagger.bias``, ``ngrams.weight`` under ``prefix``) -> ``[B, T, K]`` float32."""
-    features = np.asarray(hidden, dtype=np.float32)
-    table = weights.get(prefix + "ngrams.weight")
-    if table is not None:
-        if token_ngram_ids is None:
-            raise ValueError("this entity head was trained with n-gram features; pass token_ngram_ids")
-        bag = table[token_ngram_ids].astype(np.float32).sum(2)  # rows converted where the table is fp16
-        features = np.concatenate([features, bag], axis=-1)
-    w = np.asarray(weights[prefix + "tagger.weight"], dtype=np.float32)
-    b = np.asarray(weights[prefix + "tagger.bias"], dtype=np.float32)
-    # einsum, not `@`: numpy's BLAS threads would compete with the native kernel's (see nlu_bert.bert.native)
-    return (np.einsum("bth,kh->btk", features, w) + b).astype(np.float32)
-
-
-def crf_arrays(weights: Mapping[str, np.ndarray], prefix: str = "entities.") -> Optional[Dict[str, np.ndarray]]:
-    """The CRF's learned transition / start / end scores among ``weights`` (None for a softmax tagger)."""
-    names = {"transitions": prefix + "crf.transitions", "start": prefix + "crf.start", "end": prefix + "crf.end"}
-    if names["transitions"] not in weights:
-        return None
-    return {k: np.asarray(weights[v], dtype=np.float32) for k, v in names.items()}

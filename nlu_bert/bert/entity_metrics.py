@@ -4,6 +4,7 @@ style), micro-averaged over all entities and per entity type.
 Character offsets, not tokens: the score does not depend on a tokenizer, so pipelines with and without Jieba are
 compared on the same footing (Rasa's ``rasa test nlu`` scores tokens of the pipeline's tokenizer instead).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -70,5 +71,7 @@ def report_lines(scores: Mapping[str, Any], limit: int = 0) -> List[str]:
     lines = [f"{'entity':<24} {'P':>6} {'R':>6} {'F1':>6} {'n':>6}"]
     for name, s in rows:
         lines.append(f"{name[:24]:<24} {s['precision']:6.3f} {s['recall']:6.3f} {s['f1']:6.3f} {s['support']:6d}")
-    lines.append(f"{'micro':<24} {scores['precision']:6.3f} {scores['recall']:6.3f} {scores['f1']:6.3f} {scores['support']:6d}")
+    lines.append(
+        f"{'micro':<24} {scores['precision']:6.3f} {scores['recall']:6.3f} {scores['f1']:6.3f} {scores['support']:6d}"
+    )
     return lines

@@ -12,6 +12,7 @@ tag sequence carries all three (Rasa's ``[北京]{"entity": "city", "role": "fro
 
 No torch, no Rasa: used at train time and by every inference backend.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,7 +53,11 @@ class Problem:
     reason: str
 
     def describe(self) -> str:
-        shown = {k: self.entity.get(k) for k in ("entity", "start", "end", "value", "role", "group") if self.entity.get(k) is not None}
+        shown = {
+            k: self.entity.get(k)
+            for k in ("entity", "start", "end", "value", "role", "group")
+            if self.entity.get(k) is not None
+        }
         return f"{self.reason}: {shown} in '{self.text}'"
 
 
@@ -97,7 +102,13 @@ def usable_spans(text: str, entities: Iterable[Mapping[str, Any]]) -> Tuple[List
         if clash is None:
             kept.append(span)
         elif clash[:2] != span[:2] or clash.label != span.label:
-            problems.append(Problem(text, entity, f"it overlaps the entity '{clash.label.describe()}' at {clash.start}..{clash.end}, which was kept"))
+            problems.append(
+                Problem(
+                    text,
+                    entity,
+                    f"it overlaps the entity '{clash.label.describe()}' at {clash.start}..{clash.end}, which was kept",
+                )
+            )
     return sorted(kept), problems
 
 

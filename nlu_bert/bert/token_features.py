@@ -6,6 +6,7 @@ salted by its template, into ``[1, buckets)``; 0 is padding. This is the per-tok
 CRFEntityExtractor and DIET's sparse featurizers give a tagger: a model trained from ``scratch`` sees what the
 characters around a token are before its encoder has learnt anything, which helps most on slot values seen few times.
 """
+
 from __future__ import annotations
 
 import unicodedata
@@ -17,6 +18,11 @@ import numpy as np
 Template = Tuple[int, ...]
 # unigram, the bigrams and trigram centred on the token, and the trigrams on either side
 DEFAULT_TEMPLATES: Tuple[Template, ...] = ((0,), (-1, 0), (0, 1), (-1, 0, 1), (-2, -1, 0), (0, 1, 2))
+# the neighbours only: the token before, after, and the two before / after. The entity head uses these: windows that
+# include the token itself let a model trained from scratch memorise the training values (train loss near 0 by
+# epoch 15) and lowered recall on values the training data does not have (SMP2019: 0.46 -> 0.34); context windows
+# raised it (0.48) and F1 (0.648 -> 0.669)
+CONTEXT_TEMPLATES: Tuple[Template, ...] = ((-1,), (1,), (-2, -1), (1, 2))
 BOUNDARY = ("<s>", "</s>")
 
 

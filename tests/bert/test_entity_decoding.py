@@ -1,4 +1,5 @@
 """Constrained Viterbi, marginals and the CRF's likelihood against brute force over every valid tag sequence."""
+
 from __future__ import annotations
 
 import itertools

@@ -1,16 +1,24 @@
 """The entity head (torch) against its numpy twin, the decoder every backend uses, and the training tags."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from nlu_bert.bert import decoding
-from nlu_bert.bert.entities import EntityDecoder, EntitySpec, positions_batch, training_tags
+from nlu_bert.bert.entities import (
+    EntityDecoder,
+    EntitySpec,
+    crf_arrays,
+    numpy_tag_scores,
+    positions_batch,
+    training_tags,
+)
 from nlu_bert.bert.tagging import Label, TagSet
 
 torch = pytest.importorskip("torch")
 
-from nlu_bert.bert.entity_head import EntityHead, crf_arrays, numpy_tag_scores  # noqa: E402
+from nlu_bert.bert.entity_head import EntityHead  # noqa: E402
 
 
 @pytest.mark.parametrize("tagger, buckets", [("crf", 97), ("softmax", 0)])
@@ -56,8 +64,8 @@ def test_the_loss_teaches_the_head_the_gold_tags(tagger: str) -> None:
         loss.backward()
         optimizer.step()
     weights = {f"entities.{k}": v.detach().numpy() for k, v in head.state_dict().items()}
-    spec = EntitySpec(tags, tagger=tagger)
-    decoder = EntityDecoder(spec, crf_arrays(weights))
+    spec = EntitySpec(tags, tagger=tagger, crf=crf_arrays(weights))
+    decoder = EntityDecoder(EntitySpec.from_meta(spec.to_meta()))
     with torch.no_grad():
         scores = head.eval()(hidden).numpy()
     found = decoder.decode(["ab", "a"], offsets, scores, extractor="X")
@@ -68,6 +76,10 @@ def test_the_loss_teaches_the_head_the_gold_tags(tagger: str) -> None:
 def test_a_crf_spec_without_scores_is_refused() -> None:
     with pytest.raises(ValueError, match="needs its transition"):
         EntityDecoder(EntitySpec(TagSet([Label("a")]), tagger="crf"))
+    with pytest.raises(ValueError, match="do not fit 3 tags"):
+        EntityDecoder(
+            EntitySpec(TagSet([Label("a")], bilou=False), crf={k: np.zeros(2) for k in ("transitions", "start", "end")})
+        )
 
 
 def test_spec_round_trips_through_meta() -> None:

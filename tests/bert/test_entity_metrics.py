@@ -1,4 +1,5 @@
 """Exact-span entity scores (nlu_bert.bert.entity_metrics)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Rasa entity annotations <-> BIO / BILOU tags over tokenizer offsets (nlu_bert.bert.tagging)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,8 +34,24 @@ def test_encode_then_decode_gives_the_spans_back(bilou: bool) -> None:
         assert names[:9] == ["O", "B-city#from", "I-city#from", "O", "B-city#to", "I-city#to", "O", "O", "B-count"]
     entities = tags.entities(text, ids, CHARS[: len(text)], confidences=[0.9] * len(text), extractor="X")
     assert entities == [
-        {"entity": "city", "start": 1, "end": 3, "value": "北京", "confidence_entity": 0.9, "role": "from", "extractor": "X"},
-        {"entity": "city", "start": 4, "end": 6, "value": "上海", "confidence_entity": 0.9, "role": "to", "extractor": "X"},
+        {
+            "entity": "city",
+            "start": 1,
+            "end": 3,
+            "value": "北京",
+            "confidence_entity": 0.9,
+            "role": "from",
+            "extractor": "X",
+        },
+        {
+            "entity": "city",
+            "start": 4,
+            "end": 6,
+            "value": "上海",
+            "confidence_entity": 0.9,
+            "role": "to",
+            "extractor": "X",
+        },
         {"entity": "count", "start": 8, "end": 9, "value": "两", "confidence_entity": 0.9, "extractor": "X"},
     ]
 

@@ -1,4 +1,5 @@
 """Hashed character n-grams around each token (nlu_bert.bert.token_features)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,10 @@ def test_same_window_same_id_across_texts_and_processes() -> None:
     # the unigram of 两 is the same; its left bigram (买两 / 卖两) is not
     assert a[2, 0] == b[2, 0] and a[2, 1] != b[2, 1]
     # CRC32, not Python's salted hash: a fixed value
-    assert token_ngram_ids("书", [(0, 1)], buckets=100003, templates=((0,),))[0, 0] == 1 + __import__("zlib").crc32("0:书".encode()) % 100002
+    assert (
+        token_ngram_ids("书", [(0, 1)], buckets=100003, templates=((0,),))[0, 0]
+        == 1 + __import__("zlib").crc32("0:书".encode()) % 100002
+    )
 
 
 def test_full_width_and_case_are_normalised_and_whitespace_is_marked() -> None:
