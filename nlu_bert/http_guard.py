@@ -16,6 +16,7 @@ while the server has no model (``rasa run`` stays up when its model fails to loa
 It is an input channel only so that `rasa run` loads it from ``credentials.yml``; it installs an app-wide request
 middleware and serves ``GET /webhooks/guard/`` (its limits).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,10 +45,18 @@ NO_MODEL_MESSAGE = (
 class RequestGuard(InputChannel):
     """Validates the bodies of Rasa's message endpoints; see the module docstring."""
 
-    def __init__(self, max_text_chars: int = 5000, max_sender_chars: int = 255, max_body_bytes: int = 1_000_000) -> None:
-        for key, value in (("max_text_chars", max_text_chars), ("max_sender_chars", max_sender_chars), ("max_body_bytes", max_body_bytes)):
+    def __init__(
+        self, max_text_chars: int = 5000, max_sender_chars: int = 255, max_body_bytes: int = 1_000_000
+    ) -> None:
+        for key, value in (
+            ("max_text_chars", max_text_chars),
+            ("max_sender_chars", max_sender_chars),
+            ("max_body_bytes", max_body_bytes),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"RequestGuard: `{key}` must be an integer ≥ 1, got {value!r}. Set it in credentials.yml.")
+                raise ValueError(
+                    f"RequestGuard: `{key}` must be an integer ≥ 1, got {value!r}. Set it in credentials.yml."
+                )
         self.max_text_chars = max_text_chars
         self.max_sender_chars = max_sender_chars
         self.max_body_bytes = max_body_bytes
@@ -84,13 +93,17 @@ class RequestGuard(InputChannel):
         """None lets the request through; otherwise the 4xx answer."""
         if request.method not in ("POST", "PUT"):
             return None
-        match = next(((text_key, sender_key) for pattern, text_key, sender_key in GUARDED if pattern.match(request.path)), None)
+        match = next(
+            ((text_key, sender_key) for pattern, text_key, sender_key in GUARDED if pattern.match(request.path)), None
+        )
         if match is not None:
             problem = self.problem(request.body or b"", match[0], match[1], emulated="emulation_mode" in request.args)
             if problem is not None:
                 status, message = problem
                 reason = "BadRequest" if status == 400 else "PayloadTooLarge"
-                return response.json({"status": "failure", "reason": reason, "message": message, "code": status}, status=status)
+                return response.json(
+                    {"status": "failure", "reason": reason, "message": message, "code": status}, status=status
+                )
         if CHANNEL_WEBHOOK.match(request.path) and not _agent_ready(request.app):
             # Rasa itself answers 200 [] here and drops the message ("Ignoring message as there is no agent")
             return response.json(
@@ -98,7 +111,9 @@ class RequestGuard(InputChannel):
             )
         return None
 
-    def problem(self, body: bytes, text_key: str, sender_key: Optional[str], emulated: bool = False) -> Optional[Tuple[int, str]]:
+    def problem(
+        self, body: bytes, text_key: str, sender_key: Optional[str], emulated: bool = False
+    ) -> Optional[Tuple[int, str]]:
         """(status, message) for a bad body, None for a good one. Pure: tested without a server."""
         if len(body) > self.max_body_bytes:
             return 413, f"The request body has {len(body)} bytes; the limit is {self.max_body_bytes}."
@@ -111,20 +126,32 @@ class RequestGuard(InputChannel):
         try:
             payload = json.loads(decoded)
         except (json.JSONDecodeError, RecursionError) as e:
-            return 400, f"The request body is not valid JSON ({getattr(e, 'msg', 'too deeply nested')}). Send a JSON object such as {{\"{text_key}\": \"你好\"}}."
+            return (
+                400,
+                f'The request body is not valid JSON ({getattr(e, "msg", "too deeply nested")}). Send a JSON object such as {{"{text_key}": "你好"}}.',
+            )
         if not isinstance(payload, dict):
-            return 400, f"The request body must be a JSON object, got a JSON {_json_type(payload)}. Send {{\"{text_key}\": \"你好\"}}."
+            return (
+                400,
+                f'The request body must be a JSON object, got a JSON {_json_type(payload)}. Send {{"{text_key}": "你好"}}.',
+            )
         if emulated:
             return None
         text = payload.get(text_key)
         if text_key not in payload or text is None:
-            return 400, f"The request body has no `{text_key}`. Send {{\"{text_key}\": \"你好\"}}."
+            return 400, f'The request body has no `{text_key}`. Send {{"{text_key}": "你好"}}.'
         if not isinstance(text, str):
             return 400, f"`{text_key}` must be a string, got a JSON {_json_type(text)}."
         if len(text) > self.max_text_chars:
-            return 413, f"`{text_key}` has {len(text)} characters; the limit is {self.max_text_chars}. Send a shorter message."
+            return (
+                413,
+                f"`{text_key}` has {len(text)} characters; the limit is {self.max_text_chars}. Send a shorter message.",
+            )
         if _has_surrogates(text):
-            return 400, f"`{text_key}` contains unpaired UTF-16 surrogates (\\ud800-\\udfff escapes); send valid Unicode text."
+            return (
+                400,
+                f"`{text_key}` contains unpaired UTF-16 surrogates (\\ud800-\\udfff escapes); send valid Unicode text.",
+            )
         if sender_key is not None and sender_key in payload and payload[sender_key] is not None:
             sender = payload[sender_key]
             if not isinstance(sender, str):

@@ -34,10 +34,14 @@ TEMPLATES: List[Tuple[str, str]] = [
     ("greet", "在吗"),
     ("greet", "早上好呀"),
     ("order", "买{count@1}个{product@1}和{count@2}个{product@2}"),
+    ("order", "要{count@1}个{product@1}，再要{count@2}个{product@2}"),
+    ("order", "{product@1}来{count@1}个，{product@2}来{count@2}个"),
 ]
 
 
-def fill(template: str, rng: random.Random, values: Optional[Dict[str, List[str]]] = None) -> Tuple[str, List[Dict[str, Any]]]:
+def fill(
+    template: str, rng: random.Random, values: Optional[Dict[str, List[str]]] = None
+) -> Tuple[str, List[Dict[str, Any]]]:
     """The text of ``template`` with random values, and its Rasa entity dicts."""
     pools = {"product": PRODUCTS, "city": CITIES, "count": COUNTS, "reason": REASONS, **(values or {})}
     text, entities, rest = "", [], template
@@ -87,4 +91,6 @@ def training_data(per_template: int = 8, seed: int = 0) -> TrainingData:
 
 
 def spans(message: Message) -> List[Tuple[int, int, str, Optional[str], Optional[str]]]:
-    return sorted((e["start"], e["end"], e["entity"], e.get("role"), e.get("group")) for e in message.get("entities") or [])
+    return sorted(
+        (e["start"], e["end"], e["entity"], e.get("role"), e.get("group")) for e in message.get("entities") or []
+    )

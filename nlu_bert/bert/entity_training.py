@@ -25,6 +25,7 @@ from nlu_bert.bert.entities import (
     positions_batch,
     training_tags,
 )
+from nlu_bert.bert.tagging import trim_offsets
 from nlu_bert.bert.token_features import CONTEXT_TEMPLATES
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def prepare(
         )
         return None
     encoded = tokenizer(list(texts), truncation=True, max_length=config["max_length"], return_offsets_mapping=True)
-    offsets = [[(int(s), int(e)) for s, e in row] for row in encoded["offset_mapping"]]
+    offsets = [trim_offsets(text, row) for text, row in zip(texts, encoded["offset_mapping"])]
     data = training_tags(texts, annotations, offsets, bilou=bool(config["BILOU_flag"]))
     if data.problems:
         shown = "\n  ".join(data.problems[:SHOWN_PROBLEMS])

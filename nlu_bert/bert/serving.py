@@ -18,6 +18,7 @@ from nlu_bert import archive
 from nlu_bert.bert import ngrams
 from nlu_bert.bert.entities import EntityDecoder, EntitySpec
 from nlu_bert.bert.predictors import Predictor, load_predictor
+from nlu_bert.bert.tagging import trim_offsets
 from nlu_bert.tokenizer_files import TextEncoder
 
 Encoder = Callable[[List[str]], Tuple[np.ndarray, np.ndarray]]
@@ -62,6 +63,7 @@ class ServedModel:
                 out[idx] = np.asarray(self.predictor(input_ids, attention_mask, ngram_ids), dtype=np.float64)
                 continue
             input_ids, attention_mask, offsets = self.encoder.encode(chunk)  # type: ignore[attr-defined]
+            offsets = [trim_offsets(text, row) for text, row in zip(chunk, offsets)]
             token_ngram_ids = self.entities.spec.token_ngram_ids(chunk, offsets, input_ids.shape[1])
             logits, tag_scores = self.predictor.predict(input_ids, attention_mask, ngram_ids, token_ngram_ids)
             out[idx] = np.asarray(logits, dtype=np.float64)

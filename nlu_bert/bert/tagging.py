@@ -61,6 +61,20 @@ class Problem:
         return f"{self.reason}: {shown} in '{self.text}'"
 
 
+def trim_offsets(text: str, offsets: Offsets) -> List[Tuple[int, int]]:
+    """Token offsets without the whitespace some tokenizers include (SentencePiece's ``▁Pro`` covers " Pro"); a
+    token of whitespace alone gets empty offsets, like a special token. Used on both sides, training and serving."""
+    out = []
+    for start, end in offsets:
+        start, end = int(start), int(end)
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        out.append((start, end) if end > start else (0, 0))
+    return out
+
+
 def label_of(entity: Mapping[str, Any]) -> Label:
     """The :class:`Label` of a Rasa entity dict."""
     role, group = entity.get("role"), entity.get("group")

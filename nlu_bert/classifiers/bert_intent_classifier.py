@@ -41,6 +41,7 @@ from scipy.special import softmax
 from nlu_bert import archive, backbones, onnx_tools
 from nlu_bert.archive import ModelArchiveError  # noqa: F401 - the error this component raises for a bad archive
 from nlu_bert.bert import native, predictors
+from nlu_bert.bert.tagging import trim_offsets
 from nlu_bert.config import ConfigChecker, DefaultsBlock, merge_blocks, rename_old_keys
 from nlu_bert.hardware import return_freed_memory
 from nlu_bert.version import __version__
@@ -216,7 +217,10 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
         for key in ("intent_classification", "entity_recognition", "BILOU_flag"):
             check.boolean(key)
         if not (config["intent_classification"] or config["entity_recognition"]):
-            check.fail("intent_classification", "or `entity_recognition` must be true (both are false)")
+            raise InvalidConfigException(
+                f"{COMPONENT}: `intent_classification` and `entity_recognition` are both false, so there is nothing "
+                "to learn. Set one of them to true in config.yml."
+            )
         check.choice("entity_tagger", ["crf", "softmax"])
         check.number("intent_loss_weight", 0, 100)
         check.number("entity_loss_weight", 0, 100, low_open=True)
@@ -452,7 +456,8 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
         message.set(ENTITIES, (message.get(ENTITIES) or []) + found, add_to_output=True)
         if not message.get(TOKENS_NAMES[TEXT]):
             _, _, offsets = self.served.encoder.encode([_strip(text)])
-            tokens = [Token(text[s + shift : e + shift], s + shift, e + shift) for s, e in offsets[0] if e > s]
+            offsets = trim_offsets(_strip(text), offsets[0])
+            tokens = [Token(text[s + shift : e + shift], s + shift, e + shift) for s, e in offsets if e > s]
             message.set(TOKENS_NAMES[TEXT], tokens)
 
     def _predict(self, texts: List[str]) -> Tuple[np.ndarray, Optional[List[List[Dict[str, Any]]]]]:

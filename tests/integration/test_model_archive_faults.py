@@ -121,7 +121,9 @@ def test_rasa_run_with_a_damaged_archive_logs_the_error_and_serves_without_a_mod
     log = str(result["log"])
     assert result["exit_code"] is None, f"rasa run exited with {result['exit_code']}:\n{log[-3000:]}"
     assert f"Loading model {archive}..." in log  # the only line that names the archive
-    assert error_line.format(version=__version__, formats="formats " + ", ".join(map(str, FORMATS[BERT].reads))) in log, log[-3000:]
+    assert (
+        error_line.format(version=__version__, formats="formats " + ", ".join(map(str, FORMATS[BERT].reads))) in log
+    ), log[-3000:]
     assert "Traceback (most recent call last):" in log  # the operator gets a raw traceback
     assert "Rasa server is up and running." in log  # ... and a server without a model
     answers = result["answers"]
