@@ -1,4 +1,4 @@
-"""The shop's database: orders, their logistics, products, coupons, returns and handoff tickets.
+"""The shop's database: orders, their logistics, products, coupons, returns, handoff tickets and identity checks.
 
 The connection is a SQLAlchemy URL read from ``SHOP_DB_URL``; the default is a SQLite file next to
 this module (``rasa_project/shop.db``, git-ignored). PostgreSQL works the same way::
@@ -12,8 +12,10 @@ Create and seed it (idempotent: an existing, seeded database is left alone)::
     python -m rasa_project.db show          # print the orders, coupons, returns, tickets
 
 The seed's dates are relative to the moment it runs, so the 7-day return window of the demo
-orders always means the same thing.
+orders always means the same thing. Each order has the customer's phone number: the assistant shows
+or changes an order only after the last four digits of it are given in the conversation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
-from sqlalchemy import Column, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, func
+from sqlalchemy import Boolean, Column, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, func, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, declarative_base, relationship, sessionmaker
 
@@ -34,6 +36,10 @@ DEFAULT_DB_URL = f"sqlite:///{DEFAULT_DB_PATH}"
 
 #: Days after delivery during which a return needs no reason (七天无理由退货).
 RETURN_WINDOW_DAYS = 7
+#: Failed identity checks of one order, over all conversations, after which the bot stops checking it for a day
+#: (a conversation has its own, smaller limit: rasa_project/actions/identity.py).
+ORDER_LOCK_FAILURES = 10
+ORDER_LOCK_HOURS = 24
 
 # Order statuses as the customer sees them.
 STATUS_PENDING = "待发货"
@@ -70,6 +76,7 @@ class Order(Base):
     delivered_at = Column(DateTime)
     carrier = Column(String(32))
     tracking_no = Column(String(64))
+    phone = Column(String(20), nullable=False, default="")  # the customer's; never shown by the bot
 
     product = relationship("Product")
     events = relationship("LogisticsEvent", order_by="LogisticsEvent.time", back_populates="order")
@@ -136,6 +143,41 @@ class HandoffTicket(Base):
         return f"H{self.id:05d}"
 
 
+class IdentityCheck(Base):
+    """One answer to "the last four digits of the phone on the order" (also for order ids that do not exist)."""
+
+    __tablename__ = "identity_checks"
+
+    id = Column(Integer, primary_key=True)
+    order_id = Column(String(32), nullable=False, index=True)
+    sender_id = Column(String(255), nullable=False)
+    ok = Column(Boolean, nullable=False)
+    created_at = Column(DateTime, nullable=False, default=dt.datetime.now)
+
+
+def phone_matches(order: Optional[Order], last4: Optional[str]) -> bool:
+    return bool(order is not None and last4 and len(last4) == 4 and (order.phone or "").endswith(last4))
+
+
+def record_identity_check(session: Session, order_id: str, sender_id: str, ok: bool) -> None:
+    session.add(IdentityCheck(order_id=order_id, sender_id=sender_id[:255], ok=ok))
+
+
+def order_locked(session: Session, order_id: str, now: Optional[dt.datetime] = None) -> bool:
+    """True after ORDER_LOCK_FAILURES failed checks of ``order_id`` within ORDER_LOCK_HOURS, from any conversation."""
+    since = (now or dt.datetime.now()) - dt.timedelta(hours=ORDER_LOCK_HOURS)
+    failures = (
+        session.query(func.count(IdentityCheck.id))
+        .filter(IdentityCheck.order_id == order_id, IdentityCheck.ok.is_(False), IdentityCheck.created_at > since)
+        .scalar()
+    )
+    return failures >= ORDER_LOCK_FAILURES
+
+
+def mask_phone(phone: str) -> str:
+    return phone[:3] + "****" + phone[-4:] if len(phone) >= 8 else "****"
+
+
 # --------------------------------------------------------------------------- connection
 
 
@@ -199,40 +241,129 @@ def _seed_orders(now: dt.datetime) -> List[dict]:
     day = dt.timedelta(days=1)
     hour = dt.timedelta(hours=1)
     return [
-        dict(order_id="2405180031", customer="林女士", product="蓝牙耳机", quantity=1, status=STATUS_DELIVERED,
-             created_at=now - 6 * day, shipped_at=now - 5 * day, delivered_at=now - 3 * day,
-             carrier="顺丰速运", tracking_no="SF1402358876120",
-             events=[(now - 5 * day, "杭州", "商家已发货，顺丰速运揽收"),
-                     (now - 4 * day, "上海", "到达上海转运中心"),
-                     (now - 3 * day - 4 * hour, "上海", "快递员正在派送"),
-                     (now - 3 * day, "上海", "已签收，签收人：本人")]),
-        dict(order_id="2405200117", customer="王先生", product="智能手环", quantity=1, status=STATUS_SHIPPED,
-             created_at=now - 3 * day, shipped_at=now - 2 * day, delivered_at=None,
-             carrier="中通快递", tracking_no="ZT7531902468",
-             events=[(now - 2 * day, "杭州", "商家已发货，中通快递揽收"),
-                     (now - 1 * day, "南京", "到达南京分拨中心"),
-                     (now - 5 * hour, "南京", "离开南京分拨中心，发往北京")]),
-        dict(order_id="2405210422", customer="陈女士", product="空气炸锅", quantity=1, status=STATUS_PENDING,
-             created_at=now - 1 * day, shipped_at=None, delivered_at=None, carrier=None, tracking_no=None,
-             events=[]),
-        dict(order_id="2405150876", customer="赵先生", product="保温杯", quantity=2, status=STATUS_DELIVERED,
-             created_at=now - 24 * day, shipped_at=now - 23 * day, delivered_at=now - 20 * day,
-             carrier="韵达快递", tracking_no="YD4300998812",
-             events=[(now - 23 * day, "杭州", "商家已发货，韵达快递揽收"),
-                     (now - 20 * day, "广州", "已签收，签收人：快递柜")]),
-        dict(order_id="2405190555", customer="孙女士", product="机械键盘", quantity=1, status=STATUS_OUT_FOR_DELIVERY,
-             created_at=now - 4 * day, shipped_at=now - 3 * day, delivered_at=None,
-             carrier="京东物流", tracking_no="JDV002233445566",
-             events=[(now - 3 * day, "杭州", "商家已发货，京东物流揽收"),
-                     (now - 1 * day, "成都", "到达成都双流分拣中心"),
-                     (now - 2 * hour, "成都", "快递员正在派送，电话 138****2046")]),
-        dict(order_id="2405220009", customer="周先生", product="电动牙刷", quantity=1, status=STATUS_CANCELLED,
-             created_at=now - 2 * day, shipped_at=None, delivered_at=None, carrier=None, tracking_no=None,
-             events=[]),
+        dict(
+            order_id="2405180031",
+            customer="林女士",
+            phone="13812345678",
+            product="蓝牙耳机",
+            quantity=1,
+            status=STATUS_DELIVERED,
+            created_at=now - 6 * day,
+            shipped_at=now - 5 * day,
+            delivered_at=now - 3 * day,
+            carrier="顺丰速运",
+            tracking_no="SF1402358876120",
+            events=[
+                (now - 5 * day, "杭州", "商家已发货，顺丰速运揽收"),
+                (now - 4 * day, "上海", "到达上海转运中心"),
+                (now - 3 * day - 4 * hour, "上海", "快递员正在派送"),
+                (now - 3 * day, "上海", "已签收，签收人：本人"),
+            ],
+        ),
+        dict(
+            order_id="2405200117",
+            customer="王先生",
+            phone="13700001357",
+            product="智能手环",
+            quantity=1,
+            status=STATUS_SHIPPED,
+            created_at=now - 3 * day,
+            shipped_at=now - 2 * day,
+            delivered_at=None,
+            carrier="中通快递",
+            tracking_no="ZT7531902468",
+            events=[
+                (now - 2 * day, "杭州", "商家已发货，中通快递揽收"),
+                (now - 1 * day, "南京", "到达南京分拨中心"),
+                (now - 5 * hour, "南京", "离开南京分拨中心，发往北京"),
+            ],
+        ),
+        dict(
+            order_id="2405210422",
+            customer="陈女士",
+            phone="15900002468",
+            product="空气炸锅",
+            quantity=1,
+            status=STATUS_PENDING,
+            created_at=now - 1 * day,
+            shipped_at=None,
+            delivered_at=None,
+            carrier=None,
+            tracking_no=None,
+            events=[],
+        ),
+        dict(
+            order_id="2405150876",
+            customer="林女士",
+            phone="13812345678",
+            product="保温杯",
+            quantity=2,
+            status=STATUS_DELIVERED,
+            created_at=now - 24 * day,
+            shipped_at=now - 23 * day,
+            delivered_at=now - 20 * day,
+            carrier="韵达快递",
+            tracking_no="YD4300998812",
+            events=[
+                (now - 23 * day, "杭州", "商家已发货，韵达快递揽收"),
+                (now - 20 * day, "广州", "已签收，签收人：快递柜"),
+            ],
+        ),
+        dict(
+            order_id="2405190555",
+            customer="孙女士",
+            phone="13500004826",
+            product="机械键盘",
+            quantity=1,
+            status=STATUS_OUT_FOR_DELIVERY,
+            created_at=now - 4 * day,
+            shipped_at=now - 3 * day,
+            delivered_at=None,
+            carrier="京东物流",
+            tracking_no="JDV002233445566",
+            events=[
+                (now - 3 * day, "杭州", "商家已发货，京东物流揽收"),
+                (now - 1 * day, "成都", "到达成都双流分拣中心"),
+                (now - 2 * hour, "成都", "快递员正在派送，电话 138****2046"),
+            ],
+        ),
+        dict(
+            order_id="2405220009",
+            customer="周先生",
+            phone="17700007913",
+            product="电动牙刷",
+            quantity=1,
+            status=STATUS_CANCELLED,
+            created_at=now - 2 * day,
+            shipped_at=None,
+            delivered_at=None,
+            carrier=None,
+            tracking_no=None,
+            events=[],
+        ),
     ]
 
 
+class SchemaOutdated(RuntimeError):
+    """The database was created by an older version of this module (a column is missing)."""
+
+
+def schema_problem(url: Optional[str] = None) -> Optional[str]:
+    """What is missing from existing tables, or None when they match this module (or do not exist yet)."""
+    inspector = inspect(get_engine(url))
+    for table in Base.metadata.sorted_tables:
+        if inspector.has_table(table.name):
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            missing = [column.name for column in table.columns if column.name not in present]
+            if missing:
+                return f"the table {table.name} has no column {', '.join(missing)}"
+    return None
+
+
 def create_schema(url: Optional[str] = None) -> None:
+    problem = schema_problem(url)
+    if problem:
+        raise SchemaOutdated(problem)
     Base.metadata.create_all(get_engine(url))
 
 
@@ -255,11 +386,19 @@ def seed(url: Optional[str] = None, now: Optional[dt.datetime] = None) -> bool:
             order = Order(product_id=product.id, amount=product.price * spec["quantity"], **spec)
             session.add(order)
             for time, location, description in events:
-                session.add(LogisticsEvent(order_id=order.order_id, time=time, location=location,
-                                           description=description))
+                session.add(
+                    LogisticsEvent(order_id=order.order_id, time=time, location=location, description=description)
+                )
         for code, title, discount, min_spend, days in COUPONS:
-            session.add(Coupon(code=code, title=title, discount=discount, min_spend=min_spend,
-                               expires_at=now + dt.timedelta(days=days)))
+            session.add(
+                Coupon(
+                    code=code,
+                    title=title,
+                    discount=discount,
+                    min_spend=min_spend,
+                    expires_at=now + dt.timedelta(days=days),
+                )
+            )
     return True
 
 
@@ -278,8 +417,10 @@ def show(url: Optional[str] = None) -> None:
     with session_scope(url) as session:
         print(f"database: {_redact(url or database_url())}")
         for order in session.query(Order).order_by(Order.order_id):
-            print(f"  order {order.order_id}  {order.product.name} x{order.quantity}  {order.status}  "
-                  f"{order.carrier or '-'} {order.tracking_no or ''}")
+            print(
+                f"  order {order.order_id}  {order.product.name} x{order.quantity}  {order.status}  "
+                f"{order.carrier or '-'} {order.tracking_no or ''}  phone {mask_phone(order.phone or '')}"
+            )
         for coupon in session.query(Coupon).order_by(Coupon.code):
             print(f"  coupon {coupon.code}  {coupon.title}  expires {coupon.expires_at:%Y-%m-%d}")
         for claim in session.query(CouponClaim).order_by(CouponClaim.id):
@@ -303,10 +444,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.reset:
         reset(url)
         print(f"Shop database reset and seeded: {_redact(url)}")
-    elif seed(url):
-        print(f"Shop database created and seeded: {_redact(url)}")
-    else:
-        print(f"Shop database already seeded: {_redact(url)}")
+        return 0
+    try:
+        created = seed(url)
+    except SchemaOutdated as outdated:
+        if url != DEFAULT_DB_URL:
+            print(
+                f"The shop database {_redact(url)} was made by an older version ({outdated}). Run "
+                f"`python -m rasa_project.db init --reset --url ...` to re-create it (this deletes its data).",
+                file=sys.stderr,
+            )
+            return 1
+        reset(url)  # the demo database next to this module: its data is the seed
+        print(
+            f"The demo shop database was made by an older version ({outdated}): re-created and seeded: {_redact(url)}"
+        )
+        return 0
+    print(f"Shop database {'created and seeded' if created else 'already seeded'}: {_redact(url)}")
     return 0
 
 

@@ -25,7 +25,7 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-CONVERSATION = ["你好", "帮我查一下订单2405200117", "那快递到哪了", "asdfgh"]
+CONVERSATION = ["你好", "帮我查一下订单2405200117", "1357", "那快递到哪了", "asdfgh"]  # 1357: the phone check
 
 
 def main(argv=None) -> int:

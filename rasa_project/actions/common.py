@@ -1,4 +1,5 @@
 """Helpers shared by the actions: formatting, the order-number check, the conversation summary."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,4 +1,5 @@
 """Human handoff: a ticket in the database that the human agents pick up."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,9 +25,7 @@ class ActionHumanHandoff(Action):
     def name(self) -> Text:
         return "action_human_handoff"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         summary = " / ".join(recent_user_texts(tracker))
         order_id = tracker.get_slot("order_id")
         if order_id:

@@ -1,4 +1,5 @@
-"""Orders: the order form's validation, the answer about an order, and the return request."""
+"""Orders: the forms' validation (order number, then the phone digits), the answer about an order, the return."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,13 +12,10 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from rasa_project import db
+from rasa_project.actions import identity
 from rasa_project.actions.common import find_order_id, when, yuan
 
 logger = logging.getLogger(__name__)
-
-
-def _load_order(session, order_id: Text) -> Optional[db.Order]:
-    return session.get(db.Order, order_id)
 
 
 def return_blocker(session, order: db.Order, now: Optional[dt.datetime] = None) -> Optional[Text]:
@@ -46,39 +44,98 @@ def return_blocker(session, order: db.Order, now: Optional[dt.datetime] = None) 
     return None
 
 
-class ValidateOrderIdMixin:
-    """``validate_order_id`` shared by both forms: the number must exist in the database."""
+class ValidateOrderMixin:
+    """The validation both forms share: the order number, then the phone digits that unlock the order."""
 
     check_returnable = False
+
+    async def required_slots(
+        self, domain_slots: List[Text], dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[Text]:
+        # Too many wrong tries: the form ends at once and the answering action says why.
+        return [] if identity.locked(tracker) else domain_slots
 
     def validate_order_id(
         self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> Dict[Text, Any]:
+        several = identity.order_ids_in((tracker.latest_message or {}).get("text"))
+        if len(several) > 1:
+            dispatcher.utter_message(
+                text=f"您的消息里有 {len(several)} 个订单号：{'、'.join(several)}。一次办理一个订单，请把要先办的那个订单号发给我。"
+            )
+            return {"order_id": None}
         order_id = find_order_id(slot_value)
         if order_id is None:
             dispatcher.utter_message(text="订单号是 10 位数字，可以在“我的订单”里找到，请再核对一下。")
             return {"order_id": None}
         with db.session_scope() as session:
-            order = _load_order(session, order_id)
+            order = identity.verified_order(session, tracker, order_id)
             if order is None:
-                dispatcher.utter_message(text=f"没有找到订单号为 {order_id} 的订单，请核对后重新输入。")
-                return {"order_id": None}
-            if self.check_returnable:
-                blocker = return_blocker(session, order)
+                # Not (yet) verified for this order: ask for the digits; nothing about the order is said.
+                return {"order_id": order_id, "phone_last4": None}
+            blocker = self._blocker(session, order)
+        if blocker:
+            dispatcher.utter_message(text=blocker)
+            return {"order_id": None}
+        return {"order_id": order_id, "phone_last4": tracker.get_slot("verified_phone")}
+
+    def validate_phone_last4(
+        self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[Text, Any]:
+        if tracker.slots.get("phone_last4") is None:
+            return {}  # validate_order_id just asked for the digits again
+        order_id = find_order_id(tracker.get_slot("order_id"))
+        if order_id is None:
+            return {"phone_last4": None}  # the number comes first
+        digits = identity.digits_from(slot_value)
+        if digits is None:
+            dispatcher.utter_message(text="请输入下单手机号的后四位（4 个数字）。不办了可以说“算了”。")
+            return {"phone_last4": None}
+        kept = tracker.get_slot("verified_phone")
+        with db.session_scope() as session:
+            if digits == kept and identity.verified_order(session, tracker, order_id) is not None:
+                return {"phone_last4": digits}  # the factor verified earlier in this conversation
+            if db.order_locked(session, order_id):
+                dispatcher.utter_message(text=identity.ORDER_LOCKED_TEXT)
+                return {"order_id": None, "phone_last4": None}
+            order = session.get(db.Order, order_id)
+            ok = db.phone_matches(order, digits)
+            db.record_identity_check(session, order_id, tracker.sender_id, ok)
+            if ok:
+                blocker = self._blocker(session, order)
+                verified = {"phone_last4": digits, "verified_phone": digits}
                 if blocker:
-                    dispatcher.utter_message(
-                        text=blocker + "如需退其他订单，请直接告诉我订单号；不办了可以说“算了”。"
-                    )
-                    return {"order_id": None}
-        return {"order_id": order_id}
+                    dispatcher.utter_message(text=blocker)
+                    return {**verified, "order_id": None}
+                return verified
+        tries = identity.failures(tracker) + 1
+        left = identity.MAX_TRIES - tries
+        logger.info(
+            "identity check failed for order %s in conversation %s (%d/%d)",
+            order_id,
+            tracker.sender_id,
+            tries,
+            identity.MAX_TRIES,
+        )
+        if left > 0:
+            dispatcher.utter_message(
+                text=f"订单号和手机尾号对不上，不能显示订单信息（还可以再试 {left} 次）。请重新告诉我订单号。"
+            )
+        return {"order_id": None, "phone_last4": None, "verify_failures": float(tries)}
+
+    def _blocker(self, session, order: db.Order) -> Optional[Text]:
+        if not self.check_returnable:
+            return None
+        blocker = return_blocker(session, order)
+        return blocker + "如需退其他订单，请直接告诉我订单号；不办了可以说“算了”。" if blocker else None
 
 
-class ValidateOrderForm(ValidateOrderIdMixin, FormValidationAction):
+class ValidateOrderForm(ValidateOrderMixin, FormValidationAction):
     def name(self) -> Text:
         return "validate_order_form"
 
 
-class ValidateReturnForm(ValidateOrderIdMixin, FormValidationAction):
+class ValidateReturnForm(ValidateOrderMixin, FormValidationAction):
     check_returnable = True
 
     def name(self) -> Text:
@@ -88,7 +145,7 @@ class ValidateReturnForm(ValidateOrderIdMixin, FormValidationAction):
         self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> Dict[Text, Any]:
         reason = str(slot_value or "").strip()
-        if len(reason) < 2:
+        if sum(ch.isalnum() for ch in reason) < 2:  # "嗯", emoji or punctuation are not a reason
             dispatcher.utter_message(text="能再具体说说退货原因吗？比如质量问题、尺寸不合适、不想要了。")
             return {"return_reason": None}
         return {"return_reason": reason[:200]}
@@ -121,22 +178,19 @@ def describe_logistics(order: db.Order, now: Optional[dt.datetime] = None) -> Te
 
 
 class ActionAnswerOrder(Action):
-    """Answers order_form: the order's status or its logistics, from the database."""
+    """Answers order_form: the order's status or its logistics, from the database, once the phone is verified."""
 
     def name(self) -> Text:
         return "action_answer_order"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
-        order_id = find_order_id(tracker.get_slot("order_id"))
-        if order_id is None:
-            dispatcher.utter_message(text="请告诉我您的订单号（10 位数字，可以在“我的订单”里找到）。")
-            return []
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
+        if identity.locked(tracker):
+            dispatcher.utter_message(text=identity.LOCKED_TEXT)
+            return [SlotSet("order_id", None), SlotSet("phone_last4", None)]
         with db.session_scope() as session:
-            order = _load_order(session, order_id)
+            order = identity.verified_order(session, tracker, find_order_id(tracker.get_slot("order_id")))
             if order is None:
-                dispatcher.utter_message(text=f"没有找到订单号为 {order_id} 的订单，请核对后再告诉我。")
+                dispatcher.utter_message(text=identity.NOT_VERIFIED_TEXT)
                 return [SlotSet("order_id", None)]
             if tracker.get_slot("order_query") == "logistics":
                 dispatcher.utter_message(text=describe_logistics(order))
@@ -151,16 +205,17 @@ class ActionSubmitReturn(Action):
     def name(self) -> Text:
         return "action_submit_return"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
+        if identity.locked(tracker):
+            dispatcher.utter_message(text=identity.LOCKED_TEXT)
+            return [SlotSet("order_id", None), SlotSet("phone_last4", None), SlotSet("return_reason", None)]
         order_id = find_order_id(tracker.get_slot("order_id"))
         reason = (tracker.get_slot("return_reason") or "").strip() or "未说明"
         with db.session_scope() as session:
-            order = _load_order(session, order_id) if order_id else None
+            order = identity.verified_order(session, tracker, order_id)
             if order is None:
-                dispatcher.utter_message(text="没有找到要退货的订单，请告诉我订单号后再试一次。")
-                return [SlotSet("return_reason", None)]
+                dispatcher.utter_message(text=identity.NOT_VERIFIED_TEXT)
+                return [SlotSet("order_id", None), SlotSet("return_reason", None)]
             blocker = return_blocker(session, order)
             if blocker:
                 dispatcher.utter_message(text=blocker)
@@ -187,9 +242,9 @@ class ActionAskOrderId(Action):
     def name(self) -> Text:
         return "action_ask_order_id"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
+        if len(identity.order_ids_in((tracker.latest_message or {}).get("text"))) > 1:
+            return []  # validate_order_id has just asked which of the numbers
         if tracker.active_loop_name == "return_form":
             dispatcher.utter_message(text="请告诉我要退货的订单号（10 位数字，可以在“我的订单”里找到）。")
         elif tracker.get_slot("order_query") == "logistics":
@@ -199,13 +254,23 @@ class ActionAskOrderId(Action):
         return []
 
 
+class ActionAskPhoneLast4(Action):
+    """The forms' question for the second factor."""
+
+    def name(self) -> Text:
+        return "action_ask_phone_last4"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
+        order_id = tracker.get_slot("order_id")
+        dispatcher.utter_message(text=f"为了保护您的信息，请输入订单 {order_id} 下单时所留手机号的后四位。")
+        return []
+
+
 class ActionAskReturnReason(Action):
     def name(self) -> Text:
         return "action_ask_return_reason"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         order_id = tracker.get_slot("order_id")
         which = f"订单 {order_id} " if order_id else ""
         dispatcher.utter_message(

@@ -1,4 +1,5 @@
 """Products and coupons."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,9 +24,7 @@ class ActionProductInfo(Action):
     def name(self) -> Text:
         return "action_product_info"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         name = _latest_product(tracker)
         with db.session_scope() as session:
             product = session.query(db.Product).filter(db.Product.name == name).first() if name else None
@@ -60,9 +59,7 @@ class ActionListCoupons(Action):
     def name(self) -> Text:
         return "action_list_coupons"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         with db.session_scope() as session:
             coupons = _available_coupons(session, dt.datetime.now())
             claimed = _claimed_codes(session, tracker.sender_id)
@@ -73,6 +70,8 @@ class ActionListCoupons(Action):
             lines += [_describe(c) + ("（已领取）" if c.code in claimed else "") for c in coupons]
             if all(c.code in claimed for c in coupons):
                 lines.append("这些券您都已经领过了，下单时会自动抵扣。")
+            elif tracker.active_loop_name:
+                lines.append("办完手头这件事以后，说“领优惠券”就能一键领取。")
             else:
                 lines.append("需要我帮您一键领取吗？")
         dispatcher.utter_message(text="\n".join(lines))
@@ -83,9 +82,12 @@ class ActionClaimCoupons(Action):
     def name(self) -> Text:
         return "action_claim_coupons"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
+        text = (tracker.latest_message or {}).get("text") or ""
+        if not any(ch.isalnum() for ch in text):
+            # An emoji or punctuation alone is no "yes" (the NLU may still read it as affirm).
+            dispatcher.utter_message(text="需要领取的话，请回复“好的”或“领取”。")
+            return []
         now = dt.datetime.now()
         with db.session_scope() as session:
             claimed = _claimed_codes(session, tracker.sender_id)

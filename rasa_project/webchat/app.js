@@ -1,5 +1,6 @@
-// Web chat for the sample assistant: the REST channel for the conversation, /model/parse for
-// the debug panel, /conversations/<id>/tracker to show the history kept in the tracker store.
+// Web chat for the sample assistant: the REST channel for the conversation; the web chat channel's
+// own routes (rasa_project/webchat_channel.py) for the debug panel (parse), the history kept in the
+// tracker store and the status line. Nothing of Rasa's HTTP API, which can stay closed.
 // Plain JavaScript, no build step, no CDN.
 (function () {
   "use strict";
@@ -9,6 +10,7 @@
     (window.location.protocol.startsWith("http") ? window.location.origin : "http://localhost:5005")
   ).replace(/\/+$/, "");
   const SENDER_KEY = "qinghe-webchat-sender";
+  const CHANNEL = "/webhooks/webchat";
 
   const $ = (id) => document.getElementById(id);
   const messages = $("messages");
@@ -16,13 +18,16 @@
   const input = $("input");
   const sendButton = $("send");
 
+  let debugPanel = true;
   let sender = params.get("sender") || localStorage.getItem(SENDER_KEY) || newSenderId();
   localStorage.setItem(SENDER_KEY, sender);
   $("sender-id").textContent = sender;
 
+  // The id is the conversation's key (whoever knows it can continue the conversation): 128 random bits.
   function newSenderId() {
-    const random = Math.random().toString(36).slice(2, 10);
-    return "web-" + Date.now().toString(36) + "-" + random;
+    const bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
   function el(tag, className, text) {
@@ -103,8 +108,9 @@
     sendButton.disabled = true;
     const started = performance.now();
 
-    const parsing = http("POST", "/model/parse", { text: text })
+    const parsing = (debugPanel ? http("POST", CHANNEL + "/parse", { text: text }) : Promise.resolve(null))
       .then((parse) => {
+        if (!parse) return;
         renderDebug(text, parse, performance.now() - started);
         if (parse.intent && parse.intent.name) userItem.appendChild(intentTag(parse.intent));
       })
@@ -264,9 +270,7 @@
     const entry = el("li", "debug-entry");
     entry.setAttribute("data-testid", "debug-entry");
     entry.appendChild(el("div", "text", "“" + text + "”"));
-    const hint = error.status === 403 || error.status === 404 || error.status === 405
-      ? "：/model/parse 不可用，启动时加上 rasa run --enable-api"
-      : "";
+    const hint = error.status === 404 ? "：调试面板已关闭（credentials.yml 里 debug_panel: false）" : "";
     entry.appendChild(el("div", "error", "解析失败 " + error.message + hint));
     debugLog.prepend(entry);
   }
@@ -277,34 +281,32 @@
     const status = document.querySelector("[data-testid=server-status]");
     const textNode = status.querySelector(".status-text");
     try {
-      const info = await http("GET", "/status");
-      status.className = "status ok";
-      const model = (info.model_file || "").split(/[\\/]/).pop();
-      textNode.textContent = "在线 · 模型 " + (model || info.model_id || "已加载");
+      const info = await http("GET", CHANNEL + "/status");
+      debugPanel = Boolean(info.debug_panel);
+      document.body.classList.toggle("no-debug", !debugPanel);
+      status.className = info.model_loaded ? "status ok" : "status bad";
+      textNode.textContent = info.model_loaded ? "在线 · 模型 " + (info.model || "已加载") : "已连接，模型还没有加载";
     } catch (error) {
       status.className = "status bad";
-      textNode.textContent = error.status ? "已连接，但 /status 不可用（需要 --enable-api）" : "连不上 " + SERVER;
+      textNode.textContent = "连不上 " + SERVER;
     }
   }
 
   async function loadHistory() {
-    let tracker;
+    let history;
     try {
-      tracker = await http("GET", "/conversations/" + encodeURIComponent(sender) + "/tracker");
+      history = await http("GET", CHANNEL + "/history?sender=" + encodeURIComponent(sender));
     } catch (error) {
-      return; // no --enable-api, or nothing yet
+      return; // nothing yet, or the server is not up
     }
     let count = 0;
-    (tracker.events || []).forEach((event) => {
-      if (event.event === "user" && event.text) {
-        const parse = event.parse_data || {};
-        addMessage("user", event.text, { restored: true, intent: parse.intent && parse.intent.name ? parse.intent : null });
-        count += 1;
-      } else if (event.event === "bot" && (event.text || (event.data && event.data.image))) {
-        const data = event.data || {};
-        addMessage("bot", event.text, { restored: true, image: data.image, buttons: data.buttons });
-        count += 1;
+    (history.messages || []).forEach((message) => {
+      if (message.role === "user") {
+        addMessage("user", message.text, { restored: true, intent: message.intent || null });
+      } else {
+        addMessage("bot", message.text, { restored: true, image: message.image, buttons: message.buttons });
       }
+      count += 1;
     });
     if (count) {
       addMessage("system", "以上 " + count + " 条是从 tracker store 恢复的历史消息（服务重启后依然在）。");
@@ -335,8 +337,7 @@
     input.focus();
   });
 
-  checkStatus();
-  loadHistory().then(() => {
+  checkStatus().then(loadHistory).then(() => {
     if (!messages.children.length) {
       addMessage("bot", "您好，我是青禾生活馆的智能客服小禾。可以帮您查订单、查物流、办退货、领优惠券，或者问商品和客服时间。");
     }

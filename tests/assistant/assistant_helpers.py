@@ -1,4 +1,5 @@
 """Helpers of the sample assistant's tests: the test config, real processes on free ports, HTTP."""
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,10 @@ import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+from urllib.parse import quote
 
 import yaml
+
 from rasa_process import test_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +85,7 @@ def build_test_config(source: Path = REPO_ROOT / "config.offline.yml") -> Dict[s
         name = component["name"]
         if name in TINY:
             if not component_available(name):
-                warnings.warn(f"{name} is not written yet: the test model uses DIETClassifier instead")
+                warnings.warn(f"{name} is not written yet: the test model uses DIETClassifier instead", stacklevel=2)
                 if not stand_in_added:
                     pipeline.extend(copy.deepcopy(_STAND_IN))
                     stand_in_added = True
@@ -128,8 +131,13 @@ class Process:
     def start(self, timeout: float = 240.0) -> None:
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
-            self.args, cwd=REPO_ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            self.args,
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         handle.close()
         deadline = time.monotonic() + timeout
@@ -160,11 +168,18 @@ class Process:
 
 
 class RasaServer(Process):
-    """``rasa run --enable-api`` with a SQLite tracker store; ``restart()`` keeps the store."""
+    """``rasa run`` as ``make run`` starts it: the assistant's credentials.yml (REST, socket.io, the web chat
+    page, the RequestGuard), the HTTP API behind a token, CORS for the page's origin and ``extra_origins``,
+    127.0.0.1 only, a SQLite tracker store. ``restart()`` keeps the store."""
 
-    def __init__(self, model: Path, work: Path, action_url: str, env: Dict[str, str]) -> None:
+    TOKEN = "test-token-" + os.urandom(8).hex()
+
+    def __init__(
+        self, model: Path, work: Path, action_url: str, env: Dict[str, str], extra_origins: List[str] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.origins = [self.url, f"http://localhost:{self.port}", *extra_origins]
         self.tracker_db = work / "tracker.db"
         endpoints = {
             "action_endpoint": {"url": action_url},
@@ -173,12 +188,27 @@ class RasaServer(Process):
         self.endpoints = work / "endpoints.yml"
         self.endpoints.write_text(yaml.safe_dump(endpoints), encoding="utf-8")
         args = [
-            PYTHON, "-m", "rasa", "run", "--enable-api", "--cors", "*",
-            "--model", str(model), "--endpoints", str(self.endpoints),
-            "--credentials", str(REPO_ROOT / "rasa_project" / "credentials.yml"),
-            "--port", str(self.port), "--interface", "127.0.0.1",
+            PYTHON,
+            "-m",
+            "rasa",
+            "run",
+            "--enable-api",
+            "--auth-token",
+            self.TOKEN,
+            "--cors",
+            *self.origins,
+            "--model",
+            str(model),
+            "--endpoints",
+            str(self.endpoints),
+            "--credentials",
+            str(REPO_ROOT / "rasa_project" / "credentials.yml"),
+            "--port",
+            str(self.port),
+            "--interface",
+            "127.0.0.1",
         ]
-        super().__init__("rasa run", args, env, work / "rasa_run.log", f"{self.url}/status")
+        super().__init__("rasa run", args, env, work / "rasa_run.log", f"{self.url}/status?token={self.TOKEN}")
 
     def restart(self) -> None:
         self.stop()
@@ -191,7 +221,10 @@ class RasaServer(Process):
         return "\n".join(r.get("text", "") for r in self.say(sender, text))
 
     def parse(self, text: str) -> Dict[str, Any]:
-        return http_json("POST", f"{self.url}/model/parse", {"text": text})
+        return http_json("POST", f"{self.url}/model/parse?token={self.TOKEN}", {"text": text})
 
     def tracker(self, sender: str) -> Dict[str, Any]:
-        return http_json("GET", f"{self.url}/conversations/{sender}/tracker")
+        return http_json("GET", f"{self.url}/conversations/{quote(sender, safe='')}/tracker?token={self.TOKEN}")
+
+    def user_texts(self, sender: str) -> List[str]:
+        return [e.get("text") for e in self.tracker(sender)["events"] if e["event"] == "user"]

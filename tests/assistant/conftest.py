@@ -9,6 +9,7 @@ is stopped in teardown.
 ``NLU_BERT_ASSISTANT_MODEL=/path/to/model.tar.gz`` reuses a model trained earlier (handy while
 working on the tests themselves).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,6 @@ from assistant_helpers import (
     subprocess_env,
     tail,
 )
-
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -62,12 +62,27 @@ def assistant_model(assistant_workdir: Path, assistant_config_path: Path) -> Pat
     with log.open("wb") as handle:
         result = subprocess.run(
             [
-                PYTHON, "-m", "rasa", "train", "--config", str(assistant_config_path),
-                "--domain", str(REPO_ROOT / "domain.yml"), "--data", *ASSISTANT_DATA,
-                "--out", str(out), "--fixed-model-name", "assistant-test",
+                PYTHON,
+                "-m",
+                "rasa",
+                "train",
+                "--config",
+                str(assistant_config_path),
+                "--domain",
+                str(REPO_ROOT / "domain.yml"),
+                "--data",
+                *ASSISTANT_DATA,
+                "--out",
+                str(out),
+                "--fixed-model-name",
+                "assistant-test",
             ],
-            cwd=assistant_workdir, env=subprocess_env(), stdout=handle, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, timeout=900,
+            cwd=assistant_workdir,
+            env=subprocess_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=900,
         )
     model = out / "assistant-test.tar.gz"
     assert result.returncode == 0 and model.exists(), f"rasa train failed ({result.returncode}):\n{tail(log, 80)}"
@@ -109,8 +124,22 @@ def action_server(assistant_workdir: Path, shop_db_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def rasa_server(assistant_model: Path, assistant_workdir: Path, action_server: str) -> Iterator[RasaServer]:
-    server = RasaServer(assistant_model, assistant_workdir, action_server, subprocess_env())
+def widget_port() -> int:
+    """The port of the static page that embeds rasa-webchat (test_rasa_webchat.py): its origin is allowed by CORS."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def rasa_server(
+    assistant_model: Path, assistant_workdir: Path, action_server: str, widget_port: int
+) -> Iterator[RasaServer]:
+    server = RasaServer(
+        assistant_model,
+        assistant_workdir,
+        action_server,
+        subprocess_env(),
+        extra_origins=[f"http://127.0.0.1:{widget_port}"],
+    )
     server.start()
     yield server
     server.stop()

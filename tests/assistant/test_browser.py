@@ -1,14 +1,17 @@
 """The web chat page in headless Chromium (Debian `chromium`, driven by Playwright).
 
-Type a message, see the bot's reply and, in the debug panel, the intent from /model/parse; reload
-and find the conversation again (it comes back from the tracker store). The screenshot goes to
+Type a message, see the bot's reply and, in the debug panel, the intent (the channel's parse route); reload
+and find the conversation again (it comes back from the tracker store), for a conversation id with spaces,
+Chinese characters and a slash. The page uses nothing of Rasa's HTTP API, which is behind a token here. The screenshot goes to
 tmp_path; set NLU_BERT_SCREENSHOT=docs/webchat.png to refresh the README's picture.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -17,8 +20,14 @@ from assistant_helpers import REPO_ROOT, RasaServer
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -41,7 +50,8 @@ def send(page, text: str) -> None:
 
 
 def test_chat_in_the_browser(page, rasa_server: RasaServer, fresh_shop_db: str, sender: str, tmp_path: Path) -> None:
-    page.goto(f"{rasa_server.url}/webhooks/webchat/?sender={sender}")
+    sender = f"用户 一/{sender}"  # any id round-trips: spaces, Chinese, slashes
+    page.goto(f"{rasa_server.url}/webhooks/webchat/?sender={quote(sender)}")
     bot = page.get_by_test_id("msg-bot")
     bot.first.wait_for()  # the welcome line
     assert page.get_by_test_id("sender-id").inner_text() == sender
@@ -56,11 +66,13 @@ def test_chat_in_the_browser(page, rasa_server: RasaServer, fresh_shop_db: str, 
     assert page.get_by_test_id("debug-fewshot").first.is_visible()
 
     send(page, "帮我查一下订单2405200117")
-    page.get_by_test_id("msg-bot").filter(has_text="智能手环").wait_for()
+    page.get_by_test_id("msg-bot").filter(has_text="后四位").wait_for()  # the identity check first
     page.get_by_test_id("debug-entry").nth(1).wait_for()
     newest = page.get_by_test_id("debug-entry").first  # newest on top
     assert newest.get_by_test_id("debug-intent").inner_text() == "check_order_status"
     assert "order_id = 2405200117" in newest.get_by_test_id("debug-entities").inner_text()
+    send(page, "1357")
+    page.get_by_test_id("msg-bot").filter(has_text="智能手环").wait_for()
     assert page.get_by_test_id("intent-tag").nth(1).inner_text().startswith("意图：check_order_status")
 
     page.wait_for_timeout(300)

@@ -1,4 +1,5 @@
 """The sample assistant's training data, domain and configs: the issue's minimums, and consistency."""
+
 from __future__ import annotations
 
 import inspect
@@ -25,6 +26,7 @@ PIPELINE = [
     "nlu_bert.BertIntentClassifier",
     "nlu_bert.GPT2FewShotIntentClassifier",
     "FallbackClassifier",
+    "rasa_project.nlu_components.WordlessMessageFallback",
 ]
 
 
@@ -65,7 +67,7 @@ def test_every_domain_intent_has_examples(nlu: TrainingData) -> None:
 def test_entities_come_from_regexes_lookups_and_synonyms(nlu: TrainingData, domain: Domain) -> None:
     regex_entities = {r["name"] for r in nlu.regex_features}
     lookup_entities = {t["name"] for t in nlu.lookup_tables}
-    assert regex_entities == {"order_id"}
+    assert regex_entities == {"order_id", "phone"}
     assert lookup_entities == {"product", "return_reason"}
     assert len(set(domain.entities)) >= 2 and (regex_entities | lookup_entities) == set(domain.entities)
     synonym_targets = set(nlu.entity_synonyms.values())
@@ -126,6 +128,10 @@ def extractors(nlu: TrainingData, tmp_path_factory: pytest.TempPathFactory) -> T
         ("衣服太大了", [("return_reason", "尺寸不合适")]),
         ("颜色跟图片不一样", [("return_reason", "与描述不符")]),
         ("你好", []),
+        ("尾号5678", [("phone", "5678")]),
+        ("手机号 13812345678", [("phone", "13812345678")]),
+        ("2405180031", [("order_id", "2405180031")]),  # an order number is not a phone answer
+        ("5678123", []),
     ],
 )
 def test_entities_extracted_and_normalised(extractors: Tuple, text: str, expected: List[Tuple[str, str]]) -> None:
@@ -156,8 +162,58 @@ def test_every_custom_action_in_the_domain_is_implemented(domain: Domain) -> Non
 
 
 def test_forms(domain: Domain) -> None:
-    assert domain.forms["order_form"]["required_slots"] == ["order_id"]
-    assert domain.forms["return_form"]["required_slots"] == ["order_id", "return_reason"]
+    # an order is shown or changed only after the phone digits (rasa_project/actions/identity.py)
+    assert domain.forms["order_form"]["required_slots"] == ["order_id", "phone_last4"]
+    assert domain.forms["return_form"]["required_slots"] == ["order_id", "phone_last4", "return_reason"]
+
+
+def test_verification_slots_cannot_be_filled_by_the_user(domain: Domain) -> None:
+    slots = {slot.name: slot for slot in domain.slots}
+    for name in ("verified_phone", "verify_failures"):
+        assert [m["type"] for m in slots[name].mappings] == ["custom"], name
+
+
+# What each intent inside a form leads to (data/rules.yml): answered and the form goes on, the form ends,
+# or the message is the form's answer (checked by its validation).
+ANSWERED = {"greet", "thanks", "chitchat", "out_of_scope", "ask_opening_hours", "ask_product", "ask_coupon"}
+ENDS = {"deny", "goodbye", "human_handoff"}
+SWITCH = {"order_form": {"request_return"}, "return_form": {"check_order_status", "check_logistics"}}
+
+
+def _form_rules() -> Dict[Tuple[str, str], List[str]]:
+    """(form, intent) -> the actions of the rule with that condition."""
+    rules = yaml.safe_load((REPO_ROOT / "data" / "rules.yml").read_text(encoding="utf-8"))["rules"]
+    found: Dict[Tuple[str, str], List[str]] = {}
+    for rule in rules:
+        loops = [c["active_loop"] for c in rule.get("condition", []) if "active_loop" in c]
+        intents = [s["intent"] for s in rule["steps"] if "intent" in s]
+        if loops and intents:
+            found[(loops[0], intents[0])] = [s["action"] for s in rule["steps"] if "action" in s]
+    return found
+
+
+@pytest.mark.parametrize("form", ["order_form", "return_form"])
+def test_every_intent_inside_every_form_has_its_way(domain: Domain, form: str) -> None:
+    rules = _form_rules()
+    not_an_answer = set(
+        next(
+            m
+            for m in domain.as_dict()["slots"]["order_id"]["mappings"]
+            if m["type"] == "from_text" and m["conditions"][0]["active_loop"] == form
+        )["not_intent"]
+    )
+    for intent in domain.intents:
+        actions = rules.get((form, intent))
+        if intent in ANSWERED:
+            assert actions and actions[-1] == form, f"{form}: {intent} must be answered, then the form goes on"
+        elif intent in ENDS:
+            assert actions and "action_deactivate_loop" in actions, f"{form}: {intent} must end the form"
+        elif intent in SWITCH[form]:
+            assert actions and actions[-1] != form and actions[-1].endswith("_form"), f"{form}: {intent} switches forms"
+        else:  # read as the answer to the form's question
+            assert actions is None and intent not in not_an_answer, f"{form}: {intent} is an answer"
+        if actions is not None:
+            assert intent in not_an_answer, f"{form}: {intent} has a rule, so it must not fill the form's slots"
 
 
 @pytest.mark.parametrize("name", ["config.yml", "config.offline.yml"])
@@ -176,6 +232,43 @@ def test_config_pipeline_and_policies(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["config.yml", "config.offline.yml"])
+def test_ted_does_not_extract_entities(name: str) -> None:
+    # entities come from the NLU pipeline; TED's own extraction would be evaluated (F1 0.0) by `rasa test core`
+    ted = next(p for p in _config(name)["policies"] if p["name"] == "TEDPolicy")
+    assert ted["entity_recognition"] is False
+
+
+@pytest.mark.parametrize(
+    "text, fallback",
+    [
+        ("😀", True),
+        ("😀" * 10, True),
+        ("！！！。。。", True),
+        ("👍", True),
+        ("...", True),
+        ("好的", False),
+        ("ok", False),
+        ("5678", False),
+        ("  ", False),
+    ],
+)
+def test_messages_without_words_are_not_understood(text: str, fallback: bool) -> None:
+    from rasa_project.nlu_components import WordlessMessageFallback
+
+    message = Message(
+        data={
+            "text": text,
+            "intent": {"name": "affirm", "confidence": 0.58},
+            "intent_ranking": [{"name": "affirm", "confidence": 0.58}, {"name": "deny", "confidence": 0.3}],
+        }
+    )
+    WordlessMessageFallback().process([message])
+    assert (message.get("intent")["name"] == "nlu_fallback") is fallback
+    if fallback:
+        assert [r["name"] for r in message.get("intent_ranking")] == ["nlu_fallback", "affirm", "deny"]
+
+
+@pytest.mark.parametrize("name", ["config.yml", "config.offline.yml"])
 def test_config_keys_are_known_to_the_components(name: str) -> None:
     import nlu_bert
 
@@ -189,9 +282,25 @@ def test_config_keys_are_known_to_the_components(name: str) -> None:
 
 def test_rasa_data_validate_is_clean() -> None:
     result = subprocess.run(
-        [PYTHON, "-m", "rasa", "data", "validate", "--fail-on-warnings", "--config", "config.yml",
-         "--domain", "domain.yml", "--data", *ASSISTANT_DATA],
-        cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+        [
+            PYTHON,
+            "-m",
+            "rasa",
+            "data",
+            "validate",
+            "--fail-on-warnings",
+            "--config",
+            "config.yml",
+            "--domain",
+            "domain.yml",
+            "--data",
+            *ASSISTANT_DATA,
+        ],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]

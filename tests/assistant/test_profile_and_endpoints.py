@@ -1,4 +1,5 @@
 """The quickstart's profile choice, the endpoints and credentials files, the web chat assets."""
+
 from __future__ import annotations
 
 import http.server
@@ -114,8 +115,17 @@ def test_development_endpoints_use_a_sql_tracker_store() -> None:
 def test_production_endpoints_postgres_and_redis(monkeypatch) -> None:
     from rasa.core.utils import AvailableEndpoints
 
-    values = dict(ACTION_SERVER_URL="http://actions:5055/webhook", DB_HOST="db", DB_PORT="5432", DB_NAME="rasa",
-                  DB_USER="rasa", DB_PASSWORD="secret", REDIS_HOST="redis", REDIS_PORT="6379", REDIS_PASSWORD="r")
+    values = dict(
+        ACTION_SERVER_URL="http://actions:5055/webhook",
+        DB_HOST="db",
+        DB_PORT="5432",
+        DB_NAME="rasa",
+        DB_USER="rasa",
+        DB_PASSWORD="secret",
+        REDIS_HOST="redis",
+        REDIS_PORT="6379",
+        REDIS_PASSWORD="r",
+    )
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     endpoints = AvailableEndpoints.read_endpoints(str(REPO_ROOT / "rasa_project" / "endpoints.production.yml"))
@@ -127,15 +137,23 @@ def test_production_endpoints_postgres_and_redis(monkeypatch) -> None:
     assert endpoints.lock_store.url == "redis"
 
 
-def test_credentials_register_rest_the_web_chat_page_and_the_request_guard() -> None:
+def test_credentials_register_rest_socketio_the_web_chat_page_and_the_request_guard() -> None:
     from rasa.core.channels.rest import RestInput
+    from rasa.core.channels.socketio import SocketIOInput
     from rasa.core.run import create_http_input_channels
 
     from nlu_bert.http_guard import RequestGuard
     from rasa_project.webchat_channel import WebChatInput
 
     channels = create_http_input_channels(None, str(REPO_ROOT / "rasa_project" / "credentials.yml"))
-    assert {type(c) for c in channels} == {RestInput, WebChatInput, RequestGuard}
+    assert {type(c) for c in channels} == {RestInput, SocketIOInput, WebChatInput, RequestGuard}
+    socketio = next(c for c in channels if isinstance(c, SocketIOInput))
+    # what rasa-webchat and Rasa's chat widget expect
+    assert (socketio.user_message_evt, socketio.bot_message_evt, socketio.session_persistence) == (
+        "user_uttered",
+        "bot_uttered",
+        True,
+    )
     assert next(c for c in channels if isinstance(c, RequestGuard)).max_text_chars == 5000
     assert next(c for c in channels if isinstance(c, WebChatInput)).url_prefix() == "webchat"
 

@@ -16,6 +16,7 @@ millisecond can get the same ticket (RasaHQ/rasa#9213): sent all at once to two 
 messages of one conversation were in the tracker in two runs of three, and in the third only 3 of
 the 8 were left. Route one conversation to one process (sticky sessions) in production.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -48,8 +49,23 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     log = tmp_path / "redis.log"
     with log.open("wb") as handle:
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     try:
         client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
@@ -60,7 +76,7 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                     break
             except redis.exceptions.RedisError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start:\n{tail(log)}")
+                    raise RuntimeError(f"redis-server did not start:\n{tail(log)}") from None
                 time.sleep(0.2)
         yield port
     finally:
@@ -100,18 +116,35 @@ def test_one_conversation_across_two_servers_keeps_every_turn_once_and_in_order(
     tracker_db = tmp_path / "tracker.db"
     _create_tracker_tables(tracker_db)
     env = subprocess_env(
-        ACTION_SERVER_URL=action_server, TRACKER_DB=str(tracker_db),
-        REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis_port), REDIS_DB="0",
+        ACTION_SERVER_URL=action_server,
+        TRACKER_DB=str(tracker_db),
+        REDIS_HOST="127.0.0.1",
+        REDIS_PORT=str(redis_port),
+        REDIS_DB="0",
     )
     servers = []
     for name in ("a", "b"):
         port = free_port()
         args = [
-            PYTHON, "-m", "rasa", "run", "--enable-api", "--model", str(assistant_model),
-            "--endpoints", str(ENDPOINTS), "--credentials", str(REPO_ROOT / "rasa_project" / "credentials.yml"),
-            "--port", str(port), "--interface", "127.0.0.1",
+            PYTHON,
+            "-m",
+            "rasa",
+            "run",
+            "--enable-api",
+            "--model",
+            str(assistant_model),
+            "--endpoints",
+            str(ENDPOINTS),
+            "--credentials",
+            str(REPO_ROOT / "rasa_project" / "credentials.yml"),
+            "--port",
+            str(port),
+            "--interface",
+            "127.0.0.1",
         ]
-        servers.append(Process(f"rasa run {name}", args, env, tmp_path / f"rasa_{name}.log", f"http://127.0.0.1:{port}/status"))
+        servers.append(
+            Process(f"rasa run {name}", args, env, tmp_path / f"rasa_{name}.log", f"http://127.0.0.1:{port}/status")
+        )
     urls = [s.ready_url.rsplit("/", 1)[0] for s in servers]
     key_prefix = yaml.safe_load(ENDPOINTS.read_text(encoding="utf-8"))["lock_store"]["key_prefix"]
     locks = RedisLockStore(host="127.0.0.1", port=redis_port, db=0, key_prefix=key_prefix)
@@ -121,7 +154,9 @@ def test_one_conversation_across_two_servers_keeps_every_turn_once_and_in_order(
 
         def say(index: int) -> List[Dict[str, Any]]:
             url = urls[index % 2]  # alternately to the two servers
-            return http_json("POST", f"{url}/webhooks/rest/webhook", {"sender": sender, "message": MESSAGES[index]}, timeout=120)
+            return http_json(
+                "POST", f"{url}/webhooks/rest/webhook", {"sender": sender, "message": MESSAGES[index]}, timeout=120
+            )
 
         held = locks.issue_ticket(sender)  # the test holds the conversation's lock
         with ThreadPoolExecutor(len(MESSAGES)) as pool:

@@ -1,8 +1,8 @@
 """Bad input at a real `rasa run --enable-api` with the RequestGuard: a 4xx with a message or a valid parse,
 and the server keeps answering the next request."""
+
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,13 +13,16 @@ from rasa_process import GUARDED_CREDENTIALS, http, rasa_server
 
 pytestmark = pytest.mark.slow
 
+
 def post_raw(url: str, body: bytes) -> tuple:
     return http("POST", url, raw=body)
 
 
 def test_every_bad_input_gets_4xx_or_a_valid_parse_and_the_server_survives(trained_model: Path, tmp_path: Path) -> None:
     (tmp_path / "credentials.yml").write_text(GUARDED_CREDENTIALS, encoding="utf-8")
-    with rasa_server(trained_model, tmp_path, tmp_path / "server.log", extra_args=["--credentials", "credentials.yml"]) as url:
+    with rasa_server(
+        trained_model, tmp_path, tmp_path / "server.log", extra_args=["--credentials", "credentials.yml"]
+    ) as url:
         status, limits = http("GET", f"{url}/webhooks/guard/")
         assert status == 200 and limits["max_text_chars"] == 5000
         failures = []
