@@ -83,6 +83,17 @@ def table(results: List[Dict[str, Any]], per_entity: int = 6) -> str:
     return "\n".join(lines)
 
 
+#: one colour per pipeline in every panel (others take matplotlib's cycle)
+COLORS = {
+    "bert": "tab:blue",
+    "bert+gpt2": "tab:purple",
+    "diet": "tab:red",
+    "logreg": "tab:orange",
+    "crf": "tab:green",
+    "regex": "tab:gray",
+}
+
+
 def bars(ax: Any, results: List[Dict[str, Any]], key: str, label: str) -> None:
     """Grouped bars of ``key`` by dataset and pipeline on the matplotlib axes ``ax``."""
     datasets = list(dict.fromkeys(r["dataset"] for r in results))
@@ -90,7 +101,7 @@ def bars(ax: Any, results: List[Dict[str, Any]], key: str, label: str) -> None:
     width = 0.8 / max(1, len(names))
     for i, name in enumerate(names):
         values = [next((r[key] for r in results if r["dataset"] == d and r["pipeline"] == name), 0) for d in datasets]
-        ax.bar([x + i * width for x in range(len(datasets))], values, width, label=name)
+        ax.bar([x + i * width for x in range(len(datasets))], values, width, label=name, color=COLORS.get(name))
     ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(datasets))], datasets, rotation=15)
     ax.set_ylim(0, 1)
     ax.set_ylabel(label)
