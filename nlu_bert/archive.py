@@ -65,8 +65,10 @@ class Format(NamedTuple):
 
 
 FORMATS: Dict[str, Format] = {
-    # 1: nlu-bert 0.1.0 and later.
-    BERT: Format(writes=1, reads=(1,)),
+    # 1: nlu-bert 0.1.0 and later. 2 (0.3.0): a model with an entity head (meta.json's `entities`: its tags, tagger
+    # and CRF scores; a second output of the ONNX graph, the head's tensors in the native file), which an older
+    # nlu-bert would load and serve without its entities. A model without entities is still written as format 1.
+    BERT: Format(writes=2, reads=(1, 2)),
     # 1: nlu-bert 0.1.0. 2 (0.2.0): the int8 scorer's key/value cache goes in and out in fp16, which 0.1.0 would
     # feed fp32. 3 (0.3.0): meta.json and training_report.json as for BERT (fewshot.json before); the files of
     # the model are the same as in format 2.
@@ -90,7 +92,7 @@ def write_meta(folder: Path, component: str, meta: Dict[str, Any]) -> Dict[str, 
     """``meta`` with the component, its archive format and this nlu-bert's version, written to meta.json."""
     meta = {
         "component": component,
-        "archive_format": FORMATS[component].writes,
+        "archive_format": _format_of(component, meta),
         "nlu_bert_version": __version__,
         **meta,
     }
@@ -99,6 +101,12 @@ def write_meta(folder: Path, component: str, meta: Dict[str, Any]) -> Dict[str, 
         stub = {k: meta[k] for k in ("component", "archive_format", "nlu_bert_version")}
         _write_json(folder / LEGACY_GPT2_META_FILE, stub)
     return meta
+
+
+def _format_of(component: str, meta: Dict[str, Any]) -> int:
+    if component == BERT and not meta.get("entities"):
+        return 1  # what nlu-bert 0.1.0 and 0.2.0 serve exactly as this one does
+    return FORMATS[component].writes
 
 
 def read_meta(folder: Path, component: str) -> Dict[str, Any]:

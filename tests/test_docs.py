@@ -76,7 +76,7 @@ def test_each_component_page_lists_every_config_key_with_its_default(component: 
     text = COMPONENT_PAGES[component].read_text(encoding="utf-8")
     section = text[text.index("## Configurable variables") :]
     section = section[: section.find("\n## ", 1) if "\n## " in section[1:] else len(section)]
-    rows = dict(re.findall(r"^\| `([a-z_0-9.]+)` \| ([^|]+) \|", section, flags=re.M))
+    rows = dict(re.findall(r"^\| `([A-Za-z_0-9.]+)` \| ([^|]+) \|", section, flags=re.M))
     defaults = _flatten(cls.get_default_config())
     assert set(rows) == set(defaults), f"docs rows differ: {set(rows) ^ set(defaults)}"
     for key, value in defaults.items():

@@ -1,4 +1,5 @@
-"""BertIntentClassifier: a Hugging Face BERT fine-tuned on the bot's NLU data inside ``rasa train``.
+"""BertIntentClassifier: a Hugging Face BERT fine-tuned on the bot's NLU data inside ``rasa train``: its intents
+and, where the data annotates them, its entities (one encoder, an intent head and a token-tagging head).
 
 Base usage (config.yml)::
 
@@ -28,8 +29,11 @@ from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.classifiers.classifier import IntentClassifier
+from rasa.nlu.constants import TOKENS_NAMES
+from rasa.nlu.extractors.extractor import EntityExtractorMixin
+from rasa.nlu.tokenizers.tokenizer import Token
 from rasa.shared.exceptions import InvalidConfigException, RasaException
-from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
+from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 from scipy.special import softmax
@@ -37,6 +41,7 @@ from scipy.special import softmax
 from nlu_bert import archive, backbones, extras, onnx_tools
 from nlu_bert.archive import ModelArchiveError  # noqa: F401 - the error this component raises for a bad archive
 from nlu_bert.bert import native, predictors
+from nlu_bert.bert.tagging import trim_offsets
 from nlu_bert.config import ConfigChecker, DefaultsBlock, merge_blocks, rename_old_keys
 from nlu_bert.hardware import return_freed_memory
 from nlu_bert.version import __version__
@@ -47,9 +52,12 @@ COMPONENT = archive.BERT
 OLD_NAMES = {"seed": "random_seed"}  # nlu-bert 0.2.0 -> 0.3.0
 
 
-@DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=True)
-class BertIntentClassifier(GraphComponent, IntentClassifier):
-    """Fine-tunes a BERT (hub id, local folder or `scratch`) to classify intents."""
+@DefaultV1Recipe.register(
+    [DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, DefaultV1Recipe.ComponentType.ENTITY_EXTRACTOR],
+    is_trainable=True,
+)
+class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixin):
+    """Fine-tunes a BERT (hub id, local folder or `scratch`) to classify intents and extract entities."""
 
     @staticmethod
     def get_default_config() -> Dict[Text, Any]:
@@ -108,6 +116,19 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             "ngram_dim": 128,
             # Threads for training on CPU (0 = torch's default, all cores).
             "num_threads": 0,
+            # DIET's names. Predict intents (false: entities only, the intent is left to other components).
+            "intent_classification": True,
+            # Learn and predict entities where the training data annotates them; a bot without annotations gets
+            # the intent model alone, as if this were false.
+            "entity_recognition": True,
+            # Tag entities as BILOU (true) or BIO (false) over the model's tokens (characters for Chinese).
+            "BILOU_flag": True,
+            # The entity tagger: `crf` (a CRF layer, learned transitions) or `softmax` (independent tags); both
+            # decode only valid tag sequences (Viterbi over the allowed transitions).
+            "entity_tagger": "crf",
+            # Weights of the two losses in joint training: intent cross-entropy and the entity head's loss.
+            "intent_loss_weight": 1.0,
+            "entity_loss_weight": 1.0,
             # How `rasa run` / `rasa shell` predict (docs/inference.md has the measurements):
             #   backend: auto (native for int8 BERT encoders, else onnxruntime; bf16: torch), native
             #   (nlu-bert's own int8 kernel, BERT encoders only: its C kernel on CPUs with AMX or AVX-512
@@ -193,6 +214,16 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         check.integer("ngram_buckets", 2)
         check.integer("ngram_dim", 1)
         check.integer("num_threads", 0)
+        for key in ("intent_classification", "entity_recognition", "BILOU_flag"):
+            check.boolean(key)
+        if not (config["intent_classification"] or config["entity_recognition"]):
+            raise InvalidConfigException(
+                f"{COMPONENT}: `intent_classification` and `entity_recognition` are both false, so there is nothing "
+                "to learn. Set one of them to true in config.yml."
+            )
+        check.choice("entity_tagger", ["crf", "softmax"])
+        check.number("intent_loss_weight", 0, 100)
+        check.number("entity_loss_weight", 0, 100, low_open=True)
         inference = check.inference_block()
         try:
             predictors.validate_inference(inference["backend"], inference["precision"], inference["threads"])
@@ -212,16 +243,22 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
 
     # ------------------------------------------------------------------ training
     def train(self, training_data: TrainingData) -> Resource:
-        examples = [m for m in training_data.intent_examples if (m.get(TEXT) or "").strip() and m.get(INTENT)]
-        texts = [m.get(TEXT).strip() for m in examples]
-        intents = [m.get(INTENT) for m in examples]
-        if not texts:
+        classify = self.config["intent_classification"]
+        pool = training_data.intent_examples if classify else training_data.nlu_examples
+        examples = [m for m in pool if isinstance(m.get(TEXT), str) and m.get(TEXT).strip()]
+        examples = [m for m in examples if m.get(INTENT) or not classify]
+        texts = [_strip(m.get(TEXT)) for m in examples]
+        intents = [m.get(INTENT) or "" for m in examples]
+        # Rasa's entity dicts, without those another extractor annotated; offsets follow the stripped text
+        annotations = [_shift(m, self.filter_trainable_entities([m])[0].get(ENTITIES) or []) for m in examples]
+        if not texts or (not classify and not any(annotations)):
+            what = "intent examples" if classify else "examples with entity annotations"
             rasa.shared.utils.io.raise_warning(
-                f"{COMPONENT}: the training data has no intent examples, so the classifier was not trained "
-                "and will predict no intent. Add examples under `nlu:` in your data files."
+                f"{COMPONENT}: the training data has no {what}, so the component was not trained "
+                "and will predict nothing. Add examples under `nlu:` in your data files."
             )
             return self._resource
-        if len(set(intents)) < 2:
+        if classify and len(set(intents)) < 2:
             raise RasaException(
                 f"{COMPONENT}: the training data has only one intent ('{intents[0]}'); an intent classifier "
                 "needs at least two. Add examples of other intents, or remove the classifier from the pipeline."
@@ -239,7 +276,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         logger.info(f"{COMPONENT}: backbone {backbones.describe_source(self.config['model'])}, device {device}")
         backbone = model.build_backbone(COMPONENT, self.config, texts)
         self._resolve_backend(backbone.encoder.config.to_dict())
-        trained = training.train(COMPONENT, backbone, texts, intents, self.config, device)
+        trained = training.train(COMPONENT, backbone, texts, intents, self.config, device, annotations)
         self.model, self.tokenizer, self.labels, self.meta = (
             trained.model,
             backbone.tokenizer,
@@ -260,7 +297,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             served_as = f"{self._backend} {self._precision}"
             batch_size = self.config["batch_size"]
             report["served_agreement"] = training.served_agreement(
-                COMPONENT, trained, self.predict_proba, served_as, batch_size
+                COMPONENT, trained, self._predict, served_as, batch_size
             )
             with self._model_storage.write_to(self._resource) as folder:
                 archive.write_report(Path(folder), report)
@@ -360,7 +397,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             return backbones.resolve_device(self.config["device"])
 
         inference, batch_size = self.config["inference"], self.config["batch_size"]
-        self.served = serving.load(folder, meta, backend, precision, inference, device, batch_size)
+        self.served = serving.load(folder, meta, backend, precision, inference, device, batch_size, self.name)
         self.labels, self.meta = self.served.labels, meta
 
     def _serving_backend(self, meta: Dict[str, Any]) -> Tuple[str, str]:
@@ -381,28 +418,76 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
 
     # ------------------------------------------------------------------ inference
     def process(self, messages: List[Message]) -> List[Message]:
-        texts = [m.get(TEXT).strip() if isinstance(m.get(TEXT), str) else "" for m in messages]
+        """Sets ``intent`` and ``intent_ranking`` (unless `intent_classification` is false) and appends this
+        component's entities to ``entities`` (those of other extractors are kept)."""
+        raw = [m.get(TEXT) if isinstance(m.get(TEXT), str) else "" for m in messages]
+        texts = [_strip(t) for t in raw]
         todo = [i for i, t in enumerate(texts) if t]
         pending = set(todo)
+        classify = self.config["intent_classification"]
         for i, message in enumerate(messages):
-            if i not in pending or self.served is None:
+            if classify and (i not in pending or self.served is None):
                 message.set(INTENT, {"name": None, "confidence": 0.0}, add_to_output=True)
                 message.set(INTENT_RANKING_KEY, [], add_to_output=True)
         if self.served is None or not todo:
             if self.served is None and todo:
-                logger.debug(f"{COMPONENT}: not trained; no intent predicted.")
+                logger.debug(f"{COMPONENT}: not trained; nothing predicted.")
             return messages
-        probabilities = self.predict_proba([texts[i] for i in todo])
+        probabilities, entities = self._predict([texts[i] for i in todo])
         ranking_length = self.config["ranking_length"] or len(self.labels)
-        for row, i in zip(probabilities, todo):
-            order = np.argsort(-row, kind="stable")[:ranking_length]
-            ranking = [{"name": self.labels[j], "confidence": float(row[j])} for j in order]
-            messages[i].set(INTENT, dict(ranking[0]), add_to_output=True)
-            messages[i].set(INTENT_RANKING_KEY, ranking, add_to_output=True)
+        for n, (row, i) in enumerate(zip(probabilities, todo)):
+            if classify:
+                order = np.argsort(-row, kind="stable")[:ranking_length]
+                ranking = [{"name": self.labels[j], "confidence": float(row[j])} for j in order]
+                messages[i].set(INTENT, dict(ranking[0]), add_to_output=True)
+                messages[i].set(INTENT_RANKING_KEY, ranking, add_to_output=True)
+            if entities is not None:
+                self._set_entities(messages[i], raw[i], entities[n])
         return messages
+
+    def _set_entities(self, message: Message, text: str, found: List[Dict[str, Any]]) -> None:
+        """Entities (offsets into the text as sent, leading whitespace included) after those of earlier
+        extractors, and the model's tokens as the message's tokens where no tokenizer set any (so that
+        `rasa test nlu` can score the entities)."""
+        shift = len(text) - len(text.lstrip())
+        for entity in found:
+            entity["start"] += shift
+            entity["end"] += shift
+        message.set(ENTITIES, (message.get(ENTITIES) or []) + found, add_to_output=True)
+        if not message.get(TOKENS_NAMES[TEXT]):
+            _, _, offsets = self.served.encoder.encode([_strip(text)])
+            offsets = trim_offsets(_strip(text), offsets[0])
+            tokens = [Token(text[s + shift : e + shift], s + shift, e + shift) for s, e in offsets if e > s]
+            message.set(TOKENS_NAMES[TEXT], tokens)
+
+    def _predict(self, texts: List[str]) -> Tuple[np.ndarray, Optional[List[List[Dict[str, Any]]]]]:
+        """(softmax over all intents, entities per text or None without an entity head), for non-empty texts."""
+        if self.served is None:
+            raise RasaException(f"{COMPONENT}: the model is not trained; train it with `rasa train` first.")
+        logits, entities = self.served.predict(texts)
+        return softmax(logits, axis=-1), entities
 
     def predict_proba(self, texts: List[str]) -> np.ndarray:
         """Softmax over all intents (columns in the order of ``self.labels``), for non-empty texts."""
-        if self.served is None:
-            raise RasaException(f"{COMPONENT}: the model is not trained; train it with `rasa train` first.")
-        return softmax(self.served.logits(texts), axis=-1)
+        return self._predict(texts)[0]
+
+
+def _strip(text: str) -> str:
+    """The text the model reads: without whitespace at its ends (entity offsets are shifted to match)."""
+    return text.strip()
+
+
+def _shift(message: Message, entities: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """``entities`` with offsets into the stripped text (non-integer offsets are left for the checks to report)."""
+    text = message.get(TEXT)
+    shift = len(text) - len(text.lstrip())
+    if not shift:
+        return list(entities)
+    out = []
+    for entity in entities:
+        moved = dict(entity)
+        for key in ("start", "end"):
+            if isinstance(moved.get(key), int) and not isinstance(moved.get(key), bool):
+                moved[key] -= shift
+        out.append(moved)
+    return out
