@@ -286,3 +286,17 @@ def log(message: str) -> None:
 
 def fmt(value: Optional[float], digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def git_state() -> Dict[str, Any]:
+    """The commit measured, and the tracked files that differ from it (the numbers belong to that code)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.rstrip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "modified": changed}

@@ -4,6 +4,8 @@ Each pipeline is trained through Rasa's own training API (`rasa.model_training.t
 split and evaluated by parsing its test split with a loaded `Agent`, as `rasa run` would.
 
     python benchmarks/accuracy.py --quick                       # < 10 minutes: SMP2017, subsampled
+    python benchmarks/accuracy.py --datasets cais smp2019 nlpcc2018 crosswoz --pipelines bert diet crf regex \\
+        --max-train 1000 --no-agreement                            # entities: exact-span F1 beside intent accuracy
     python benchmarks/accuracy.py --datasets smp2017 massive     # full splits (long on 2 cores)
     python benchmarks/accuracy.py --bert-model ./models/chinese-bert-wwm-ext   # a local pre-trained backbone
     python benchmarks/accuracy.py --train my/train.yml --test my/test.yml --name mybot  # any Rasa NLU data
@@ -42,6 +44,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # no Rasa training cache: every row trains, so `train s` is training time, never a cache hit
 os.environ.setdefault("RASA_MAX_CACHE_SIZE", "0")
 
+from benchmarks import entities  # noqa: E402
 from benchmarks._common import add_config_pipelines, file_stem  # noqa: E402
 from benchmarks.datasets import DATASETS, prepare_dataset  # noqa: E402
 
@@ -71,11 +74,13 @@ def pipelines(
         "bert+gpt2": [tokenizer, bert, gpt2],
         "diet": [tokenizer, char_ngrams, {"name": "DIETClassifier", "epochs": 30 if quick else 100}],
         "logreg": [tokenizer, char_ngrams, {"name": "LogisticRegressionClassifier"}],
+        **entities.pipelines(),
     }
 
 
 def subsample(path: Path, out: Path, per_intent: Optional[int], total: Optional[int], seed: int) -> Path:
-    """A copy of an NLU YAML file with at most ``per_intent`` examples per intent / ``total`` examples."""
+    """A copy of an NLU YAML file with at most ``per_intent`` examples per intent / ``total`` examples (its lookup
+    tables, regexes and synonyms kept)."""
     from rasa.shared.nlu.training_data.loading import load_data
 
     data = load_data(str(path))
@@ -94,7 +99,14 @@ def subsample(path: Path, out: Path, per_intent: Optional[int], total: Optional[
     from rasa.shared.nlu.training_data.training_data import TrainingData
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    TrainingData(training_examples=chosen).persist_nlu(str(out))
+    # lookup tables, regexes and synonyms stay: RegexEntityExtractor and EntitySynonymMapper read them
+    kept = TrainingData(
+        training_examples=chosen,
+        entity_synonyms=data.entity_synonyms,
+        regex_features=data.regex_features,
+        lookup_tables=data.lookup_tables,
+    )
+    kept.persist_nlu(str(out))
     return out
 
 
@@ -157,6 +169,8 @@ def evaluate_agent(agent: Any, test_file: Path) -> List[Dict[str, Any]]:
                     "pred": (parsed.get("intent") or {}).get("name"),
                     "ms": (time.perf_counter() - start) * 1000,
                     "few_shot": parsed.get("few_shot"),
+                    "gold_entities": m.get("entities") or [],
+                    "entities": parsed.get("entities") or [],
                 }
             )
         return rows
@@ -173,6 +187,7 @@ def metrics(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
         "accuracy": sum(g == p for g, p in zip(gold, pred)) / len(rows),
         "macro_f1": f1_score(gold, pred, average="macro", labels=sorted(set(gold)), zero_division=0),
         "parse_ms_p50": sorted(r["ms"] for r in rows)[len(rows) // 2],
+        **entities.metrics(rows),
     }
     acted = [r for r in rows if isinstance(r.get("few_shot"), dict) and r["few_shot"].get("acted")]
     if any(isinstance(r.get("few_shot"), dict) for r in rows):
@@ -339,6 +354,12 @@ def tqdm_write(line: str) -> None:
     tqdm.write(line)
 
 
+def train_examples(path: Path) -> int:
+    from rasa.shared.nlu.training_data.loading import load_data
+
+    return len(load_data(str(path)).nlu_examples)
+
+
 def archive_mb(model: Path) -> float:
     return round(model.stat().st_size / 1e6, 2)
 
@@ -439,6 +460,9 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
             )
     if len(fallback) > 2:
         table += "\n\n" + "\n".join(fallback)
+    entity_table = entities.table(results)
+    if entity_table:
+        table += "\n\n" + entity_table
     write_table("accuracy", command, table, args)
     try:
         import matplotlib
@@ -446,21 +470,19 @@ def write_outputs(results: List[Dict[str, Any]], args: argparse.Namespace) -> No
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        datasets = sorted({r["dataset"] for r in results})
-        names = list(dict.fromkeys(r["pipeline"] for r in results))
-        fig, ax = plt.subplots(figsize=(max(6, 2 * len(datasets) + 2), 4))
-        width = 0.8 / max(1, len(names))
-        for i, name in enumerate(names):
-            values = [
-                next((r["accuracy"] for r in results if r["dataset"] == d and r["pipeline"] == name), 0)
-                for d in datasets
-            ]
-            ax.bar([x + i * width for x in range(len(datasets))], values, width, label=name)
-        ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(datasets))], datasets)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("test accuracy")
-        ax.legend(loc="lower right")
-        ax.set_title("Intent accuracy by pipeline" + (" (--quick)" if args.quick else ""))
+        intents = sorted((r for r in results if r["pipeline"] not in entities.ENTITY_ONLY), key=lambda r: r["dataset"])
+        with_entities = [r for r in results if "entity_f1" in r]
+        panels = 2 if with_entities else 1
+        fig, axes = plt.subplots(
+            1, panels, figsize=(panels * max(6, 1.5 * len({r["dataset"] for r in results}) + 2), 4.5)
+        )
+        axes = list(axes) if panels == 2 else [axes]
+        note = " (--quick)" if args.quick else ""
+        entities.bars(axes[0], intents, "accuracy", "test accuracy")
+        axes[0].set_title("Intent accuracy by pipeline" + note)
+        if with_entities:
+            entities.bars(axes[1], with_entities, "entity_f1", "entity micro-F1 (exact span and type)")
+            axes[1].set_title("Entity F1 by pipeline" + note)
         fig.tight_layout()
         fig.savefig(out_path("accuracy", "png", args), dpi=110)
     except Exception as e:  # noqa: BLE001 - the chart is a nicety
@@ -474,6 +496,9 @@ def dataset_files(dataset: str, own: Dict[str, Tuple[Path, Path]], args: argpars
     if args.quick:
         train_file = subsample(train_file, args.work / "quick" / dataset / "train.yml", 20, None, args.seed)
         test_file = subsample(test_file, args.work / "quick" / dataset / "test.yml", None, 300, args.seed)
+    if args.max_train:
+        folder = args.work / f"max{args.max_train}" / dataset
+        train_file = subsample(train_file, folder / "train.yml", None, args.max_train, args.seed)
     return train_file, test_file
 
 
@@ -499,6 +524,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         "--quick", action="store_true", help="SMP2017 only, ≤20 train examples per intent, 300 test messages"
     )
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--max-train",
+        type=int,
+        default=None,
+        help="train every row on the same random N examples of each training split (seeded by --seed; the test "
+        "split stays whole): a time budget for DIET on large sets",
+    )
     parser.add_argument(
         "--train",
         type=Path,
@@ -604,16 +636,20 @@ def main(argv: Optional[List[str]] = None) -> None:
         out_dir = args.work / "models" / dataset
         agreement_dir = agreement_folder(dataset, args)
         out_dir.mkdir(parents=True, exist_ok=True)
+        if not entities.applies(name, train_file):
+            tqdm.write(f"{dataset}/{name}: skipped (no lookup tables or regexes in the training data)")
+            continue
         model, seconds = train(configs[name], train_file, out_dir, file_stem(name), languages[name])
         if name == "bert+gpt2":
             rows, fallback = evaluate_fallback(model, test_file, agreement_dir / "gpt2", compare=not args.no_agreement)
         else:
             rows, fallback = evaluate(model, test_file), {}
         result = {
-            "dataset": dataset,
+            "dataset": f"{dataset}-{args.max_train}" if args.max_train else dataset,
             "pipeline": name,
             "train_s": seconds,
             "archive_mb": archive_mb(model),
+            "train_examples": train_examples(train_file),
             "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
             **metrics(rows),
         }
@@ -623,7 +659,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             result["gpt2_fine_tune_epochs"] = args.gpt2_epochs
         if name == "bert" and not args.no_agreement:
             result["inference_options"] = inference_agreement(configs["bert"][1], train_file, test_file, agreement_dir)
-        tqdm.write(json.dumps(result))
+        tqdm.write(json.dumps({k: v for k, v in result.items() if k != "per_entity"}, ensure_ascii=False))
         results.append(result)
     write_outputs(results, args)
 

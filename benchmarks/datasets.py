@@ -25,6 +25,9 @@ DATASETS: Dict[str, BenchmarkDataset] = {
     "massive": BenchmarkDataset("massive", ("massive_zh_cn_intent/raw/amazon_massive_intent_zh_cn.jsonl",)),
     "smp2019": BenchmarkDataset("smp2019", ("smp2019_ecdt_task1/raw",)),
     "cais": BenchmarkDataset("cais", ("cais/raw",)),
+    "nlpcc2018": BenchmarkDataset("nlpcc2018", ("nlpcc2018_task4_slu/raw",), test_fraction=0.2),
+    # the public train split is missing: the converter trains on the val dialogues and tests on the test ones
+    "crosswoz": BenchmarkDataset("crosswoz", ("crosswoz/raw",)),
     "telemarketing": BenchmarkDataset(
         "jsonl",
         ("telemarketing_intent_cn/raw/telemarketing_intent_cn.jsonl",),

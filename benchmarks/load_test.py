@@ -1,647 +1,296 @@
-"""Bounded load test of the sample assistant: real `rasa run`, real action server, loopback only.
+"""Load benchmark of the whole assistant, scaled out: 1 and 2 `rasa run` workers behind nginx, PostgreSQL, Redis.
 
 What it does, and stops by itself:
 
-1. the model: ``--model PATH``, or the sample assistant trained with the offline profile
-   (``config.offline.yml``, domain.yml, data/{nlu,stories,rules}.yml) into
-   ``benchmarks/work/load/assistant-offline.tar.gz`` (git-ignored; trained again only when it is
-   missing or older than its config, domain or data);
-2. a seeded shop database and a SQLite tracker store in a temporary folder, the action server
-   (``rasa run actions``) and ``rasa run --enable-api`` with the assistant's own
-   ``rasa_project/credentials.yml`` (REST channel + RequestGuard), both on 127.0.0.1, free ports;
-3. ``--clients`` concurrent clients (default 20), each sending its next request as soon as the
-   previous one is answered, for ``--warmup`` s (default 5, not counted) and then
-   ``--duration`` s (default 30): a mix of ``POST /model/parse`` and multi-turn REST webhook
-   conversations (``POST /webhooks/rest/webhook``, one sender id per client and conversation),
-   messages taken from data/nlu.yml, and now and then a long message of about 2,000 characters;
-4. the RSS of the `rasa run` process (with its children, ``/proc/<pid>/status`` VmRSS) after the
-   warm-up, every second, and at the end;
-5. one long message at a time to ``/model/parse``: 100,000 characters (answered 413 by the
-   RequestGuard) and messages at the guard's limit to the guarded server, then 100,000 characters
-   to a second `rasa run` started without the guard, which passes them through the whole NLU
-   pipeline, with a short message sent meanwhile (``--no-huge`` skips this part);
-6. a markdown table on stdout and ``benchmarks/results/load_test.{json,md}``.
+1. the model: ``--model PATH``, or the sample assistant trained with the offline profile into
+   ``models/assistant-offline.tar.gz`` (trained again only when missing or older than its inputs);
+2. for each count in ``--workers`` (default 1 and 2): the deployment topology of deploy/docker-compose.yml
+   from the Debian packages (deploy/local/topology.py: PostgreSQL tracker store and shop database, Redis
+   lock store, the action server, N workers with one compute thread each, nginx sticky on the conversation
+   id), then ``--clients`` concurrent clients (default 20) through nginx for ``--warmup`` s (not counted)
+   and ``--duration`` s: ``/model/parse`` and multi-turn REST conversations (benchmarks/load_clients.py);
+   p50/p95/p99 and messages/s per endpoint, the workers' RSS every second;
+3. with one worker, one long message at a time (benchmarks/long_messages.py; ``--no-huge`` skips it);
+4. the cost of a message against the conversation's length: conversations of ``--turns`` (1, 20, 100)
+   turns, one message at a time, CPU by stage inside the worker (benchmarks/message_profile.py;
+   ``--no-profile`` skips it);
+5. a table on stdout and ``benchmarks/results/load_test.{json,md,png}``, with the goals: 20 clients at
+   p95 <= 1.0 s, 2 workers >= 1.7x the messages/s of one, the cost of a message flat in the conversation's
+   length (turns 91-100 within 10% of turns 1-10).
 
-Exit status 1 when any request failed (non-2xx, exception or ``--timeout``), the server exited,
-the RSS grew more than ``--max-rss-growth`` % (default 5) from after the warm-up to the end, or
-the 100,000-character message was not answered; 0 otherwise. Every process it starts is stopped
-at the end (its own process group: SIGTERM, then SIGKILL).
-
-Usage (two CPU cores shared with others: run it nice'd, torch on one thread)::
+Exit status 1 when a request failed (non-2xx, exception or ``--timeout``), a worker exited, the RSS grew more
+than ``--max-rss-growth`` % during a run, or a long message went unanswered; the goals are reported, not
+enforced (measure them on a quiet machine). Every process it starts is stopped at the end.
 
     nice -n 10 .venv/bin/python benchmarks/load_test.py
-    nice -n 10 .venv/bin/python benchmarks/load_test.py --clients 50 --duration 60 --model models/assistant-offline.tar.gz
+    nice -n 10 .venv/bin/python benchmarks/load_test.py --workers 1 2 3 --duration 60 --no-huge --model models/assistant-offline.tar.gz
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import random
-import re
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
-
-import yaml
+from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import machine_info, markdown_table, offline_env, write_results  # noqa: E402
+from benchmarks._common import git_state, machine_info, markdown_table, write_results  # noqa: E402
+from benchmarks.load_clients import LONG_CHARS, PARSE, WEBHOOK, Load, nlu_examples, summarize  # noqa: E402
+from benchmarks.long_messages import parse_once, single_message_bound  # noqa: E402
+from benchmarks.message_profile import by_turn, profile  # noqa: E402
+from benchmarks.message_profile import summarize as summarize_profile  # noqa: E402
+from deploy.local.topology import Topology, sample_assistant_model  # noqa: E402
 
-PYTHON = sys.executable
-WORK = REPO / "benchmarks" / "work" / "load"
-DATA = [REPO / "data" / name for name in ("nlu.yml", "stories.yml", "rules.yml")]
-CONFIG = REPO / "config.offline.yml"
-DOMAIN = REPO / "domain.yml"
-CREDENTIALS = REPO / "rasa_project" / "credentials.yml"
-PARSE, WEBHOOK = "/model/parse", "/webhooks/rest/webhook"
-LONG_CHARS = 2000
-HUGE_CHARS = 100_000
-
-# Multi-turn conversations: each turn is an intent of data/nlu.yml; the text is one of its examples.
-CONVERSATIONS: List[List[str]] = [
-    ["greet", "check_order_status", "check_logistics", "thanks", "goodbye"],
-    ["greet", "ask_coupon", "affirm", "thanks"],
-    ["request_return", "inform", "inform", "goodbye"],
-    ["chitchat", "ask_product", "ask_opening_hours", "goodbye"],
-    ["check_logistics", "inform", "thanks"],
-    ["greet", "out_of_scope", "human_handoff", "deny", "goodbye"],
-]
-ANNOTATION = re.compile(r"\[([^\]]+)\](?:\([^)]*\)|\{[^}]*\})")
+GOAL_P95_MS = 1000.0
+GOAL_SCALING = 1.7
+GOAL_FLAT = 1.10  # cost of a message at turns 91-100 / turns 1-10
 
 
-# ----------------------------------------------------------------------------------- messages
-def nlu_examples(path: Path = REPO / "data" / "nlu.yml") -> Dict[str, List[str]]:
-    """intent -> its example texts, entity annotations removed (``[2405180031](order_id)`` -> the number)."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    out: Dict[str, List[str]] = {}
-    for block in data.get("nlu", []):
-        if "intent" not in block:
-            continue
-        texts = []
-        for line in str(block.get("examples", "")).splitlines():
-            line = line.strip()
-            if not line.startswith("- "):
-                continue
-            text = line[2:].strip()
-            if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-                text = text[1:-1]
-            texts.append(ANNOTATION.sub(r"\1", text))
-        if texts:
-            out[block["intent"]] = texts
-    return out
-
-
-def long_message(rng: random.Random, pool: Sequence[str], chars: int) -> str:
-    """About ``chars`` characters: training sentences joined with Chinese commas."""
-    parts: List[str] = []
-    size = 0
-    while size < chars:
-        part = rng.choice(pool)
-        parts.append(part)
-        size += len(part) + 1
-    return "，".join(parts)[:chars]
-
-
-# ----------------------------------------------------------------------------------- processes
-def env_for_servers(threads: int, **extra: str) -> Dict[str, str]:
-    limits = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads > 0 else {}
-    return offline_env(**{**limits, **extra})
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    if not path.exists():
-        return f"({path} does not exist)"
-    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-
-
-class Server:
-    """A process in its own process group, its output in a log; ``stop()`` ends the whole group."""
-
-    def __init__(self, name: str, args: List[str], env: Dict[str, str], log: Path, ready_url: str) -> None:
-        self.name, self.args, self.env, self.log, self.ready_url = name, args, env, log, ready_url
-        self.proc: Optional[subprocess.Popen] = None
-
-    def start(self, timeout: float) -> float:
-        started = time.monotonic()
-        with self.log.open("ab") as handle:
-            self.proc = subprocess.Popen(
-                self.args,
-                cwd=REPO,
-                env=self.env,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        while time.monotonic() - started < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail(self.log)}")
-            try:
-                with urllib.request.urlopen(self.ready_url, timeout=5) as response:
-                    body = response.read()
-                    if response.status == 200 and b'"model_file":null' not in body.replace(b" ", b""):
-                        return time.monotonic() - started
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(1.0)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{tail(self.log)}")
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self.proc.pid if self.proc else None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)  # our own process group only
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        self.proc = None
-
-
-def rss_kb(pid: int) -> int:
-    """VmRSS of ``pid`` and all its descendants (kB); 0 when it is gone."""
-    children: Dict[int, List[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-        todo.extend(children.get(current, []))
-    return total
-
-
-# ----------------------------------------------------------------------------------- the model
-def git_state() -> Dict[str, Any]:
-    """The commit measured, and the files that differ from it (the numbers belong to that code)."""
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.rstrip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "modified": changed}
-
-
-def ensure_model(model: Optional[str], threads: int, retrain: bool = False) -> Tuple[Path, Dict[str, Any]]:
-    if model:
-        path = Path(model).resolve()
-        if not path.is_file():
-            raise SystemExit(f"--model {model}: no such file")
-        return path, {"model": str(path), "trained_now": False}
-    WORK.mkdir(parents=True, exist_ok=True)
-    path = WORK / "assistant-offline.tar.gz"
-    inputs = [CONFIG, DOMAIN, *DATA]
-    if not retrain and path.is_file() and all(p.stat().st_mtime <= path.stat().st_mtime for p in inputs):
-        print(f"[load] reusing {path.relative_to(REPO)} (newer than its config, domain and data)", flush=True)
-        return path, {"model": str(path.relative_to(REPO)), "trained_now": False}
-    log = WORK / "train.log"
+def run_load(
+    model: Path, workers: int, args: argparse.Namespace, examples: Dict[str, List[str]], folder: Path
+) -> Dict[str, Any]:
+    """One topology with ``workers`` workers under the clients' load: its statistics."""
     print(
-        f"[load] training the sample assistant with {CONFIG.name} -> {path.relative_to(REPO)} (log: {log.relative_to(REPO)})",
+        f"[load] {workers} worker(s): starting PostgreSQL, Redis, the action server, the workers and nginx ...",
         flush=True,
     )
-    started = time.monotonic()
-    with log.open("wb") as handle:
-        result = subprocess.run(
-            [
-                PYTHON,
-                "-m",
-                "rasa",
-                "train",
-                "--config",
-                str(CONFIG),
-                "--domain",
-                str(DOMAIN),
-                "--data",
-                *map(str, DATA),
-                "--out",
-                str(WORK),
-                "--fixed-model-name",
-                "assistant-offline",
-            ],
-            cwd=REPO,
-            env=env_for_servers(threads),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    if result.returncode != 0 or not path.is_file():
-        raise SystemExit(f"rasa train failed ({result.returncode}):\n{tail(log)}")
-    seconds = time.monotonic() - started
-    print(f"[load] trained in {seconds:.0f} s", flush=True)
-    return path, {"model": str(path.relative_to(REPO)), "trained_now": True, "train_seconds": round(seconds, 1)}
+    with Topology(model, workers, folder, threads=args.threads, start_timeout=args.start_timeout) as topology:
+        for worker in topology.workers:  # first-request costs (lazy imports, caches) are not the load's
+            for text in ("你好", "我的快递到哪了"):
+                parse_once(worker.url, text, args.timeout)
 
+        def exited() -> Optional[str]:
+            gone = [
+                f"worker {w.index} (pid {w.pid}) exited with {w.proc.returncode}"
+                for w in topology.workers
+                if not w.alive()
+            ]
+            return "; ".join(gone) or None
 
-# ----------------------------------------------------------------------------------- statistics
-def pct(values: Sequence[float], q: float) -> Optional[float]:
-    """Percentile with linear interpolation (numpy's default), in ms; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return round(1000 * (ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)), 1)
-
-
-def summarize(records: List[Dict[str, Any]], seconds: float) -> Dict[str, Any]:
-    ok = [r["latency"] for r in records if r["ok"]]
-    return {
-        "sent": len(records),
-        "failed": sum(not r["ok"] for r in records),
-        "requests_per_s": round(len(records) / seconds, 2) if seconds > 0 else None,
-        "p50_ms": pct(ok, 50),
-        "p95_ms": pct(ok, 95),
-        "p99_ms": pct(ok, 99),
-        "max_ms": round(1000 * max(ok), 1) if ok else None,
-    }
-
-
-# ----------------------------------------------------------------------------------- the load
-class Load:
-    def __init__(self, base: str, examples: Dict[str, List[str]], args: argparse.Namespace, server: Server) -> None:
-        self.base, self.examples, self.args, self.server = base, examples, args, server
-        self.records: List[Dict[str, Any]] = []  # measured requests only
-        self.warmup_sent = 0
-        self.rss: List[Tuple[float, int]] = []  # (seconds since the measurement started, kB)
-        self.errors: List[str] = []
-        self.pool = [t for texts in examples.values() for t in texts]
-        self.t0 = 0.0
-        self.measure_from = 0.0
-        self.stop_at = 0.0
-        self.server_exit: Optional[str] = None
-
-    async def request(self, session: Any, kind: str, path: str, body: Dict[str, Any], long: bool) -> None:
-        import aiohttp
-
-        started = time.monotonic()
-        ok, detail = False, ""
-        try:
-            async with session.post(
-                self.base + path, json=body, timeout=aiohttp.ClientTimeout(total=self.args.timeout)
-            ) as resp:
-                payload = await resp.read()
-                ok = 200 <= resp.status < 300
-                if ok:
-                    parsed = json.loads(payload)
-                    if kind == "parse" and not isinstance(parsed, dict):
-                        ok, detail = False, f"parse answered {payload[:100]!r}"
-                    elif kind == "webhook" and not isinstance(parsed, list):
-                        ok, detail = False, f"webhook answered {payload[:100]!r}"
-                else:
-                    detail = f"HTTP {resp.status}: {payload[:200]!r}"
-        except asyncio.TimeoutError:
-            detail = f"timeout after {self.args.timeout} s"
-        except Exception as e:  # noqa: BLE001 - every failure counts, whatever it is
-            detail = f"{type(e).__name__}: {e}"
-        latency = time.monotonic() - started
-        if started < self.measure_from:
-            self.warmup_sent += 1
-            if not ok:
-                self.errors.append(f"(warm-up) {kind} {detail}")
-            return
-        self.records.append(
-            {"kind": kind, "long": long, "ok": ok, "latency": latency, "t": started - self.measure_from}
-        )
-        if not ok and len(self.errors) < 50:
-            self.errors.append(f"{kind}{' (long)' if long else ''}: {detail}")
-
-    def text(self, rng: random.Random, intent: Optional[str]) -> Tuple[str, bool]:
-        if rng.random() < self.args.long_share:
-            return long_message(rng, self.pool, LONG_CHARS), True
-        if intent and intent in self.examples:
-            return rng.choice(self.examples[intent]), False
-        return rng.choice(self.pool), False
-
-    async def client(self, session: Any, index: int) -> None:
-        """One request at a time: a parse (``--parse-share`` of them) or the next turn of its conversation."""
-        rng = random.Random(self.args.seed * 1000 + index)
-        conversation, turns, sender = 0, [], ""
-        while time.monotonic() < self.stop_at:
-            if rng.random() < self.args.parse_share:
-                text, long = self.text(rng, None)
-                await self.request(session, "parse", PARSE, {"text": text}, long)
-                continue
-            if not turns:  # a new conversation, a new sender id
-                conversation += 1
-                sender = f"load-{self.args.seed}-c{index:02d}-{conversation:04d}"
-                turns = list(rng.choice(CONVERSATIONS))
-            text, long = self.text(rng, turns.pop(0))
-            await self.request(session, "webhook", WEBHOOK, {"sender": sender, "message": text}, long)
-
-    async def monitor(self) -> None:
-        next_progress = self.t0 + self.args.progress
-        while time.monotonic() < self.stop_at:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            if not self.server.alive():
-                self.server_exit = f"rasa run (pid {self.server.pid}) exited with {self.server.proc.returncode if self.server.proc else '?'}"
-                print(f"[load] {self.server_exit}", flush=True)
-                return
-            if now >= self.measure_from:
-                self.rss.append((round(now - self.measure_from, 2), rss_kb(self.server.pid)))
-            if now >= next_progress:
-                next_progress += self.args.progress
-                phase = "warm-up" if now < self.measure_from else "measuring"
-                measured = max(now - self.measure_from, 1e-9)
-                failed = sum(not r["ok"] for r in self.records)
-                rss = rss_kb(self.server.pid) / 1024
-                rps = f"{len(self.records) / measured:.1f} req/s" if now >= self.measure_from else ""
-                print(
-                    f"[load] {now - self.t0:5.0f} s {phase:9s} sent {len(self.records):5d} (+{self.warmup_sent} warm-up) "
-                    f"failed {failed:3d} {rps}  rss {rss:.0f} MB",
-                    flush=True,
-                )
-
-    async def run(self) -> None:
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            self.t0 = time.monotonic()
-            self.measure_from = self.t0 + self.args.warmup
-            self.stop_at = self.measure_from + self.args.duration
-            monitor = asyncio.create_task(self.monitor())
-            warmup_rss_task = asyncio.create_task(self._sample_at(self.measure_from))
-            await asyncio.gather(*(self.client(session, i) for i in range(self.args.clients)))
-            await monitor
-            await warmup_rss_task
-
-    async def _sample_at(self, when: float) -> None:
-        await asyncio.sleep(max(0.0, when - time.monotonic()))
-        if self.server.alive():
-            self.rss.insert(0, (0.0, rss_kb(self.server.pid)))
-
-
-def parse_once(base: str, text: str, timeout: float) -> Tuple[int, float, Any]:
-    body = json.dumps({"text": text}, ensure_ascii=False).encode("utf-8")
-    request = urllib.request.Request(
-        base + PARSE, data=body, method="POST", headers={"Content-Type": "application/json"}
-    )
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, payload = response.status, response.read()
-    except urllib.error.HTTPError as e:
-        status, payload = e.code, e.read()
-    seconds = time.monotonic() - started
-    try:
-        return status, seconds, json.loads(payload)
-    except json.JSONDecodeError:
-        return status, seconds, payload[:200].decode("utf-8", errors="replace")
-
-
-def huge_messages(rng: random.Random, pool: Sequence[str]) -> List[Tuple[str, str]]:
-    """(name, text) of 100,000 characters each: one repeated character, training sentences, a random mix."""
-    chars = sorted({c for t in pool for c in t})
-    return [
-        ("one character repeated", "退" * HUGE_CHARS),
-        ("training sentences joined", long_message(rng, pool, HUGE_CHARS)),
-        ("random characters of the training data", "".join(rng.choice(chars) for _ in range(HUGE_CHARS))),
-    ]
-
-
-def _row(name: str, repeat: int, status: int, seconds: float, body: Any) -> Dict[str, Any]:
-    few_shot = body.get("few_shot", {}) if isinstance(body, dict) else {}
-    return {
-        "message": name,
-        "try": repeat,
-        "status": status,
-        "ms": round(1000 * seconds, 1),
-        "intent": (body.get("intent") or {}).get("name") if isinstance(body, dict) else None,
-        "fallback_acted": few_shot.get("acted"),
-        "fallback_reason": few_shot.get("reason"),
-        "fallback_ms": few_shot.get("time_ms"),
-    }
-
-
-def parse_while_busy(base: str, text: str, timeout: float, delay: float = 1.0) -> Tuple[Tuple[int, float, Any], float]:
-    """``text`` to /model/parse, and ``delay`` s later a short message: (the long one's answer, the short one's seconds)."""
-    import threading
-
-    short: Dict[str, float] = {}
-
-    def later() -> None:
-        time.sleep(delay)
-        short["s"] = parse_once(base, "你好", timeout)[1]
-
-    thread = threading.Thread(target=later)
-    thread.start()
-    answer = parse_once(base, text, timeout)
-    thread.join()
-    return answer, short["s"]
-
-
-def single_message_bound(
-    guarded_base: str, model: Path, tmp: Path, args: argparse.Namespace, pool: Sequence[str]
-) -> Dict[str, Any]:
-    """One long message at a time: at the guard's limit and beyond it (guarded server), then 100,000
-    characters through the whole NLU pipeline of a second server started without the guard."""
-    rng = random.Random(args.seed)
-    messages = huge_messages(rng, pool)
-    out: Dict[str, Any] = {"chars": HUGE_CHARS, "guarded": []}
-    limit = guard_limit(guarded_base)
-    out["guard_max_text_chars"] = limit
-    guarded = [(f"{HUGE_CHARS:,} characters, one repeated", messages[0][1])]
-    if limit:
-        guarded.append((f"{limit:,} characters (the guard's limit), one repeated", "退" * limit))
-        guarded.append((f"{limit:,} characters (the guard's limit), random", messages[2][1][:limit]))
-    for name, text in guarded:
-        for repeat in range(args.huge_repeats):
-            status, seconds, body = parse_once(guarded_base, text, args.timeout)
-            out["guarded"].append(_row(name, repeat + 1, status, seconds, body))
-            print(f"[load]   guarded server, {name}: HTTP {status} in {1000 * seconds:.0f} ms", flush=True)
-
-    credentials = tmp / "credentials.noguard.yml"
-    credentials.write_text("rest:\n", encoding="utf-8")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = Server(
-        "rasa run (no guard)",
-        [
-            PYTHON,
-            "-m",
-            "rasa",
-            "run",
-            "--enable-api",
-            "--model",
-            str(model),
-            "--credentials",
-            str(credentials),
-            "--port",
-            str(port),
-            "--interface",
-            "127.0.0.1",
-        ],
-        env_for_servers(args.threads),
-        tmp / "rasa_noguard.log",
-        f"{base}/status",
-    )
-    rows: List[Dict[str, Any]] = []
-    try:
+        load = Load(topology.url, examples, args, pids=lambda: [w.pid for w in topology.workers], alive=exited)
         print(
-            f"[load] starting a second rasa run without the RequestGuard for {HUGE_CHARS:,}-character messages ...",
+            f"[load] {workers} worker(s) ready ({', '.join(f'{k} {v:.0f} s' for k, v in topology.startup_s.items())}); "
+            f"{args.clients} clients, {args.warmup:g} s warm-up + {args.duration:g} s",
             flush=True,
         )
-        server.start(timeout=args.start_timeout)
-        for _ in range(2):  # warm-up: first-request costs (lazy imports, caches)
-            parse_once(base, "你好，我想查一下订单", args.timeout)
-        short = [parse_once(base, t, args.timeout)[1] for t in ["我的快递到哪了", "有什么优惠券", "你们几点关门"]]
-        out["short_message_ms"] = round(1000 * max(short), 1)
-        for index, (name, text) in enumerate(messages):
-            for repeat in range(args.huge_repeats):
-                if index == 0 and repeat == 0:
-                    (status, seconds, body), short_s = parse_while_busy(base, text, args.timeout)
-                    out["short_message_while_busy_ms"] = round(1000 * short_s, 1)
-                    print(
-                        f"[load]   a short message sent 1 s after it was answered in {1000 * short_s:.0f} ms",
-                        flush=True,
-                    )
-                else:
-                    status, seconds, body = parse_once(base, text, args.timeout)
-                rows.append(_row(name, repeat + 1, status, seconds, body))
-                print(
-                    f"[load]   {name}: HTTP {status} in {1000 * seconds:.0f} ms (fallback: {rows[-1]['fallback_reason']})",
-                    flush=True,
-                )
-    except Exception as e:  # noqa: BLE001 - reported, and the exit status says it
-        out["error"] = f"{type(e).__name__}: {e}"
-    finally:
-        server.stop()
-    out["unguarded"] = rows
-    ok = [r["ms"] for r in rows if r["status"] == 200]
-    out["slowest_ms"] = max(ok) if ok else None
-    guarded_ok = [r for r in out["guarded"] if r["status"] == 200]
-    out["slowest_guarded_ms"] = max(r["ms"] for r in guarded_ok) if guarded_ok else None
-    out["all_answered"] = bool(rows) and len(ok) == len(rows) and "error" not in out
+        asyncio.run(load.run())
+        end_rss = load.rss_total() if not exited() else 0
+        records = load.records
+        result: Dict[str, Any] = {
+            "workers": workers,
+            "startup_s": {k: round(v, 1) for k, v in topology.startup_s.items()},
+            "endpoints": {
+                PARSE: summarize([r for r in records if r["kind"] == "parse"], args.duration),
+                WEBHOOK: summarize([r for r in records if r["kind"] == "webhook"], args.duration),
+                f"long messages (~{LONG_CHARS} chars, both)": summarize(
+                    [r for r in records if r["long"]], args.duration
+                ),
+                "all": summarize(records, args.duration),
+            },
+            "warmup_requests": load.warmup_sent,
+            "errors": load.errors[:50],
+            "server_exit": load.server_exit,
+            "routes": routes(topology),
+        }
+        start_kb = load.rss[0][1] if load.rss else 0
+        result["memory"] = {
+            "after_warmup_mb": round(start_kb / 1024, 1),
+            "max_mb": round(max(kb for _, kb in load.rss) / 1024, 1) if load.rss else None,
+            "end_mb": round(end_rss / 1024, 1),
+            "growth_pct": round(100.0 * (end_rss - start_kb) / start_kb, 2) if start_kb and end_rss else None,
+        }
+        if workers == 1 and not args.no_huge and not exited():
+            pool = [t for texts in examples.values() for t in texts]
+            result["single_message"] = single_message_bound(topology.workers[0].url, model, folder, args, pool)
+    return result
+
+
+def routes(topology: Topology) -> Dict[str, int]:
+    """Requests per worker, from nginx's access log."""
+    ports = {f"127.0.0.1:{w.port}": f"worker {w.index}" for w in topology.workers}
+    out: Dict[str, int] = {name: 0 for name in ports.values()}
+    for row in topology.nginx.access_log():
+        last = row.get("upstream", "").replace(" ", "").split(",")[-1]
+        if last in ports:
+            out[ports[last]] += 1
     return out
 
 
-def guard_limit(base: str) -> Optional[int]:
-    """``max_text_chars`` of the RequestGuard (GET /webhooks/guard/), None without a guard."""
-    try:
-        with urllib.request.urlopen(base + "/webhooks/guard/", timeout=10) as response:
-            return int(json.loads(response.read())["max_text_chars"])
-    except (urllib.error.URLError, OSError, KeyError, ValueError):
-        return None
-
-
-# ----------------------------------------------------------------------------------- report
-def render(result: Dict[str, Any]) -> str:
-    a = result["args"]
-    rows = []
-    for name, s in result["endpoints"].items():
-        rows.append(
-            [name, s["sent"], s["failed"], s["requests_per_s"], s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"]]
+def goals(result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    runs = {r["workers"]: r for r in result["runs"]}
+    out = []
+    best = min(
+        (r["endpoints"]["all"]["p95_ms"] for r in runs.values() if r["endpoints"]["all"]["p95_ms"] is not None),
+        default=None,
+    )
+    out.append(
+        {
+            "goal": f"{result['args']['clients']} clients at p95 <= {GOAL_P95_MS:g} ms",
+            "measured": f"{best} ms (best of {sorted(runs)} workers)",
+            "met": best is not None and best <= GOAL_P95_MS,
+        }
+    )
+    if 1 in runs and 2 in runs:
+        one, two = runs[1]["endpoints"]["all"]["requests_per_s"], runs[2]["endpoints"]["all"]["requests_per_s"]
+        ratio = round(two / one, 2) if one else None
+        out.append(
+            {
+                "goal": f"2 workers >= {GOAL_SCALING}x the messages/s of one",
+                "measured": f"{ratio}x ({two} / {one} messages/s)",
+                "met": ratio is not None and ratio >= GOAL_SCALING,
+            }
         )
+    profile_summary = result.get("profile", {}).get("summary")
+    if profile_summary:
+        cost = profile_summary["stages"]["handle_cpu_ms"]
+        ratio = round(cost["late_cpu_ms"] / cost["early_cpu_ms"], 2) if cost["early_cpu_ms"] else None
+        early, late = profile_summary["early"], profile_summary["late"]
+        out.append(
+            {
+                "goal": f"cost per message flat (turns {late[0]}-{late[1]} within {round(100 * (GOAL_FLAT - 1))}% of turns {early[0]}-{early[1]})",
+                "measured": f"{cost['early_cpu_ms']} -> {cost['late_cpu_ms']} ms CPU ({ratio}x)",
+                "met": ratio is not None and ratio <= GOAL_FLAT,
+            }
+        )
+    return out
+
+
+def render(result: Dict[str, Any]) -> str:
+    a, m = result["args"], result["machine"]
     lines = [
-        "# Load test: the sample assistant under concurrent clients",
+        "# Load test: the sample assistant behind nginx, 1 and 2 workers",
         "",
-        f"`rasa run --enable-api` with `{result['model']['model']}` (offline profile), REST channel + RequestGuard, "
-        f"SQLite tracker store, action server on SQLite; {a['clients']} clients, {a['warmup']:g} s warm-up (not counted) "
-        f"+ {a['duration']:g} s measured, request timeout {a['timeout']:g} s, torch threads {a['threads'] or 'default'}. "
-        f"Machine: {result['machine']['cpu']}, {result['machine']['cores_available']} cores "
-        f"(load average at start {result['machine']['load_average_at_start']}), shared with other work. "
-        f"Code: commit {result['code']['commit']}"
-        + (f" with changes in {', '.join(result['code']['modified'])}" if result["code"]["modified"] else "")
-        + ".",
+        f"`{result['model']}` (offline profile); deploy/local/topology.py: nginx sticky on the conversation id, PostgreSQL "
+        f"tracker store, Redis lock store, action server on PostgreSQL, each worker on {a['threads']} compute thread(s). "
+        f"{a['clients']} clients, {a['warmup']:g} s warm-up (not counted) + {a['duration']:g} s measured, request timeout "
+        f"{a['timeout']:g} s. Machine: {m['cpu']}, {m['cores_available']} cores, {m['memory_gb']} GB, load average "
+        f"{m['load_average_at_start']} at the start (shared with other work: compare rows of one run). Code: commit "
+        f"{result['code']['commit']}.",
         "",
-        markdown_table(["requests", "sent", "failed", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows),
-        "",
-    ]
-    m = result["memory"]
-    lines += [
         markdown_table(
-            ["rasa run RSS", "MB"],
+            ["workers", "requests", "sent", "failed", "messages/s", "p50 ms", "p95 ms", "p99 ms", "max ms"],
             [
-                ["after warm-up", m["after_warmup_mb"]],
-                ["max during the run", m["max_mb"]],
-                ["at the end", m["end_mb"]],
-                ["growth, after warm-up to end", f"{m['growth_pct']} %"],
+                [
+                    r["workers"],
+                    name,
+                    s["sent"],
+                    s["failed"],
+                    s["requests_per_s"],
+                    s["p50_ms"],
+                    s["p95_ms"],
+                    s["p99_ms"],
+                    s["max_ms"],
+                ]
+                for r in result["runs"]
+                for name, s in r["endpoints"].items()
             ],
         ),
         "",
-        f"Server exits/restarts during the run: {result['server_restarts']}.",
+        markdown_table(
+            [
+                "workers",
+                "requests per worker (nginx)",
+                "RSS after warm-up MB",
+                "max MB",
+                "end MB",
+                "growth %",
+                "worker exits",
+            ],
+            [
+                [
+                    r["workers"],
+                    ", ".join(f"{k}: {v}" for k, v in r["routes"].items()),
+                    r["memory"]["after_warmup_mb"],
+                    r["memory"]["max_mb"],
+                    r["memory"]["end_mb"],
+                    r["memory"]["growth_pct"],
+                    r["server_exit"] or 0,
+                ]
+                for r in result["runs"]
+            ],
+        ),
         "",
     ]
-    huge = result.get("single_message")
-    if huge:
-        header = ["message", "try", "status", "ms", "intent", "fallback (few_shot.reason)", "fallback ms"]
-
-        def table(rows: List[Dict[str, Any]]) -> str:
-            return markdown_table(
-                header,
-                [
-                    [r["message"], r["try"], r["status"], r["ms"], r["intent"], r["fallback_reason"], r["fallback_ms"]]
-                    for r in rows
-                ],
-            )
-
+    prof = result.get("profile")
+    if prof:
         lines += [
-            "## One long message at a time to `/model/parse`",
+            "## Cost of a message against the conversation's length (one worker, one message at a time)",
             "",
-            f"Guarded server (`rasa_project/credentials.yml`, RequestGuard `max_text_chars` {huge.get('guard_max_text_chars')}):",
+            markdown_table(
+                ["turns", "messages", "handle CPU ms", "process CPU ms", "client ms"],
+                [
+                    [b["turns"], b["n"], b["handle_cpu_ms"], b["process_cpu_ms"], b["client_ms"]]
+                    for b in prof["by_turn"]
+                ],
+            ),
             "",
-            table(huge["guarded"]),
+            "Stages (CPU ms per message; they nest, see benchmarks/results/message_profile.md for the method):",
             "",
-            f"Unguarded server (`rest:` only, so the whole NLU pipeline sees {huge['chars']:,} characters); a short message "
-            f"takes {huge.get('short_message_ms')} ms there, and {huge.get('short_message_while_busy_ms')} ms when sent 1 s "
-            "after the first long one (it waits for it):",
+            markdown_table(
+                ["stage", "early", "late"],
+                [[k, v["early_cpu_ms"], v["late_cpu_ms"]] for k, v in prof["summary"]["stages"].items()],
+            ),
             "",
-            table(huge["unguarded"]),
-            "",
-            f"Slowest single message: {huge['slowest_guarded_ms']} ms through the guard, {huge['slowest_ms']} ms without it."
-            + (f" Error: {huge['error']}" if huge.get("error") else ""),
+        ]
+    huge = next((r.get("single_message") for r in result["runs"] if r.get("single_message")), None)
+    if huge:
+        lines += [
+            f"One long message at a time: slowest {huge['slowest_guarded_ms']} ms through the RequestGuard, "
+            f"{huge['slowest_ms']} ms without it (the JSON has every row).",
             "",
         ]
     lines += [
-        f"Verdict: **{'PASS' if result['passed'] else 'FAIL'}** ({'; '.join(result['reasons']) or 'no failed request, RSS growth within the limit'})",
+        "## Goals",
+        "",
+        markdown_table(
+            ["goal", "measured", "met"],
+            [[g["goal"], g["measured"], "yes" if g["met"] else "no"] for g in result["goals"]],
+        ),
+        "",
+        f"Verdict: **{'PASS' if result['passed'] else 'FAIL'}** ({'; '.join(result['reasons']) or 'no failed request, no worker exit, RSS within the limit'})",
         "",
     ]
     return "\n".join(lines)
+
+
+def plot(result: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    runs = result["runs"]
+    labels = [f"{r['workers']} worker{'s' if r['workers'] > 1 else ''}" for r in runs]
+    x = range(len(runs))
+    axes[0].bar([i - 0.2 for i in x], [r["endpoints"]["all"]["p50_ms"] or 0 for r in runs], 0.4, label="p50 ms")
+    axes[0].bar([i + 0.2 for i in x], [r["endpoints"]["all"]["p95_ms"] or 0 for r in runs], 0.4, label="p95 ms")
+    axes[0].axhline(GOAL_P95_MS, color="red", linestyle="--", linewidth=1, label="p95 goal")
+    axes[0].set_xticks(list(x), labels)
+    axes[0].set_ylabel("latency ms")
+    twin = axes[0].twinx()
+    twin.plot(list(x), [r["endpoints"]["all"]["requests_per_s"] for r in runs], "ko-", label="messages/s")
+    twin.set_ylabel("messages/s")
+    axes[0].legend(loc="upper left", fontsize=8)
+    axes[0].set_title(f"{result['args']['clients']} clients through nginx")
+    prof = result.get("profile")
+    if prof:
+        buckets = prof["by_turn"]
+        axes[1].plot(range(len(buckets)), [b["handle_cpu_ms"] for b in buckets], "o-", label="CPU per message (handle)")
+        axes[1].set_xticks(range(len(buckets)), [b["turns"] for b in buckets], rotation=45, fontsize=7)
+        axes[1].set_xlabel("turns of the conversation")
+        axes[1].set_ylabel("CPU ms per message")
+        axes[1].set_ylim(bottom=0)
+        axes[1].set_title("Cost of a message against the conversation's length")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -649,7 +298,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument(
-        "--model", help="a trained assistant archive (default: train the offline profile into benchmarks/work/load/)"
+        "--model", type=Path, help="a trained assistant (default: the offline profile, trained when missing)"
+    )
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure, one topology each"
     )
     parser.add_argument("--clients", type=int, default=20, help="concurrent clients")
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds")
@@ -662,156 +314,76 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         "--max-rss-growth", type=float, default=5.0, help="allowed RSS growth from after the warm-up to the end (%%)"
     )
-    parser.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of the servers (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="compute threads per worker (OMP, TensorFlow)")
     parser.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines")
     parser.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for a server to be ready")
     parser.add_argument("--huge-repeats", type=int, default=2, help="tries of each 100,000-character message")
     parser.add_argument(
-        "--no-huge", action="store_true", help="skip the 100,000-character messages (and the second server)"
+        "--no-huge", action="store_true", help="skip the 100,000-character messages (and their second server)"
     )
     parser.add_argument(
-        "--retrain",
-        action="store_true",
-        help="train the offline model again even when it is up to date (e.g. after a code change)",
+        "--turns", type=int, nargs="+", default=[1, 20, 100], help="conversation lengths of the cost-per-message part"
+    )
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the cost per message against the conversation's length"
+    )
+    parser.add_argument(
+        "--retrain", action="store_true", help="train the offline model again even when it is up to date"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--out", type=Path, default=REPO / "benchmarks" / "results", help="folder of load_test.{json,md}"
+        "--out", type=Path, default=REPO / "benchmarks" / "results", help="folder of load_test.{json,md,png}"
     )
     args = parser.parse_args(argv)
-    if args.clients < 1 or args.duration <= 0 or args.warmup < 0 or args.timeout <= 0:
-        parser.error("--clients must be ≥ 1, --duration and --timeout > 0, --warmup ≥ 0")
+    if args.clients < 1 or args.duration <= 0 or args.warmup < 0 or args.timeout <= 0 or min(args.workers) < 1:
+        parser.error("--clients and --workers must be >= 1, --duration and --timeout > 0, --warmup >= 0")
 
     machine = machine_info()
-    model, model_info = ensure_model(args.model, args.threads, args.retrain)
+    model = sample_assistant_model(args.model, retrain=args.retrain, threads=args.threads)
     examples = nlu_examples()
-    pool = [t for texts in examples.values() for t in texts]
-    WORK.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
+    random.seed(args.seed)
     result: Dict[str, Any] = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": machine,
-        "model": model_info,
+        "model": str(model.relative_to(REPO)) if model.is_relative_to(REPO) else str(model),
         "code": git_state(),
+        "runs": [],
     }
-    with ExitStack() as stack:
-        stack.callback(shutil.rmtree, tmp, True)
-        shop_db = f"sqlite:///{tmp / 'shop.db'}"
-        subprocess.run(
-            [PYTHON, "-m", "rasa_project.db", "init", "--url", shop_db],
-            cwd=REPO,
-            env=env_for_servers(args.threads),
-            check=True,
-            capture_output=True,
-        )
-        actions_port, rasa_port = free_port(), free_port()
-        actions = Server(
-            "rasa run actions",
-            [PYTHON, "-m", "rasa", "run", "actions", "--actions", "rasa_project.actions", "--port", str(actions_port)],
-            env_for_servers(args.threads, SHOP_DB_URL=shop_db),
-            tmp / "actions.log",
-            f"http://127.0.0.1:{actions_port}/health",
-        )
-        stack.callback(actions.stop)
-        endpoints = tmp / "endpoints.yml"
-        endpoints.write_text(
-            yaml.safe_dump(
-                {
-                    "action_endpoint": {"url": f"http://127.0.0.1:{actions_port}/webhook"},
-                    "tracker_store": {"type": "SQL", "dialect": "sqlite", "db": str(tmp / "tracker.db")},
-                }
-            ),
-            encoding="utf-8",
-        )
-        base = f"http://127.0.0.1:{rasa_port}"
-        server = Server(
-            "rasa run",
-            [
-                PYTHON,
-                "-m",
-                "rasa",
-                "run",
-                "--enable-api",
-                "--model",
-                str(model),
-                "--endpoints",
-                str(endpoints),
-                "--credentials",
-                str(CREDENTIALS),
-                "--port",
-                str(rasa_port),
-                "--interface",
-                "127.0.0.1",
-            ],
-            env_for_servers(args.threads),
-            tmp / "rasa.log",
-            f"{base}/status",
-        )
-        stack.callback(server.stop)
-        print(f"[load] starting the action server and rasa run on 127.0.0.1:{rasa_port} ...", flush=True)
-        result["startup_s"] = {"actions": round(actions.start(args.start_timeout), 1)}
-        result["startup_s"]["rasa_run"] = round(server.start(args.start_timeout), 1)
-        pid = server.pid
-        print(
-            f"[load] ready (rasa run pid {pid}, RSS {rss_kb(pid) / 1024:.0f} MB); {args.clients} clients, "
-            f"{args.warmup:g} s warm-up + {args.duration:g} s",
-            flush=True,
-        )
-
-        load = Load(base, examples, args, server)
-        asyncio.run(load.run())
-        end_rss = rss_kb(pid) if server.alive() else 0
-        measured = args.duration
-        records = load.records
-        result["endpoints"] = {
-            "/model/parse": summarize([r for r in records if r["kind"] == "parse"], measured),
-            "/webhooks/rest/webhook": summarize([r for r in records if r["kind"] == "webhook"], measured),
-            f"long messages (~{LONG_CHARS} chars, both)": summarize([r for r in records if r["long"]], measured),
-            "all": summarize(records, measured),
-        }
-        result["warmup_requests"] = load.warmup_sent
-        result["errors"] = load.errors[:50]
-        samples = load.rss
-        start_kb = samples[0][1] if samples else 0
-        growth = round(100.0 * (end_rss - start_kb) / start_kb, 2) if start_kb and end_rss else None
-        result["memory"] = {
-            "after_warmup_mb": round(start_kb / 1024, 1),
-            "max_mb": round(max(kb for _, kb in samples) / 1024, 1) if samples else None,
-            "end_mb": round(end_rss / 1024, 1),
-            "growth_pct": growth,
-            "samples": [{"t": t, "mb": round(kb / 1024, 1)} for t, kb in samples],
-        }
-        result["server_restarts"] = 0 if server.alive() and server.pid == pid and load.server_exit is None else 1
-        if load.server_exit:
-            result["server_exit"] = load.server_exit + "\n" + tail(tmp / "rasa.log")
-
-        if not args.no_huge and server.alive():
-            result["single_message"] = single_message_bound(base, model, tmp, args, pool)
-        result["server_log_tail"] = tail(tmp / "rasa.log", 30)
-
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
+        for workers in args.workers:
+            result["runs"].append(run_load(model, workers, args, examples, Path(tmp) / f"workers-{workers}"))
+        if not args.no_profile:
+            print(f"[load] cost per message: conversations of {args.turns} turns on one worker ...", flush=True)
+            messages = profile(model, args.turns, 1, args.threads, Path(tmp) / "profile")["messages"]
+            longest = max(args.turns)
+            result["profile"] = {
+                "summary": summarize_profile(messages, (1, min(10, longest)), (max(1, longest - 9), longest)),
+                "by_turn": by_turn([m for m in messages if m["length"] == longest], max(1, longest // 10)),
+            }
+    result["seconds"] = round(time.monotonic() - started, 1)
+    result["load_average_at_end"] = machine_info()["load_average_at_start"]
     reasons = []
-    failed = result["endpoints"]["all"]["failed"]
-    if failed:
-        reasons.append(f"{failed} requests failed")
-    if result["server_restarts"]:
-        reasons.append("the server exited")
-    growth = result["memory"]["growth_pct"]
-    if growth is None or growth > args.max_rss_growth:
-        reasons.append(f"RSS growth {growth} % > {args.max_rss_growth:g} %")
-    huge = result.get("single_message")
-    if huge is not None and not huge["all_answered"]:
-        reasons.append("a 100,000-character message was not answered")
-    result["passed"] = not reasons
-    result["reasons"] = reasons
+    for run in result["runs"]:
+        failed = run["endpoints"]["all"]["failed"]
+        if failed:
+            reasons.append(f"{failed} requests failed with {run['workers']} worker(s)")
+        if run["server_exit"]:
+            reasons.append(run["server_exit"])
+        growth = run["memory"]["growth_pct"]
+        if growth is None or growth > args.max_rss_growth:
+            reasons.append(f"RSS growth {growth} % > {args.max_rss_growth:g} % with {run['workers']} worker(s)")
+        huge = run.get("single_message")
+        if huge is not None and not huge["all_answered"]:
+            reasons.append("a 100,000-character message was not answered")
+    result["passed"], result["reasons"] = not reasons, reasons
+    result["goals"] = goals(result)
     markdown = render(result)
-    json_path, md_path = write_results("load_test", result, markdown, args.out)
+    json_path, _ = write_results("load_test", result, markdown, args.out)
+    plot(result, args.out / "load_test.png")
     print()
     print(markdown)
-    if load.errors:
-        print("first errors:\n  " + "\n  ".join(load.errors[:10]))
-    print(
-        f"[load] wrote {json_path.relative_to(REPO) if json_path.is_relative_to(REPO) else json_path} and {md_path.name}"
-    )
+    print(f"[load] wrote {json_path} (+ .md, .png) in {result['seconds']:.0f} s")
     return 0 if result["passed"] else 1
 
 

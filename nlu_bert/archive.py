@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, NamedTuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple
 
 from rasa.shared.exceptions import RasaException
 
@@ -65,8 +65,10 @@ class Format(NamedTuple):
 
 
 FORMATS: Dict[str, Format] = {
-    # 1: nlu-bert 0.1.0 and later.
-    BERT: Format(writes=1, reads=(1,)),
+    # 1: nlu-bert 0.1.0 and later. 2 (0.3.0): a model with an entity head (meta.json's `entities`: its tags, tagger
+    # and CRF scores; a second output of the ONNX graph, the head's tensors in the native file), which an older
+    # nlu-bert would load and serve without its entities. A model without entities is still written as format 1.
+    BERT: Format(writes=2, reads=(1, 2)),
     # 1: nlu-bert 0.1.0. 2 (0.2.0): the int8 scorer's key/value cache goes in and out in fp16, which 0.1.0 would
     # feed fp32. 3 (0.3.0): meta.json and training_report.json as for BERT (fewshot.json before); the files of
     # the model are the same as in format 2.
@@ -90,7 +92,7 @@ def write_meta(folder: Path, component: str, meta: Dict[str, Any]) -> Dict[str, 
     """``meta`` with the component, its archive format and this nlu-bert's version, written to meta.json."""
     meta = {
         "component": component,
-        "archive_format": FORMATS[component].writes,
+        "archive_format": _format_of(component, meta),
         "nlu_bert_version": __version__,
         **meta,
     }
@@ -99,6 +101,12 @@ def write_meta(folder: Path, component: str, meta: Dict[str, Any]) -> Dict[str, 
         stub = {k: meta[k] for k in ("component", "archive_format", "nlu_bert_version")}
         _write_json(folder / LEGACY_GPT2_META_FILE, stub)
     return meta
+
+
+def _format_of(component: str, meta: Dict[str, Any]) -> int:
+    if component == BERT and not meta.get("entities"):
+        return 1  # what nlu-bert 0.1.0 and 0.2.0 serve exactly as this one does
+    return FORMATS[component].writes
 
 
 def read_meta(folder: Path, component: str) -> Dict[str, Any]:
@@ -130,6 +138,21 @@ def require_files(folder: Path, component: str, names: Iterable[str]) -> None:
     for name in names:
         if not (folder / name).exists():
             raise damaged(component, folder, f"{name} is missing")
+
+
+def require_bert_files(folder: Path, meta: Mapping[str, Any], backend: str, precision: str) -> None:
+    """What BertIntentClassifier's ``backend`` / ``precision`` loads is in ``folder``, else a
+    :class:`ModelArchiveError` that says whether the archive was made for another inference config."""
+    made = meta.get("inference") or {}
+    missing = [name for name in bert_files(backend, precision) if not (folder / name).exists()]
+    if missing and made and (made.get("backend"), made.get("precision")) != (backend, precision):
+        raise ModelArchiveError(
+            f"{BERT}: this model was exported for `inference.backend` '{made.get('backend')}' "
+            f"with `inference.precision` '{made.get('precision')}', but the config asks for "
+            f"'{backend}' / '{precision}' ({missing[0]} is not in the archive). Train again with "
+            "this inference config, or set it back."
+        )
+    require_files(folder, BERT, missing)
 
 
 def write_report(folder: Path, report: Dict[str, Any]) -> None:

@@ -95,14 +95,76 @@ def load_pretrained(
     try:
         return loader(model, **hub_kwargs, **kwargs)
     except Exception as e:  # noqa: BLE001
-        raise ModelUnavailableError(
-            unavailable_message(component, model, f"{type(e).__name__}: {_first_line(e)}")
-        ) from None
+        raise ModelUnavailableError(hub_failure_message(component, model, e, cache_dir)) from None
 
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:300] if text else ""
+
+
+def _chain(error: BaseException) -> list:
+    """``error`` and the exceptions it was raised from or while handling."""
+    out, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        out.append(error)
+        error = error.__cause__ or error.__context__
+    return out
+
+
+def _is_cut_download(error: BaseException) -> bool:
+    name = type(error).__name__
+    return name in ("ChunkedEncodingError", "IncompleteRead", "ProtocolError") or "Consistency check failed" in str(
+        error
+    )
+
+
+def _is_unreachable(error: BaseException) -> bool:
+    """The hub or its cache has no such model, or cannot be reached: nothing was found to read."""
+    import requests
+    from huggingface_hub import errors
+
+    kinds = (
+        errors.LocalEntryNotFoundError,
+        errors.OfflineModeIsEnabled,
+        errors.RepositoryNotFoundError,
+        errors.RevisionNotFoundError,
+        errors.EntryNotFoundError,
+        errors.HfHubHTTPError,
+        requests.ConnectionError,
+        requests.Timeout,
+    )
+    return isinstance(error, kinds)
+
+
+def cache_folder(model: str, cache_dir: Optional[str] = None) -> Path:
+    """Where huggingface_hub keeps the downloaded files of hub id ``model``."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    root = Path(os.path.expanduser(cache_dir)) if cache_dir else Path(constants.HF_HUB_CACHE)
+    return root / repo_folder_name(repo_id=model, repo_type="model")
+
+
+def hub_failure_message(component: str, model: str, error: BaseException, cache_dir: Optional[str] = None) -> str:
+    """One clear message for a hub model that failed to load: a download cut short, a model that cannot be
+    had (the three ways out), or files that were had but cannot be read (a damaged copy in the cache)."""
+    chain = _chain(error)
+    reason = f"{type(error).__name__}: {_first_line(error)}"
+    if any(_is_cut_download(e) for e in chain):
+        return (
+            f"{component}: the download of the model '{model}' stopped before the end ({reason}): the copy in "
+            f"{cache_folder(model, cache_dir)} is incomplete. Train again to download it again; if it keeps "
+            "stopping, check the network or the mirror named by HF_ENDPOINT."
+        )
+    if any(_is_unreachable(e) for e in chain):
+        return unavailable_message(component, model, reason)
+    return (
+        f"{component}: the model '{model}' was found, but its files cannot be read ({reason}): the copy in "
+        f"{cache_folder(model, cache_dir)} is damaged or incomplete. Delete that folder and train again to "
+        f"download it anew (or `huggingface-cli download {model} --force-download`)."
+    )
 
 
 def resolve_device(device: str) -> "torch.device":

@@ -33,8 +33,15 @@ def available_cores() -> int:
 
 
 def resolve_threads(num_threads: int) -> int:
-    """``num_threads``, or every available core for 0."""
-    return int(num_threads) if num_threads and num_threads > 0 else available_cores()
+    """``num_threads``; for 0: ``OMP_NUM_THREADS`` where it is set (several serving processes share the cores:
+    each computes on its own share, docs/deploy.md), else every available core."""
+    if num_threads and num_threads > 0:
+        return int(num_threads)
+    try:
+        omp = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        omp = 0
+    return min(omp, available_cores()) if omp > 0 else available_cores()
 
 
 def return_freed_memory() -> bool:

@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -44,9 +44,12 @@ def ort_session(path: Union[Path, bytes], num_threads: int, allow_spinning: bool
     ), options
 
 
-def quantize_int8(src: Path, out: Path, op_types: List[str], per_channel: bool = True) -> None:
+def quantize_int8(
+    src: Path, out: Path, op_types: List[str], per_channel: bool = True, keep: Sequence[str] = ()
+) -> None:
     """Dynamic int8 of ``op_types``: s8 weights (per output channel), u8 activations quantized per call, full
-    8-bit range (VNNI has no u8*s8 overflow); only constant weights are quantized."""
+    8-bit range (VNNI has no u8*s8 overflow); only constant weights are quantized. Nodes whose name starts with
+    one of ``keep`` stay fp32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -55,11 +58,19 @@ def quantize_int8(src: Path, out: Path, op_types: List[str], per_channel: bool =
             str(src),
             str(out),
             op_types_to_quantize=op_types,
+            nodes_to_exclude=_nodes_named(src, keep) if keep else None,
             per_channel=per_channel,
             reduce_range=False,
             weight_type=QuantType.QInt8,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
         )
+
+
+def _nodes_named(path: Path, prefixes: Sequence[str]) -> List[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.name.startswith(tuple(prefixes))]
 
 
 def half_lookup_tables(graph: Any) -> List[str]:

@@ -63,10 +63,15 @@ class TextEncoder:
         self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
 
     def __call__(self, texts: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+        return self.encode(texts)[:2]
+
+    def encode(self, texts: List[str]) -> Tuple[np.ndarray, np.ndarray, List[List[Tuple[int, int]]]]:
+        """``(input_ids, attention_mask, offsets)``: each token's ``(start, end)`` characters in its text, ``(0, 0)``
+        for special tokens and padding (as transformers' ``return_offsets_mapping``)."""
         encodings = self.tokenizer.encode_batch(list(texts))
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
-        return ids, mask
+        return ids, mask, [list(e.offsets) for e in encodings]
 
 
 class TokenizerFile:

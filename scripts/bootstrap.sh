@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv with Python 3.10 and install nlu-bert with everything it needs (idempotent).
-#   scripts/bootstrap.sh            # package + dev/test tools
+#   scripts/bootstrap.sh            # package with its `train` extra + dev/test tools
 #   NLU_BERT_PYTHON=/path/to/python3.10 scripts/bootstrap.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,7 @@ fi
 
 .venv/bin/python -m pip install --quiet -c constraints.txt --upgrade "pip<25" "wheel" "setuptools<70.4"
 # constraints.txt holds the versions resolved together with rasa==3.6.21; pip keeps its download cache.
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+# everything: the serving base, the `train` extra (torch, transformers, onnx) and the dev tools
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[train,dev]"
 .venv/bin/python -m pip check
 echo "nlu-bert installed in .venv ($(.venv/bin/python -c 'import nlu_bert; print(nlu_bert.__version__)'))"

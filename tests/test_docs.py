@@ -55,7 +55,10 @@ def test_paths_and_tests_named_in_the_docs_exist(path: Path) -> None:
 
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-BENCHMARKS = "accuracy|agreement|bert_latency|confidence|fewshot_latency|gpt2_finetune|http_latency|int8_gemm_kernels|int8_schemes|load_test"
+BENCHMARKS = (
+    "accuracy|agreement|bert_latency|confidence|fewshot_latency|gpt2_finetune|http_latency|install_size|int8_gemm_kernels"
+    "|int8_schemes|load_test|message_profile|message_profile_states"
+)
 
 
 @pytest.mark.parametrize("path", [README, *PAGES], ids=lambda p: p.name)
@@ -76,7 +79,7 @@ def test_each_component_page_lists_every_config_key_with_its_default(component: 
     text = COMPONENT_PAGES[component].read_text(encoding="utf-8")
     section = text[text.index("## Configurable variables") :]
     section = section[: section.find("\n## ", 1) if "\n## " in section[1:] else len(section)]
-    rows = dict(re.findall(r"^\| `([a-z_0-9.]+)` \| ([^|]+) \|", section, flags=re.M))
+    rows = dict(re.findall(r"^\| `([A-Za-z_0-9.]+)` \| ([^|]+) \|", section, flags=re.M))
     defaults = _flatten(cls.get_default_config())
     assert set(rows) == set(defaults), f"docs rows differ: {set(rows) ^ set(defaults)}"
     for key, value in defaults.items():

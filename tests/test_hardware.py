@@ -9,10 +9,21 @@ import pytest
 from nlu_bert import hardware
 
 
-def test_threads_default_to_every_core_this_process_may_use() -> None:
+def test_threads_default_to_every_core_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert hardware.resolve_threads(0) == hardware.available_cores() >= 1
     assert hardware.resolve_threads(3) == 3
     assert all(isinstance(flag, str) for flag in hardware.cpu_flags())
+
+
+def test_omp_num_threads_sets_the_default_for_processes_that_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert hardware.resolve_threads(0) == 1
+    assert hardware.resolve_threads(2) == 2  # an explicit `threads` wins
+    monkeypatch.setenv("OMP_NUM_THREADS", "999")
+    assert hardware.resolve_threads(0) == hardware.available_cores()
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    assert hardware.resolve_threads(0) == hardware.available_cores()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")

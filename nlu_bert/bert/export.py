@@ -4,7 +4,9 @@
 safetensors weights, native its int8 file (:func:`nlu_bert.bert.native.export`), onnxruntime the ONNX graph,
 exported here with dynamic batch and sequence axes, fused (onnxruntime's BERT fusions) and, for int8, dynamically
 quantized (:func:`export_onnx`). The exported graph is checked against torch on a probe batch; an fp32
-mismatch is an error. Then the tokenizer and meta.json. Imported at train time only (it imports torch).
+mismatch is an error. A model with an entity head gets a second output, ``tag_scores`` (and its token n-gram ids as
+a fourth input); the head stays fp32 in an int8 graph, as the intent head does. Then the tokenizer and meta.json.
+Imported at train time only (it imports torch).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ import numpy as np
 
 from nlu_bert import archive, onnx_tools
 from nlu_bert.bert import native
-from nlu_bert.bert.predictors import INPUT_NAMES, OUTPUT_NAME, OnnxRuntimePredictor, validate_inference
+from nlu_bert.bert.predictors import (
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    TAG_SCORES_NAME,
+    TOKEN_NGRAM_INPUT,
+    OnnxRuntimePredictor,
+    validate_inference,
+)
 from nlu_bert.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,7 +133,7 @@ def export_onnx(
             probe = _probe_inputs(export_model)
             with _eager_attention(export_model), torch.inference_mode():
                 _torch_onnx_export(export_model, probe, raw)
-                expected = export_model(*probe).float().numpy()
+                expected = _as_pair(export_model(*probe))
             report["export_s"] = round(time.perf_counter() - start, 2)
 
             graph = raw
@@ -153,13 +162,16 @@ def export_onnx(
 
     if check:
         predictor = OnnxRuntimePredictor(target, precision, 1)
-        feed = [p.numpy() for p in probe]
-        got = predictor(*feed) if len(feed) == 3 else predictor(feed[0], feed[1], None)
-        diff = float(np.max(np.abs(got - expected)))
-        scale = float(np.max(np.abs(expected))) or 1.0
+        feed = [p.numpy() for p in probe] + [None] * (4 - len(probe))
+        got = predictor.predict(*feed)
+        diff, scale = 0.0, 1.0
+        for a, b in zip(got, expected):
+            if b is not None:
+                diff = max(diff, float(np.max(np.abs(a - b))))
+                scale = max(scale, float(np.max(np.abs(b))))
         report["probe_max_abs_diff"] = diff
-        report["probe_top1_agree"] = float(np.mean(got.argmax(-1) == expected.argmax(-1)))
-        if precision == "fp32" and diff > 1e-3 * max(1.0, scale):
+        report["probe_top1_agree"] = float(np.mean(got[0].argmax(-1) == expected[0].argmax(-1)))
+        if precision == "fp32" and diff > 1e-3 * scale:
             target.unlink()
             raise RuntimeError(
                 f"the ONNX export of the intent model does not match torch (max |diff| {diff:.2e}); "
@@ -167,6 +179,13 @@ def export_onnx(
             )
     logger.info("exported %s (%s, %.1f MB): %s", target.name, precision, report["bytes"] / 1e6, report)
     return report
+
+
+def _as_pair(outputs: Any) -> Tuple[np.ndarray, Any]:
+    """(logits, tag scores or None) as numpy, from a model's outputs."""
+    if isinstance(outputs, tuple):
+        return outputs[0].float().numpy(), outputs[1].float().numpy()
+    return outputs.float().numpy(), None
 
 
 def _cpu_fp32_copy(model: "IntentModel") -> "IntentModel":
@@ -193,7 +212,13 @@ def _probe_inputs(model: "IntentModel") -> Tuple["torch.Tensor", ...]:
     buckets = int(model.ngram_buckets)
     ngrams = torch.randint(1, max(2, buckets), (2, 9), generator=generator)
     ngrams[1, 5:] = 0
-    return ids, mask, ngrams
+    head = getattr(model, "entities", None)
+    if head is None or head.ngrams is None:
+        return ids, mask, ngrams
+    token_ngrams = torch.randint(1, max(2, head.ngram_buckets), (2, 12, 4), generator=generator)
+    token_ngrams[:, 0] = 0  # [CLS]
+    token_ngrams[1, 6:] = 0
+    return ids, mask, ngrams, token_ngrams
 
 
 class _eager_attention:
@@ -231,12 +256,15 @@ def _torch_onnx_export(model: "IntentModel", probe: Tuple["torch.Tensor", ...], 
 
     import torch
 
-    names = list(INPUT_NAMES[: len(probe)])
+    names = list((INPUT_NAMES + (TOKEN_NGRAM_INPUT,))[: len(probe)])
+    outputs = [OUTPUT_NAME] + ([TAG_SCORES_NAME] if getattr(model, "entities", None) is not None else [])
     axes = {
         "input_ids": {0: "batch", 1: "sequence"},
         "attention_mask": {0: "batch", 1: "sequence"},
         "ngram_ids": {0: "batch", 1: "ngrams"},
+        TOKEN_NGRAM_INPUT: {0: "batch", 1: "sequence"},
         OUTPUT_NAME: {0: "batch"},
+        TAG_SCORES_NAME: {0: "batch", 1: "sequence"},
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -247,8 +275,8 @@ def _torch_onnx_export(model: "IntentModel", probe: Tuple["torch.Tensor", ...], 
             probe,
             str(path),
             input_names=names,
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={k: v for k, v in axes.items() if k in names or k == OUTPUT_NAME},
+            output_names=outputs,
+            dynamic_axes={k: v for k, v in axes.items() if k in names or k in outputs},
             opset_version=onnx_tools.OPSET,
             do_constant_folding=True,
             dynamo=False,
@@ -283,9 +311,11 @@ def _fuse_transformer(raw: Path, out: Path, model: "IntentModel") -> Dict[str, i
 
 # BERT's int8 ops: the matrix products and the fused attention; embeddings, LayerNorms and the head stay fp32
 BERT_INT8_OP_TYPES = ("MatMul", "Attention")
+# the entity head's nodes (torch names them after the module path): fp32 like the intent head
+ENTITY_HEAD_NODES = ("/entities/",)
 
 
 def _quantize_int8(src: Path, out: Path, per_channel: bool, quantize_embeddings: bool) -> None:
     """BERT: :data:`BERT_INT8_OP_TYPES`, and with ``quantize_embeddings`` the embedding lookups too."""
     op_types = list(BERT_INT8_OP_TYPES) + (["EmbedLayerNormalization", "Gather"] if quantize_embeddings else [])
-    onnx_tools.quantize_int8(src, out, op_types, per_channel=per_channel)
+    onnx_tools.quantize_int8(src, out, op_types, per_channel=per_channel, keep=ENTITY_HEAD_NODES)

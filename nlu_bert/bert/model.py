@@ -1,4 +1,6 @@
-"""The intent model: a BERT encoder, masked mean pooling, optional character n-gram features, a linear intent head.
+"""The intent model: a BERT encoder, masked mean pooling, optional character n-gram features, a linear intent head,
+and, when the bot's data annotates entities, a token-tagging head over the same encoder
+(:class:`~nlu_bert.bert.entity_head.EntityHead`).
 
 Imported only when a component trains or loads torch weights (it imports torch).
 
@@ -6,7 +8,6 @@ The n-gram branch is a fastText-style bag of hashed character 1..3-grams. It giv
 trained from ``scratch`` (no pre-training) the sparse lexical signal that Rasa's DIET gets from
 ``CountVectorsFeaturizer``; with a pre-trained backbone it costs little and is optional.
 The n-gram ids come from :mod:`nlu_bert.bert.ngrams` (torch-free, shared with the other backends).
-Another head over the same encoder (an entity tagger) belongs beside :class:`IntentModel`'s.
 """
 
 from __future__ import annotations
@@ -20,16 +21,25 @@ import torch
 from torch import nn
 
 from nlu_bert import archive, backbones, vocab
+from nlu_bert.bert.entity_head import EntityHead
 
 
 class IntentModel(nn.Module):
-    """``logits = head(dropout([mean_pool(encoder(tokens)) ; mean(ngram_embeddings)]))``."""
+    """``logits = head(dropout([mean_pool(encoder(tokens)) ; mean(ngram_embeddings)]))``; with an entity head it returns
+    ``(logits, tag_scores)``, the tag scores ``[batch, tokens, tags]`` from the same encoder pass."""
 
     def __init__(
-        self, encoder: nn.Module, num_labels: int, ngram_buckets: int = 0, ngram_dim: int = 128, dropout: float = 0.1
+        self,
+        encoder: nn.Module,
+        num_labels: int,
+        ngram_buckets: int = 0,
+        ngram_dim: int = 128,
+        dropout: float = 0.1,
+        entities: Optional[EntityHead] = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
+        self.entities = entities
         hidden = int(encoder.config.hidden_size)
         self.ngram_buckets = int(ngram_buckets)
         self.ngrams: Optional[nn.Embedding] = (
@@ -47,7 +57,8 @@ class IntentModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         ngram_ids: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
+        token_ngram_ids: Optional[torch.Tensor] = None,
+    ) -> Any:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         features = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
@@ -58,7 +69,10 @@ class IntentModel(nn.Module):
             present = (ngram_ids > 0).unsqueeze(-1).to(emb.dtype)
             bag = (emb * present).sum(1) / present.sum(1).clamp(min=1.0)
             features = torch.cat([features, bag.to(features.dtype)], dim=-1)
-        return self.classifier(self.dropout(features))
+        logits = self.classifier(self.dropout(features))
+        if self.entities is None:
+            return logits
+        return logits, self.entities(hidden, token_ngram_ids)
 
 
 def scratch_bert_config(
@@ -93,7 +107,7 @@ def build_backbone(component: str, config: Mapping[str, Any], texts: List[str]) 
 
     if backbones.is_scratch(config["model"]):
         with tempfile.TemporaryDirectory(prefix="nlu_bert_vocab_") as folder:
-            tokenizer = vocab.make_tokenizer(vocab.build_char_vocab(texts), Path(folder))
+            tokenizer = vocab.make_tokenizer(vocab.build_char_vocab(texts, fold=True), Path(folder), char_level=True)
         bert_config = scratch_bert_config(
             vocab_size=len(tokenizer),
             hidden_size=config["scratch_hidden_size"],
@@ -137,11 +151,35 @@ def load_intent_model(folder: Path, meta: Dict[str, Any]) -> IntentModel:
         raise archive.damaged(archive.BERT, folder, problem)
     encoder = AutoModel.from_config(encoder_config)
     drop_pooler(encoder)
+    entities = None
+    if meta.get("entities"):
+        from nlu_bert.bert.entities import EntitySpec
+
+        spec = EntitySpec.from_meta(meta["entities"])
+        entities = entity_head(spec, int(encoder_config.hidden_size))
     model = IntentModel(
-        encoder, num_labels=len(labels), ngram_buckets=meta["ngram_buckets"], ngram_dim=meta["ngram_dim"]
+        encoder,
+        num_labels=len(labels),
+        ngram_buckets=meta["ngram_buckets"],
+        ngram_dim=meta["ngram_dim"],
+        entities=entities,
     )
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as e:
         raise archive.damaged(archive.BERT, folder, f"the weights do not fit the model: {e}") from None
     return model.eval()
+
+
+def entity_head(spec: Any, hidden_size: int) -> EntityHead:
+    """The entity head an :class:`~nlu_bert.bert.entities.EntitySpec` describes (random weights)."""
+    from nlu_bert.bert.decoding import allowed
+
+    return EntityHead(
+        hidden_size,
+        len(spec.tags),
+        allowed(spec.tags),
+        tagger=spec.tagger,
+        ngram_buckets=spec.ngram_buckets,
+        ngram_dim=spec.ngram_dim,
+    )

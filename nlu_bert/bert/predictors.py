@@ -68,6 +68,9 @@ DEFAULT_NUM_THREADS = 0  # 0 = every core this process may run on
 
 INPUT_NAMES = ("input_ids", "attention_mask", "ngram_ids")
 OUTPUT_NAME = "logits"
+# a model with an entity head: its token n-gram ids in, its tag scores out
+TOKEN_NGRAM_INPUT = "token_ngram_ids"
+TAG_SCORES_NAME = "tag_scores"
 
 # How the config keys are called in messages; the component may pass its own names.
 DEFAULT_KEY_NAMES: Dict[str, str] = {
@@ -119,28 +122,52 @@ def _quoted(values: Any) -> str:
 # predictors
 # --------------------------------------------------------------------------------------------
 class Predictor:
-    """``predictor(input_ids, attention_mask, ngram_ids) -> float32 logits [batch, num_labels]``.
+    """``predictor(input_ids, attention_mask, ngram_ids) -> float32 logits [batch, num_labels]``;
+    ``predictor.predict(..., token_ngram_ids)`` -> ``(logits, tag_scores)``, the tag scores ``[batch, seq, tags]`` of
+    a model with an entity head (``has_entities``), else None.
 
     Inputs are right-padded integer arrays ``[batch, seq]`` (``ngram_ids`` ``[batch, n]``, 0 =
-    padding, or ``None`` for a model without n-gram features). Trailing columns that are padding in
-    every row are cut off before the forward pass: they cannot change the logits, only the cost.
+    padding, or ``None`` for a model without n-gram features; ``token_ngram_ids`` ``[batch, seq, k]`` for an entity
+    head with n-gram features). Trailing columns that are padding in every row are cut off before the forward pass:
+    they cannot change the logits, only the cost.
     """
 
     backend: str = ""
     precision: str = ""
     num_threads: int = 0
     uses_ngrams: bool = False
+    has_entities: bool = False
+    uses_token_ngrams: bool = False
     num_labels: int = 0  # set by the native backend's predictors
 
     def __call__(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, ngram_ids: Optional[np.ndarray] = None
     ) -> np.ndarray:
+        return self.predict(input_ids, attention_mask, ngram_ids)[0]
+
+    def predict(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        ngram_ids: Optional[np.ndarray] = None,
+        token_ngram_ids: Optional[np.ndarray] = None,
+    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         input_ids, attention_mask, ngram_ids = self._prepare(input_ids, attention_mask, ngram_ids)
-        return self._forward(input_ids, attention_mask, ngram_ids)
+        if self.uses_token_ngrams:
+            if token_ngram_ids is None:
+                raise ValueError("this model's entity head was trained with n-gram features; pass token_ngram_ids")
+            token_ngram_ids = np.ascontiguousarray(_as_int64(token_ngram_ids)[:, : input_ids.shape[1]])
+        else:
+            token_ngram_ids = None
+        return self._forward(input_ids, attention_mask, ngram_ids, token_ngram_ids)
 
     def _forward(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, ngram_ids: Optional[np.ndarray]
-    ) -> np.ndarray:  # pragma: no cover - abstract
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        ngram_ids: Optional[np.ndarray],
+        token_ngram_ids: Optional[np.ndarray],
+    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _prepare(
@@ -215,7 +242,7 @@ class TorchPredictor(Predictor):
                     "use `inference.precision` 'fp32' or 'bf16', or `device: cpu`."
                 )
             self.model = model.to(self.device, torch.bfloat16 if precision == "bf16" else torch.float32)
-            self.uses_ngrams = getattr(model, "ngrams", None) is not None
+            self._describe(model)
             return
         if precision == "bf16":
             model = model.to(torch.bfloat16)
@@ -224,19 +251,30 @@ class TorchPredictor(Predictor):
         elif onednn_fp32:
             _route_linear_through_onednn(model)
         self.model = model
+        self._describe(model)
+
+    def _describe(self, model: "IntentModel") -> None:
         self.uses_ngrams = getattr(model, "ngrams", None) is not None
+        head = getattr(model, "entities", None)
+        self.has_entities = head is not None
+        self.uses_token_ngrams = head is not None and head.ngrams is not None
 
     def _forward(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, ngram_ids: Optional[np.ndarray]
-    ) -> np.ndarray:
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        ngram_ids: Optional[np.ndarray],
+        token_ngram_ids: Optional[np.ndarray],
+    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         import torch
 
-        inputs = [torch.from_numpy(input_ids), torch.from_numpy(attention_mask)]
-        inputs.append(None if ngram_ids is None else torch.from_numpy(ngram_ids))
-        if self.device.type != "cpu":
-            inputs = [None if t is None else t.to(self.device) for t in inputs]
+        inputs = [input_ids, attention_mask, ngram_ids, token_ngram_ids]
+        tensors = [None if a is None else torch.from_numpy(a).to(self.device) for a in inputs]
         with torch.inference_mode():
-            return self.model(*inputs).float().cpu().numpy()
+            outputs = self.model(*tensors)
+        if isinstance(outputs, tuple):
+            return outputs[0].float().cpu().numpy(), outputs[1].float().cpu().numpy()
+        return outputs.float().cpu().numpy(), None
 
 
 def _quantize_torch_int8(model: "IntentModel") -> "IntentModel":
@@ -327,15 +365,24 @@ class OnnxRuntimePredictor(Predictor):
         names = [i.name for i in self.session.get_inputs()]
         self.input_names = names
         self.uses_ngrams = "ngram_ids" in names
-        self.output_names = [self.session.get_outputs()[0].name]
+        self.uses_token_ngrams = TOKEN_NGRAM_INPUT in names
+        self.output_names = [o.name for o in self.session.get_outputs()][:2]
+        self.has_entities = TAG_SCORES_NAME in self.output_names
 
     def _forward(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, ngram_ids: Optional[np.ndarray]
-    ) -> np.ndarray:
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        ngram_ids: Optional[np.ndarray],
+        token_ngram_ids: Optional[np.ndarray],
+    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         if ngram_ids is not None:
             feed["ngram_ids"] = ngram_ids
-        return self.session.run(self.output_names, feed)[0]
+        if token_ngram_ids is not None:
+            feed[TOKEN_NGRAM_INPUT] = token_ngram_ids
+        outputs = self.session.run(self.output_names, feed)
+        return outputs[0], (outputs[1] if self.has_entities else None)
 
 
 class NativePredictor(Predictor):
@@ -360,12 +407,18 @@ class NativePredictor(Predictor):
         else:
             logger.debug(f"Serving {self.path.name} with the native kernel's {self.kernel} path.")
         self.uses_ngrams = self.model.uses_ngrams
+        self.has_entities = self.model.has_entities
+        self.uses_token_ngrams = self.model.uses_token_ngrams
         self.num_labels = int(self.model.classifier_b.shape[0])
 
     def _forward(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, ngram_ids: Optional[np.ndarray]
-    ) -> np.ndarray:
-        return self.model(input_ids, attention_mask, ngram_ids)
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        ngram_ids: Optional[np.ndarray],
+        token_ngram_ids: Optional[np.ndarray],
+    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        return self.model.predict(input_ids, attention_mask, ngram_ids, token_ngram_ids)
 
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]}, kernel={self.kernel!r})"

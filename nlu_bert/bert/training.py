@@ -1,7 +1,8 @@
 """Fine-tuning the intent model: :func:`train` takes a backbone and the bot's examples to a trained
 :class:`~nlu_bert.bert.model.IntentModel` (data summary, optional MLM pre-training of a scratch encoder, a stratified
-validation split, the fit with early stopping on macro-F1); :func:`served_agreement` compares the served model with
-fp32 afterwards.
+validation split, the fit with early stopping on macro-F1, or with entities on the mean of intent macro-F1 and
+entity F1); :func:`served_agreement` compares the served model with fp32 afterwards. The entity side of the joint
+training is in :mod:`nlu_bert.bert.entity_training`.
 
 Imported only at train time (it imports torch).
 """
@@ -23,8 +24,9 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from nlu_bert import backbones, splits
-from nlu_bert.bert import data, ngrams
-from nlu_bert.bert.model import Backbone, IntentModel
+from nlu_bert.bert import data, entity_metrics, entity_training, ngrams
+from nlu_bert.bert.entity_training import EntityTraining
+from nlu_bert.bert.model import Backbone, IntentModel, entity_head
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class TrainedIntentModel:
     make_batch: BatchFn  # indices into ``texts`` -> model inputs
     check_idx: List[int]  # the validation texts first, then the training texts (for served_agreement)
     label_ids: List[int]  # the intent (index into ``labels``) of each of ``texts``
+    entities: Optional[EntityTraining] = None  # the entity side, where the data annotates entities
 
 
 def learning_rates(config: Mapping[str, Any]) -> Tuple[float, float]:
@@ -71,8 +74,10 @@ def train(
     intents: List[str],
     config: Mapping[str, Any],
     device: torch.device,
+    annotations: Optional[Sequence[Sequence[Mapping[str, Any]]]] = None,
 ) -> TrainedIntentModel:
-    """Fine-tune on ``texts`` / ``intents`` with the settings of the component's ``config``; log as ``component``."""
+    """Fine-tune on ``texts`` / ``intents`` (and the entity ``annotations`` of each text: Rasa entity dicts) with the
+    settings of the component's ``config``; log as ``component``."""
 
     def log(line: str) -> None:
         logger.info(f"{component}: {line}")
@@ -82,6 +87,7 @@ def train(
     summary, keep = data.summarize(texts, intents, token_lengths, max_length)
     data.warn_about_data(summary, component)
     texts = [texts[i] for i in keep]
+    annotations = [annotations[i] for i in keep] if annotations is not None else [[] for _ in texts]
     labels = sorted(set(intents))
     label_ids = [labels.index(intents[i]) for i in keep]
     use_ngrams = uses_ngrams(config)
@@ -113,17 +119,22 @@ def train(
             device=device,
             log=log,
         )
+    entities = entity_training.prepare(component, tokenizer, texts, annotations, config, use_ngrams)
+    hidden_size = int(backbone.encoder.config.hidden_size)
     model = IntentModel(
         backbone.encoder,
         num_labels=len(labels),
         ngram_buckets=meta["ngram_buckets"],
         ngram_dim=config["ngram_dim"],
+        entities=entity_head(entities.spec, hidden_size) if entities is not None else None,
     )
 
     def make_batch(idx: List[int]) -> Batch:
         batch = encode([texts[i] for i in idx])
         if use_ngrams:
             batch["ngram_ids"] = torch.from_numpy(ngrams.ids_for([texts[i] for i in idx], meta))
+        if entities is not None and entities.spec.ngram_buckets:
+            batch["token_ngram_ids"] = entities.token_ngram_ids(idx, batch["input_ids"].shape[1])
         return batch
 
     train_idx, val_idx = splits.stratified_split(label_ids, config["validation_split"], config["random_seed"])
@@ -151,6 +162,8 @@ def train(
         seed=config["random_seed"],
         device=device,
         log=log,
+        entities=entities,
+        intent_weight=float(config["intent_loss_weight"]) if config["intent_classification"] else 0.0,
     )
     model.to("cpu").eval()
     report = {
@@ -164,34 +177,63 @@ def train(
         "history": result.history,
         "fit_seconds": round(result.seconds, 2),
     }
-    return TrainedIntentModel(model, labels, meta, report, texts, make_batch, val_idx + train_idx, label_ids)
+    if entities is not None:
+        meta["entities"] = entities.trained_spec(model).to_meta()
+        report["entities"] = {"labels": [label.describe() for label in entities.spec.tags.labels]}
+        if val_idx:
+            _, tag_scores = predict_outputs(model, make_batch, val_idx, config["batch_size"], torch.device("cpu"))
+            scores = entities.scores(val_idx, entities.predicted(model, val_idx, tag_scores))
+            report["entities"]["validation"] = entity_training.report(scores)
+            for line in entity_metrics.report_lines(scores, limit=20):
+                log(f"validation entities: {line}")
+    return TrainedIntentModel(model, labels, meta, report, texts, make_batch, val_idx + train_idx, label_ids, entities)
 
 
 def served_agreement(
     component: str,
     trained: TrainedIntentModel,
-    served_proba: Callable[[List[str]], np.ndarray],
+    served_predict: Callable[[List[str]], Tuple[np.ndarray, Optional[List[List[Dict[str, Any]]]]]],
     served_as: str,
     batch_size: int,
 ) -> Dict[str, Any]:
-    """Top intent of the served model (int8 / bf16, ``served_as`` e.g. "native int8") against the fp32 model it was
-    made from, on up to ``AGREEMENT_TEXTS`` examples, the held-out validation texts first. Below 99.5% it warns."""
+    """Top intent (and entity spans) of the served model (int8 / bf16, ``served_as`` e.g. "native int8") against the
+    fp32 model it was made from, on up to ``AGREEMENT_TEXTS`` examples, the held-out validation texts first.
+    ``served_predict(texts)`` gives the served probabilities and entities. Below 99.5% it warns."""
     idx = trained.check_idx[:AGREEMENT_TEXTS]
-    reference = predict(trained.model, trained.make_batch, idx, batch_size, torch.device("cpu"))
-    served = served_proba([trained.texts[i] for i in idx]).argmax(-1)
-    differ = int((reference.argmax(-1).numpy() != served).sum())
-    result = {"texts": len(idx), "differ": differ, "agreement": round(1.0 - differ / max(len(idx), 1), 6)}
+    reference, tag_scores = predict_outputs(trained.model, trained.make_batch, idx, batch_size, torch.device("cpu"))
+    proba, served_entities = served_predict([trained.texts[i] for i in idx])
+    differ = int((reference.argmax(-1).numpy() != proba.argmax(-1)).sum())
+    result: Dict[str, Any] = {
+        "texts": len(idx),
+        "differ": differ,
+        "agreement": round(1.0 - differ / max(len(idx), 1), 6),
+    }
     logger.info(
         f"{component}: {served_as} picks the same intent as fp32 on "
         f"{result['agreement']:.2%} of {len(idx)} training texts ({differ} differ)"
     )
+    precision = served_as.split()[-1]
+    fix = "Set `inference: {precision: fp32}` in config.yml to serve fp32."
     if result["agreement"] < MIN_AGREEMENT:
-        precision = served_as.split()[-1]
         rasa.shared.utils.io.raise_warning(
             f"{component}: the {precision} model picks another intent than fp32 for {differ} of "
             f"{len(idx)} training texts ({result['agreement']:.2%} agree; the default aims at "
-            f"{MIN_AGREEMENT:.1%}). Set `inference: {{precision: fp32}}` in config.yml to serve fp32."
+            f"{MIN_AGREEMENT:.1%}). {fix}"
         )
+    if trained.entities is not None and served_entities is not None:
+        fp32_entities = trained.entities.predicted(trained.model, idx, tag_scores)
+        spans = entity_training.span_agreement(fp32_entities, served_entities)
+        result["entities"] = spans
+        logger.info(
+            f"{component}: {served_as} finds the same entity spans as fp32 for {spans['agreement']:.2%} of "
+            f"{spans['spans']} spans ({spans['differ']} differ)"
+        )
+        if spans["agreement"] < MIN_AGREEMENT:
+            rasa.shared.utils.io.raise_warning(
+                f"{component}: the {precision} model finds other entity spans than fp32 for {spans['differ']} of "
+                f"{spans['spans']} spans ({spans['agreement']:.2%} agree; the default aims at {MIN_AGREEMENT:.1%}). "
+                f"{fix}"
+            )
     return result
 
 
@@ -233,13 +275,16 @@ def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) 
 
 
 def _param_groups(model: nn.Module, lr: float, weight_decay: float, fast_lr: float) -> List[Dict[str, Any]]:
-    """No weight decay on biases and LayerNorms; the n-gram table and the head learn at ``fast_lr``."""
+    """No weight decay on biases, LayerNorms, n-gram tables and the CRF; the n-gram table and the heads learn at
+    ``fast_lr``."""
     groups: Dict[Tuple[bool, bool], List[nn.Parameter]] = defaultdict(list)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        fast = name.startswith(("ngrams.", "classifier."))
-        no_decay = p.ndim < 2 or "LayerNorm" in name or name.startswith("ngrams.")
+        fast = name.startswith(("ngrams.", "classifier.", "entities."))
+        no_decay = (
+            p.ndim < 2 or "LayerNorm" in name or name.startswith(("ngrams.", "entities.ngrams.", "entities.crf."))
+        )
         groups[(fast, no_decay)].append(p)
     return [
         {"params": ps, "lr": fast_lr if fast else lr, "weight_decay": 0.0 if no_decay else weight_decay}
@@ -267,8 +312,12 @@ def fit(
     seed: int,
     device: torch.device,
     log: Callable[[str], None],
+    entities: Optional[EntityTraining] = None,
+    intent_weight: float = 1.0,
 ) -> FitResult:
     """Fine-tune; keep the weights of the epoch with the best validation macro-F1 (ties: accuracy, then loss).
+    With ``entities`` the loss is ``intent_weight`` x the intent loss + the entity loss x its weight, and the score
+    the mean of macro-F1 and the entity micro-F1 (the entity F1 alone with ``intent_weight`` 0).
 
     On a small validation split many epochs tie on macro-F1 and accuracy; the validation loss then prefers the
     epoch whose right answers are also confident, instead of the first epoch that got them right."""
@@ -297,8 +346,13 @@ def fit(
             chunk = order[b : b + batch_size]
             batch = {k: v.to(device) for k, v in make_batch(chunk).items()}
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_autocast):
-                logits = model(**batch)
-            loss = loss_fn(logits.float(), train_labels[chunk].to(device))
+                outputs = model(**batch)
+            logits = outputs[0] if entities is not None else outputs
+            loss = intent_weight * loss_fn(logits.float(), train_labels[chunk].to(device))
+            if entities is not None:
+                targets = {k: v.to(device) for k, v in entities.targets(chunk).items()}
+                entity_loss = model.entities.loss(outputs[1], targets["positions"], targets["tags"], targets["mask"])
+                loss = loss + entities.weight * entity_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -307,12 +361,17 @@ def fit(
             total_loss += loss.item() * len(chunk)
         row: Dict[str, float] = {"epoch": epoch, "loss": total_loss / max(1, len(order))}
         if val_idx:
-            val_logits = predict(model, make_batch, val_idx, batch_size, device)
+            val_logits, tag_scores = predict_outputs(model, make_batch, val_idx, batch_size, device)
             preds = val_logits.argmax(-1).tolist()
             row["val_accuracy"] = float(np.mean([p == t for p, t in zip(preds, val_labels)]))
             row["val_macro_f1"] = macro_f1(val_labels, preds)
             row["val_loss"] = float(nn.functional.cross_entropy(val_logits, torch.tensor(val_labels)))
-            score = (round(row["val_macro_f1"], 6), round(row["val_accuracy"], 6), -row["val_loss"])
+            first = row["val_macro_f1"]
+            if entities is not None:
+                predicted = entities.predicted(model, val_idx, tag_scores)
+                row["val_entity_f1"] = entities.scores(val_idx, predicted)["f1"]
+                first = row["val_entity_f1"] if intent_weight == 0 else (first + row["val_entity_f1"]) / 2
+            score = (round(first, 6), round(row["val_accuracy"], 6), -row["val_loss"])
             if score > best:
                 best, best_epoch, bad_epochs = score, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -320,14 +379,17 @@ def fit(
                 bad_epochs += 1
             log(
                 f"epoch {epoch}/{epochs}  loss {row['loss']:.4f}  val accuracy {row['val_accuracy']:.3f}  "
-                f"val macro-F1 {row['val_macro_f1']:.3f}" + ("  *" if best_epoch == epoch else "")
+                f"val macro-F1 {row['val_macro_f1']:.3f}"
+                + (f"  val entity F1 {row['val_entity_f1']:.3f}" if "val_entity_f1" in row else "")
+                + ("  *" if best_epoch == epoch else "")
             )
         else:
             best_epoch = epoch
             log(f"epoch {epoch}/{epochs}  loss {row['loss']:.4f}  (no validation split)")
         history.append(row)
         if val_idx and patience > 0 and bad_epochs >= patience:
-            log(f"early stopping: no better validation macro-F1 for {patience} epochs; best epoch {best_epoch}")
+            what = "macro-F1" if entities is None else "score (intent macro-F1 and entity F1)"
+            log(f"early stopping: no better validation {what} for {patience} epochs; best epoch {best_epoch}")
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -345,12 +407,26 @@ def fit(
 def predict(
     model: nn.Module, make_batch: BatchFn, idx: List[int], batch_size: int, device: torch.device
 ) -> torch.Tensor:
+    """The intent logits of examples ``idx``."""
+    return predict_outputs(model, make_batch, idx, batch_size, device)[0]
+
+
+@torch.no_grad()
+def predict_outputs(
+    model: nn.Module, make_batch: BatchFn, idx: List[int], batch_size: int, device: torch.device
+) -> Tuple[torch.Tensor, List[np.ndarray]]:
+    """The intent logits of examples ``idx`` and, for a model with an entity head, each one's tag scores
+    ``[tokens, tags]`` (empty list without one)."""
     model.eval()
-    out = []
+    logits, tag_scores = [], []
     for b in range(0, len(idx), batch_size):
         batch = {k: v.to(device) for k, v in make_batch(idx[b : b + batch_size]).items()}
-        out.append(model(**batch).float().cpu())
-    return torch.cat(out) if out else torch.empty(0)
+        outputs = model(**batch)
+        if isinstance(outputs, tuple):
+            outputs, scores = outputs
+            tag_scores.extend(scores.float().cpu().numpy())
+        logits.append(outputs.float().cpu())
+    return (torch.cat(logits) if logits else torch.empty(0)), tag_scores
 
 
 def pretrain_mlm(

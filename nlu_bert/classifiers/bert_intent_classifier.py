@@ -1,4 +1,5 @@
-"""BertIntentClassifier: a Hugging Face BERT fine-tuned on the bot's NLU data inside ``rasa train``.
+"""BertIntentClassifier: a Hugging Face BERT fine-tuned on the bot's NLU data inside ``rasa train``: its intents
+and, where the data annotates them, its entities (one encoder, an intent head and a token-tagging head).
 
 Base usage (config.yml)::
 
@@ -28,17 +29,19 @@ from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.classifiers.classifier import IntentClassifier
+from rasa.nlu.extractors.extractor import EntityExtractorMixin
 from rasa.shared.exceptions import InvalidConfigException, RasaException
-from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
+from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from nlu_bert import archive, backbones, onnx_tools
+from nlu_bert import archive, backbones, extras, onnx_tools
 from nlu_bert.archive import ModelArchiveError  # noqa: F401 - the error this component raises for a bad archive
 from nlu_bert.bert import native, predictors
+from nlu_bert.classifiers import bert_config, bert_messages
 from nlu_bert.confidence import fitting
 from nlu_bert.confidence.scorer import ConfidenceModel
-from nlu_bert.config import ConfigChecker, DefaultsBlock, merge_blocks, rename_old_keys
+from nlu_bert.config import DefaultsBlock, merge_blocks, rename_old_keys
 from nlu_bert.hardware import return_freed_memory
 from nlu_bert.version import __version__
 
@@ -48,9 +51,12 @@ COMPONENT = archive.BERT
 OLD_NAMES = {"seed": "random_seed"}  # nlu-bert 0.2.0 -> 0.3.0
 
 
-@DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=True)
-class BertIntentClassifier(GraphComponent, IntentClassifier):
-    """Fine-tunes a BERT (hub id, local folder or `scratch`) to classify intents."""
+@DefaultV1Recipe.register(
+    [DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, DefaultV1Recipe.ComponentType.ENTITY_EXTRACTOR],
+    is_trainable=True,
+)
+class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixin):
+    """Fine-tunes a BERT (hub id, local folder or `scratch`) to classify intents and extract entities."""
 
     @staticmethod
     def get_default_config() -> Dict[Text, Any]:
@@ -117,13 +123,26 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             "ngram_dim": 128,
             # Threads for training on CPU (0 = torch's default, all cores).
             "num_threads": 0,
+            # DIET's names. Predict intents (false: entities only, the intent is left to other components).
+            "intent_classification": True,
+            # Learn and predict entities where the training data annotates them; a bot without annotations gets
+            # the intent model alone, as if this were false.
+            "entity_recognition": True,
+            # Tag entities as BILOU (true) or BIO (false) over the model's tokens (characters for Chinese).
+            "BILOU_flag": True,
+            # The entity tagger: `crf` (a CRF layer, learned transitions) or `softmax` (independent tags); both
+            # decode only valid tag sequences (Viterbi over the allowed transitions).
+            "entity_tagger": "crf",
+            # Weights of the two losses in joint training: intent cross-entropy and the entity head's loss.
+            "intent_loss_weight": 1.0,
+            "entity_loss_weight": 1.0,
             # How `rasa run` / `rasa shell` predict (docs/inference.md has the measurements):
             #   backend: auto (native for int8 BERT encoders, else onnxruntime; bf16: torch), native
             #   (nlu-bert's own int8 kernel, BERT encoders only: its C kernel on CPUs with AMX or AVX-512
             #   VNNI, onnxruntime on the same int8 weights elsewhere), onnxruntime (the model is exported to ONNX
             #   at train time), or torch;
             #   precision: int8 (dynamic quantization), fp32, or bf16 (torch only); native is int8 only;
-            #   threads: CPU threads for one message (0 = every core this process may use);
+            #   threads: CPU threads for one message (0 = OMP_NUM_THREADS if set, else every core this process may use);
             #   spinning: onnxruntime's idle threads busy-wait for the next op: 13-19% faster on cores of
             #   its own, about 2x slower where other busy processes share the cores (docs/inference.md).
             # The default is the fastest option whose top intent agreed with fp32 on >= 99.5% of test texts.
@@ -137,7 +156,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
 
     @staticmethod
     def required_packages() -> List[Text]:
-        return ["torch", "transformers", "safetensors", "onnxruntime", "onnx", "sklearn"]
+        return ["safetensors", "onnxruntime", "tokenizers", "sklearn"]  # serving; training: extras.TRAIN_PACKAGES
 
     @classmethod
     def fingerprint_addon(cls, config: Dict[str, Any]) -> Optional[str]:
@@ -177,39 +196,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
     # ------------------------------------------------------------------ config
     @classmethod
     def validate_config(cls, config: Dict[Text, Any]) -> None:
-        check = ConfigChecker(COMPONENT, config)
-        check.known_keys(cls.get_default_config())
-        check.text("model")
-        check.text("revision", optional=True)
-        check.text("cache_dir", optional=True)
-        check.integer("max_length", 4, 512)
-        check.integer("epochs", 1)
-        check.integer("batch_size", 1)
-        check.positive_or_auto("learning_rate")
-        check.positive_or_auto("head_learning_rate")
-        check.number("weight_decay", 0, 1)
-        check.number("warmup_ratio", 0, 1, high_open=True)
-        check.number("label_smoothing", 0, 1, high_open=True)
-        check.number("validation_split", 0, 0.5)
-        check.integer("early_stopping_patience", 0)
-        check.choice("class_weight", ["balanced", "none"])
-        check.integer("random_seed", 0)
-        check.choice("device", list(backbones.DEVICES))
-        check.integer("ranking_length", 0)
-        check.choice("save_dtype", ["float32", "float16"])
-        fitting.check_config(check)
-        check.scratch_sizes()
-        check.integer("scratch_mlm_epochs", 0)
-        check.choice("ngram_features", ["auto", True, False])
-        check.integer("ngram_buckets", 2)
-        check.integer("ngram_dim", 1)
-        check.integer("num_threads", 0)
-        inference = check.inference_block()
-        try:
-            predictors.validate_inference(inference["backend"], inference["precision"], inference["threads"])
-        except ValueError as e:
-            key = next((k for k in predictors.DEFAULT_KEY_NAMES.values() if str(e).startswith(f"`{k}`")), "inference")
-            raise InvalidConfigException(f"{COMPONENT}: {e} Set `{key}` in config.yml.") from None
+        bert_config.validate(config, cls.get_default_config())
 
     @classmethod
     def create(
@@ -223,21 +210,29 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
 
     # ------------------------------------------------------------------ training
     def train(self, training_data: TrainingData) -> Resource:
-        examples = [m for m in training_data.intent_examples if (m.get(TEXT) or "").strip() and m.get(INTENT)]
-        texts = [m.get(TEXT).strip() for m in examples]
-        intents = [m.get(INTENT) for m in examples]
-        if not texts:
+        classify = self.config["intent_classification"]
+        pool = training_data.intent_examples if classify else training_data.nlu_examples
+        examples = [m for m in pool if isinstance(m.get(TEXT), str) and m.get(TEXT).strip()]
+        examples = [m for m in examples if m.get(INTENT) or not classify]
+        texts = [bert_messages.strip(m.get(TEXT)) for m in examples]
+        intents = [m.get(INTENT) or "" for m in examples]
+        # Rasa's entity dicts, without those another extractor annotated; offsets follow the stripped text
+        annotations = [
+            bert_messages.shifted(m, self.filter_trainable_entities([m])[0].get(ENTITIES) or []) for m in examples
+        ]
+        if not texts or (not classify and not any(annotations)):
+            what = "intent examples" if classify else "examples with entity annotations"
             rasa.shared.utils.io.raise_warning(
-                f"{COMPONENT}: the training data has no intent examples, so the classifier was not trained "
-                "and will predict no intent. Add examples under `nlu:` in your data files."
+                f"{COMPONENT}: the training data has no {what}, so the component was not trained "
+                "and will predict nothing. Add examples under `nlu:` in your data files."
             )
             return self._resource
-        if len(set(intents)) < 2:
+        if classify and len(set(intents)) < 2:
             raise RasaException(
                 f"{COMPONENT}: the training data has only one intent ('{intents[0]}'); an intent classifier "
                 "needs at least two. Add examples of other intents, or remove the classifier from the pipeline."
             )
-
+        extras.require_train(COMPONENT)
         import torch
 
         from nlu_bert.bert import model, training
@@ -250,7 +245,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
         logger.info(f"{COMPONENT}: backbone {backbones.describe_source(self.config['model'])}, device {device}")
         backbone = model.build_backbone(COMPONENT, self.config, texts)
         self._resolve_backend(backbone.encoder.config.to_dict())
-        trained = training.train(COMPONENT, backbone, texts, intents, self.config, device)
+        trained = training.train(COMPONENT, backbone, texts, intents, self.config, device, annotations)
         self.model, self.tokenizer, self.labels, self.meta = (
             trained.model,
             backbone.tokenizer,
@@ -271,9 +266,10 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
             served_as = f"{self._backend} {self._precision}"
             batch_size = self.config["batch_size"]
             report["served_agreement"] = training.served_agreement(
-                COMPONENT, trained, self.served.logits, served_as, batch_size
+                COMPONENT, trained, self.served.predict, served_as, batch_size
             )
-        self.confidence, report["confidence"] = fitting.fit_trained(trained, self.served.logits, self.config)
+        if self.config["intent_classification"]:  # an entities-only model ranks no intents
+            self.confidence, report["confidence"] = fitting.fit_trained(trained, self.served.logits, self.config)
         with self._model_storage.write_to(self._resource) as folder:
             self.meta = self.confidence.write(Path(folder), self.meta, report)
         return self._resource
@@ -359,22 +355,13 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
 
         meta = archive.read_meta(folder, COMPONENT)
         backend, precision = self._serving_backend(meta)
-        made = meta.get("inference") or {}
-        missing = [name for name in archive.bert_files(backend, precision) if not (folder / name).exists()]
-        if missing and made and (made.get("backend"), made.get("precision")) != (backend, precision):
-            raise ModelArchiveError(
-                f"{COMPONENT}: this model was exported for `inference.backend` '{made.get('backend')}' "
-                f"with `inference.precision` '{made.get('precision')}', but the config asks for "
-                f"'{backend}' / '{precision}' ({missing[0]} is not in the archive). Train again with "
-                "this inference config, or set it back."
-            )
-        archive.require_files(folder, COMPONENT, missing)
+        archive.require_bert_files(folder, meta, backend, precision)
 
         def device() -> Any:
             return backbones.resolve_device(self.config["device"])
 
         inference, batch_size = self.config["inference"], self.config["batch_size"]
-        self.served = serving.load(folder, meta, backend, precision, inference, device, batch_size)
+        self.served = serving.load(folder, meta, backend, precision, inference, device, batch_size, self.name)
         self.labels, self.meta = self.served.labels, meta
         self.confidence = ConfidenceModel.from_meta(meta, self.config["no_content_rule"], folder)
 
@@ -396,25 +383,36 @@ class BertIntentClassifier(GraphComponent, IntentClassifier):
 
     # ------------------------------------------------------------------ inference
     def process(self, messages: List[Message]) -> List[Message]:
-        texts = [m.get(TEXT).strip() if isinstance(m.get(TEXT), str) else "" for m in messages]
+        """Sets ``intent`` and ``intent_ranking`` (unless `intent_classification` is false) and appends this
+        component's entities to ``entities`` (those of other extractors are kept)."""
+        raw = [m.get(TEXT) if isinstance(m.get(TEXT), str) else "" for m in messages]
+        texts = [bert_messages.strip(t) for t in raw]
         todo = [i for i, t in enumerate(texts) if t]
         pending = set(todo)
+        classify = self.config["intent_classification"]
         for i, message in enumerate(messages):
-            if i not in pending or self.served is None:
+            if classify and (i not in pending or self.served is None):
                 message.set(INTENT, {"name": None, "confidence": 0.0}, add_to_output=True)
                 message.set(INTENT_RANKING_KEY, [], add_to_output=True)
         if self.served is None or not todo:
             if self.served is None and todo:
-                logger.debug(f"{COMPONENT}: not trained; no intent predicted.")
+                logger.debug(f"{COMPONENT}: not trained; nothing predicted.")
             return messages
         batch = [texts[i] for i in todo]
-        confidences = self.confidence(self.served.logits(batch), batch)
-        for ranking, i in zip(confidences.rankings(self.labels, self.config["ranking_length"]), todo):
-            messages[i].set(INTENT, dict(ranking[0]), add_to_output=True)
-            messages[i].set(INTENT_RANKING_KEY, ranking, add_to_output=True)
+        logits, entities = self.served.predict(batch)
+        rankings = (
+            self.confidence(logits, batch).rankings(self.labels, self.config["ranking_length"]) if classify else []
+        )
+        for n, i in enumerate(todo):
+            if classify:
+                messages[i].set(INTENT, dict(rankings[n][0]), add_to_output=True)
+                messages[i].set(INTENT_RANKING_KEY, rankings[n], add_to_output=True)
+            if entities is not None:
+                bert_messages.set_entities(messages[i], raw[i], entities[n], self.served.encoder)
         return messages
 
-    def predict_proba(self, texts: List[str]) -> np.ndarray:  # intents' confidences, columns as in self.labels
+    def predict_proba(self, texts: List[str]) -> np.ndarray:
+        """The served confidences of all intents (columns in the order of ``self.labels``), for non-empty texts."""
         if self.served is None:
             raise RasaException(f"{COMPONENT}: the model is not trained; train it with `rasa train` first.")
         return self.confidence(self.served.logits(texts), texts).scaled

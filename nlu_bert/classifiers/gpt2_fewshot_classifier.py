@@ -38,7 +38,7 @@ from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY, INTENT_RANKING_KE
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from nlu_bert import archive, backbones, onnx_tools
+from nlu_bert import archive, backbones, extras, onnx_tools
 from nlu_bert.confidence.content import has_content
 from nlu_bert.config import ConfigChecker, DefaultsBlock, merge_blocks, rename_old_keys
 from nlu_bert.fewshot import decision, serving
@@ -80,7 +80,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
 
     @staticmethod
     def required_packages() -> List[Text]:
-        return ["torch", "transformers", "safetensors", "sklearn", "onnxruntime", "onnx"]
+        return ["safetensors", "onnxruntime", "tokenizers", "sklearn"]  # serving; training: extras.TRAIN_PACKAGES
 
     @staticmethod
     def get_default_config() -> Dict[Text, Any]:
@@ -150,7 +150,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             #   nor transformers, ~0.5 GB less memory) or torch (the model as trained; the one that runs on a GPU);
             #   precision: onnxruntime: auto (= int8), int8 or fp32; torch: auto (bf16 where the CPU / GPU computes
             #   bf16 natively, else fp32), fp32 or bf16;
-            #   threads: CPU threads for one message (0 = every core);
+            #   threads: CPU threads for one message (0 = OMP_NUM_THREADS if set, else every core);
             #   spinning: onnxruntime's idle threads busy-wait for the next op of a message.
             "inference": DefaultsBlock(
                 backend="onnxruntime", precision="auto", threads=0, spinning=onnx_tools.ALLOW_SPINNING
@@ -271,6 +271,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         if not bank.intents:
             logger.warning(f"{COMPONENT}: no intent examples in the training data; nothing to train.")
             return self._resource
+        extras.require_train(COMPONENT)
         labels = {intent: str(self.config["intent_labels"].get(intent, intent)) for intent in bank.intents}
         backbones.seed_everything(self.config["random_seed"])
         tokenizer, model = fewshot_model.build(COMPONENT, self.config, bank, labels)

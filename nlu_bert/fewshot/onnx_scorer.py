@@ -14,7 +14,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nlu_bert import archive, onnx_tools
+from nlu_bert import archive, hardware, onnx_tools
 from nlu_bert.fewshot.scoring import ScorerBase
 from nlu_bert.tokenizer_files import TokenizerFile
 
@@ -38,6 +38,7 @@ def load(folder: Path, meta: dict, cache_size: int, threads: int, spinning: bool
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    threads = hardware.resolve_threads(threads)
     scorer = OnnxCandidateScorer(model_dir / name, num_threads=threads, cache_size=cache_size, allow_spinning=spinning)
     model_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     return scorer, tokenizer, model_config

@@ -10,7 +10,7 @@ from typing import Any, Dict, Mapping, Optional
 import rasa.shared.utils.io
 from rasa.shared.exceptions import RasaException
 
-from nlu_bert import archive, backbones
+from nlu_bert import archive, backbones, extras
 
 COMPONENT = archive.GPT2
 # onnxruntime's `auto`: int8 was 2-2.5x faster than fp32 and a quarter of its memory, and chose the same answer
@@ -101,6 +101,7 @@ def _load_onnx(folder: Path, meta: Dict[str, Any], config: Mapping[str, Any]) ->
 
 
 def _load_torch(folder: Path, config: Mapping[str, Any]) -> Loaded:
+    extras.require_train(COMPONENT, "serving with `inference.backend: torch`")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from nlu_bert.fewshot.scoring import precision_dtype

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import List, Optional, Text
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType
+from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
@@ -20,16 +20,73 @@ def _latest_product(tracker: Tracker) -> Optional[Text]:
     return entity or tracker.get_slot("product")
 
 
+def match_product(products: List[db.Product], name: Optional[Text]) -> Optional[db.Product]:
+    """The product ``name`` means: its exact name (synonyms are mapped to it by the NLU), else the one sharing the
+    longest run of characters with it, at least two ("降噪蓝牙耳机" -> 蓝牙耳机, "运动手环" -> 智能手环)."""
+    if not name:
+        return None
+    exact = next((p for p in products if p.name == name), None)
+    if exact is not None:
+        return exact
+
+    def common_run(a: Text, b: Text) -> int:
+        return max((k for i in range(len(a)) for k in range(1, len(a) - i + 1) if a[i : i + k] in b), default=0)
+
+    scored = sorted(((common_run(p.name, name), -len(p.name), p.id, p) for p in products), reverse=True)
+    best = scored[0] if scored else None
+    return best[3] if best is not None and best[0] >= 2 else None
+
+
+_CHINESE_DIGITS = {
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "俩": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+    "十": 10,
+}
+
+
+def parse_quantity(value: Optional[Text]) -> Optional[int]:
+    """``"3"``, ``"３"``, ``"两"``, ``"十二"`` -> an integer from 1 to 999, else None."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", str(value or "")).strip()
+    if text.isdigit():
+        number = int(text)
+    elif text and all(ch in _CHINESE_DIGITS for ch in text) and len(text) <= 3:
+        digits = [_CHINESE_DIGITS[ch] for ch in text]
+        if len(digits) == 1:
+            number = digits[0]
+        elif digits[0] == 10:  # 十二
+            number = 10 + digits[1]
+        elif digits[1] == 10:  # 二十, 二十三
+            number = digits[0] * 10 + (digits[2] if len(digits) == 3 else 0)
+        else:
+            return None
+    else:
+        return None
+    return number if 1 <= number <= 999 else None
+
+
 class ActionProductInfo(Action):
     def name(self) -> Text:
         return "action_product_info"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
         name = _latest_product(tracker)
+        quantity = parse_quantity(next(tracker.get_latest_entity_values("quantity"), None))
         with db.session_scope() as session:
-            product = session.query(db.Product).filter(db.Product.name == name).first() if name else None
+            products = session.query(db.Product).order_by(db.Product.id).all()
+            product = match_product(products, name)
             if product is None:
-                names = "、".join(p.name for p in session.query(db.Product).order_by(db.Product.id))
+                names = "、".join(p.name for p in products)
                 prefix = f"暂时没有“{name}”这件商品。" if name else ""
                 dispatcher.utter_message(text=f"{prefix}我们在售的商品有：{names}。您想了解哪一款？")
                 return []
@@ -37,8 +94,12 @@ class ActionProductInfo(Action):
                 stock = f"现货 {product.stock} 件，16:00 前付款当天发货"
             else:
                 stock = "暂时缺货，预计 3–5 天补货"
-            dispatcher.utter_message(text=f"{product.name}：{yuan(product.price)}，{stock}。{product.description}。")
-        return []
+            price = yuan(product.price)
+            if quantity and quantity > 1:
+                enough = "" if product.stock >= quantity else f"（现货只有 {product.stock} 件）"
+                price += f"，{quantity} 件共 {yuan(product.price * quantity)}{enough}"
+            dispatcher.utter_message(text=f"{product.name}：{price}，{stock}。{product.description}。")
+            return [SlotSet("product", product.name)]
 
 
 def _available_coupons(session, now: dt.datetime) -> List[db.Coupon]:

@@ -252,8 +252,16 @@
     chips.setAttribute("data-testid", "debug-entities");
     if (!entities.length) chips.appendChild(el("span", "chip", "无"));
     entities.forEach((e) => {
-      const shown = e.entity + " = " + e.value + (e.value !== text.slice(e.start, e.end) ? "（原文“" + text.slice(e.start, e.end) + "”）" : "");
-      chips.appendChild(el("span", "chip", shown));
+      const label = e.entity + (e.role ? "#" + e.role : "") + (e.group ? "@" + e.group : "");
+      const surface = text.slice(e.start, e.end);
+      const shown = label + " = " + e.value + (e.value !== surface ? "（原文“" + surface + "”）" : "");
+      const chip = el("span", "chip", shown);
+      chip.setAttribute("data-testid", "debug-entity");
+      // who found it, and how sure it is (BERT gives confidence_entity; the regexes give none)
+      const who = (e.extractor || "").replace("EntityExtractor", "").replace("BertIntentClassifier", "BERT");
+      const sure = typeof e.confidence_entity === "number" ? " " + pct(e.confidence_entity) : "";
+      chip.appendChild(el("span", "chip-source", " · " + who + sure));
+      chips.appendChild(chip);
     });
     row.appendChild(chips);
     entry.appendChild(row);

@@ -2,7 +2,7 @@
 the action server and ``rasa run`` as real processes on free ports.
 
 The model is trained once per test session from ``config.offline.yml`` (the real pipeline:
-JiebaTokenizer, RegexEntityExtractor, BertIntentClassifier, GPT2FewShotIntentClassifier,
+JiebaTokenizer, BertIntentClassifier, GPT2FewShotIntentClassifier, RegexEntityExtractor,
 FallbackClassifier) with tiny backbones patched in (``assistant_helpers.TINY``). Every process
 is stopped in teardown.
 

@@ -24,7 +24,13 @@ from rasa_project.actions.orders import (
     ValidateOrderForm,
     ValidateReturnForm,
 )
-from rasa_project.actions.shop import ActionClaimCoupons, ActionListCoupons, ActionProductInfo
+from rasa_project.actions.shop import (
+    ActionClaimCoupons,
+    ActionListCoupons,
+    ActionProductInfo,
+    match_product,
+    parse_quantity,
+)
 
 
 @pytest.fixture
@@ -339,12 +345,62 @@ def test_ask_order_id_depends_on_the_form() -> None:
         ({"product": "充电宝"}, [], ["充电宝", "缺货"]),
         ({"product": "无人机"}, [], ["没有“无人机”", "空气炸锅"]),
         ({}, [], ["在售的商品有", "保温杯"]),
+        # names BERT found that are no database name nor synonym: the product sharing the most characters
+        ({}, [{"entity": "product", "value": "降噪蓝牙耳塞"}], ["蓝牙耳机", "¥299.00"]),
+        ({}, [{"entity": "product", "value": "保温瓶"}], ["保温杯", "¥89.00"]),
+        # a quantity gives the price of that many, and says when the stock is short
+        (
+            {},
+            [{"entity": "quantity", "value": "两"}, {"entity": "product", "value": "保温杯"}],
+            ["2 件共 ¥178.00"],
+        ),
+        (
+            {},
+            [{"entity": "product", "value": "空气炸锅"}, {"entity": "quantity", "value": "20"}],
+            ["20 件共 ¥7,180.00", "现货只有 12 件"],
+        ),
     ],
 )
 def test_product_info(shop: str, slots, entities, expected) -> None:
     text, _ = run(ActionProductInfo(), tracker(slots, entities=entities, texts=["问一下"]))
     for word in expected:
         assert word in text
+
+
+def test_product_info_remembers_the_database_name(shop: str) -> None:
+    _, events = run(ActionProductInfo(), tracker(entities=[{"entity": "product", "value": "运动手环"}]))
+    assert events == [SlotSet("product", "智能手环")]
+    _, events = run(ActionProductInfo(), tracker(entities=[{"entity": "product", "value": "无人机"}]))
+    assert events == []
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("蓝牙耳机", "蓝牙耳机"),
+        ("牙耳机", "蓝牙耳机"),  # a span one character short still names it
+        ("运动手环", "智能手环"),
+        ("儿童牙刷", "电动牙刷"),
+        ("电热水壶", None),  # one shared character is no match
+        ("无人机", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_match_product(shop: str, name, expected) -> None:
+    with db.session_scope() as session:
+        products = session.query(db.Product).order_by(db.Product.id).all()
+        found = match_product(products, name)
+        assert (found.name if found else None) == expected
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("3", 3), ("３", 3), ("两", 2), ("十", 10), ("十二", 12), ("二十", 20), ("二十三", 23), ("0", None)]
+    + [("1000", None), ("几", None), ("", None), (None, None), ("三五", None)],
+)
+def test_parse_quantity(value, expected) -> None:
+    assert parse_quantity(value) == expected
 
 
 def test_coupons_listed_then_claimed_once(shop: str) -> None:

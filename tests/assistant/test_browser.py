@@ -9,6 +9,7 @@ tmp_path; set NLU_BERT_SCREENSHOT=docs/webchat.png to refresh the README's pictu
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import quote
@@ -71,6 +72,10 @@ def test_chat_in_the_browser(page, rasa_server: RasaServer, fresh_shop_db: str, 
     newest = page.get_by_test_id("debug-entry").first  # newest on top
     assert newest.get_by_test_id("debug-intent").inner_text() == "check_order_status"
     assert "order_id = 2405200117" in newest.get_by_test_id("debug-entities").inner_text()
+    # one chip per extractor: BERT's with its confidence, the regex's without one
+    chips = [c.inner_text() for c in newest.get_by_test_id("debug-entity").all()]
+    assert any(re.fullmatch(r"order_id = 2405200117 · BERT [01]\.\d{3}", c) for c in chips), chips
+    assert "order_id = 2405200117 · Regex" in chips, chips
     send(page, "1357")
     page.get_by_test_id("msg-bot").filter(has_text="智能手环").wait_for()
     assert page.get_by_test_id("intent-tag").nth(1).inner_text().startswith("意图：check_order_status")

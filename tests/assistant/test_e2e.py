@@ -229,6 +229,43 @@ def test_parse_output_carries_the_few_shot_report(rasa_server: RasaServer) -> No
     assert isinstance(parse["few_shot"]["acted"], bool) and parse["few_shot"]["reason"]
 
 
+def _named_products() -> set:
+    """Every product name the training data spells out: annotated values and synonyms (what a lookup table lists)."""
+    from rasa.shared.nlu.training_data.loading import load_data
+
+    nlu = load_data(str(REPO_ROOT / "data" / "nlu.yml"))
+    annotated = {
+        m.get("text")[e["start"] : e["end"]]
+        for m in nlu.training_examples
+        for e in m.get("entities") or []
+        if e["entity"] == "product"
+    }
+    return annotated | set(nlu.entity_synonyms) | set(nlu.entity_synonyms.values())
+
+
+@pytest.mark.parametrize(
+    "text, phrase, product, price",
+    [("蓝牙耳塞多少钱", "蓝牙耳塞", "蓝牙耳机", "¥299.00"), ("保温瓶还有货吗", "保温瓶", "保温杯", "¥89.00")],
+)
+def test_a_product_no_list_names_is_found_by_bert_and_answered(
+    rasa_server: RasaServer, fresh_shop_db: str, sender: str, text: str, phrase: str, product: str, price: str
+) -> None:
+    # no example, synonym or database name holds the phrase, nor does it contain one: a lookup table would miss it
+    assert not any(name in text for name in _named_products())
+    parse = rasa_server.parse(text)
+    found = [(text[e["start"] : e["end"]], e["extractor"]) for e in parse["entities"] if e["entity"] == "product"]
+    assert found == [(phrase, "BertIntentClassifier")], parse["entities"]
+    assert 0.0 < parse["entities"][0]["confidence_entity"] <= 1.0
+    reply = rasa_server.say_text(sender, text)
+    assert product in reply and price in reply, reply
+    assert rasa_server.tracker(sender)["slots"]["product"] == product
+
+
+def test_a_quantity_prices_that_many(rasa_server: RasaServer, fresh_shop_db: str, sender: str) -> None:
+    reply = rasa_server.say_text(sender, "买三个保温杯多少钱")
+    assert "保温杯" in reply and "3 件共 ¥267.00" in reply, reply
+
+
 def test_web_chat_page_is_served_by_rasa(rasa_server: RasaServer) -> None:
     import urllib.error
     import urllib.request

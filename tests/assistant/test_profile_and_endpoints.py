@@ -130,11 +130,19 @@ def test_production_endpoints_postgres_and_redis(monkeypatch) -> None:
         monkeypatch.setenv(key, value)
     endpoints = AvailableEndpoints.read_endpoints(str(REPO_ROOT / "rasa_project" / "endpoints.production.yml"))
     assert endpoints.action.url == "http://actions:5055/webhook"
-    assert endpoints.tracker_store.type == "SQL"
+    assert endpoints.tracker_store.type == "nlu_bert.tracker_store.ResilientSQLTrackerStore"
     assert endpoints.tracker_store.kwargs["dialect"] == "postgresql"
     assert endpoints.tracker_store.url == "db"
-    assert endpoints.lock_store.type == "redis"
+    assert endpoints.lock_store.type == "nlu_bert.lock_store.ResilientRedisLockStore"
     assert endpoints.lock_store.url == "redis"
+    from rasa.core.lock_store import LockStore
+
+    from nlu_bert.lock_store import ResilientRedisLockStore
+
+    store = LockStore.create(endpoints.lock_store)  # as `rasa run` makes it (redis-py connects lazily)
+    assert isinstance(store, ResilientRedisLockStore)
+    assert store.red.connection_pool.connection_kwargs["host"] == "redis"
+    assert store.red.connection_pool.connection_kwargs["password"] == "r"
 
 
 def test_credentials_register_rest_socketio_the_web_chat_page_and_the_request_guard() -> None:

@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from nlu_bert.bert.entities import numpy_tag_scores
 from nlu_bert.hardware import cpu_flags
 
 FORMAT = 1
@@ -58,7 +59,7 @@ _HF_LINEARS: Dict[str, Tuple[str, ...]] = {
 _HF_LAYER_NORMS = {"ln1": "attention.output.LayerNorm", "ln2": "output.LayerNorm"}
 _EMBEDDINGS = ("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight")
 # tables of which a forward pass reads a few rows; read() keeps them in the file's dtype
-LOOKUP_TABLES = ("embeddings.word_embeddings.weight", "ngrams.weight")
+LOOKUP_TABLES = ("embeddings.word_embeddings.weight", "ngrams.weight", "entities.ngrams.weight")
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,9 +271,9 @@ def export(
         for short, hf in _HF_LAYER_NORMS.items():
             out[f"layer.{layer}.{short}.weight"] = arrays[prefix + hf + ".weight"].astype(np.float32)
             out[f"layer.{layer}.{short}.bias"] = arrays[prefix + hf + ".bias"].astype(np.float32)
-    for name in ("classifier.weight", "classifier.bias", "ngrams.weight"):
-        if name in arrays:
-            out[name] = arrays[name].astype(store)
+    # the heads; an entity head's CRF scores stay fp32 (a few numbers that decide whole tag sequences)
+    for name in [n for n in arrays if n.startswith(("classifier.", "ngrams.", "entities."))]:
+        out[name] = arrays[name].astype(np.float32 if ".crf." in name else store)
     meta = {"format": str(FORMAT), "encoder_config": json.dumps(dict(encoder_config))}
     target = Path(target)
     save_file(out, str(target), metadata=meta)
@@ -332,6 +333,9 @@ class _NumpyEnds:
         self.classifier_b = tensors["classifier.bias"]
         self.ngrams = tensors.get("ngrams.weight")
         self.uses_ngrams = self.ngrams is not None
+        self.entity_tensors = {k: v for k, v in tensors.items() if k.startswith("entities.")}
+        self.has_entities = bool(self.entity_tensors)
+        self.uses_token_ngrams = "entities.ngrams.weight" in self.entity_tensors
         self._hidden = np.empty(0, dtype=np.float32)
         self._lock = threading.Lock()  # one forward pass at a time: they share the buffers
 
@@ -373,12 +377,26 @@ class _NumpyEnds:
     def __call__(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, ngram_ids: Optional[np.ndarray]
     ) -> np.ndarray:
+        return self.predict(input_ids, attention_mask, ngram_ids)[0]
+
+    def predict(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        ngram_ids: Optional[np.ndarray],
+        token_ngram_ids: Optional[np.ndarray] = None,
+    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(logits, tag scores of the entity head from the same hidden states, or None without one)."""
         if self.ngrams is not None and ngram_ids is None:
             raise ValueError("this model was trained with n-gram features; pass ngram_ids")
         weights = attention_mask.astype(np.float32)
         weights /= np.maximum(weights.sum(1, keepdims=True), 1.0)
+        tag_scores = None
         with self._lock:
-            features = np.einsum("bth,bt->bh", self._encode(input_ids, attention_mask), weights)
+            hidden = self._encode(input_ids, attention_mask)
+            features = np.einsum("bth,bt->bh", hidden, weights)
+            if self.has_entities:
+                tag_scores = numpy_tag_scores(hidden, self.entity_tensors, token_ngram_ids)
         if self.ngrams is not None:
             present = (ngram_ids > 0).astype(np.float32)
             present /= np.maximum(present.sum(1, keepdims=True), 1.0)
@@ -386,7 +404,8 @@ class _NumpyEnds:
             features = np.concatenate([features, bag], axis=-1)
         # einsum, not `@`: numpy's BLAS would start its own threads, whose busy-waiting (sched_yield) took the
         # cores from the kernel's threads and stalled forward passes for up to 100 ms
-        return (np.einsum("bh,hl->bl", features, self.classifier_w) + self.classifier_b).astype(np.float32)
+        logits = np.einsum("bh,hl->bl", features, self.classifier_w) + self.classifier_b
+        return logits.astype(np.float32), tag_scores
 
 
 class NativeIntentModel(_NumpyEnds):

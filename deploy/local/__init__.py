@@ -1,0 +1,1 @@
+"""The deployment topology from the Debian packages (servers.py) and its composition (topology.py)."""

@@ -1,0 +1,61 @@
+"""BertIntentClassifier's config checks: every key of its defaults, with messages that say what to change."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping
+
+from rasa.shared.exceptions import InvalidConfigException
+
+from nlu_bert import archive, backbones
+from nlu_bert.bert import predictors
+from nlu_bert.confidence import fitting
+from nlu_bert.config import ConfigChecker
+
+COMPONENT = archive.BERT
+
+
+def validate(config: Dict[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Raises InvalidConfigException naming the key and the fix."""
+    check = ConfigChecker(COMPONENT, config)
+    check.known_keys(defaults)
+    check.text("model")
+    check.text("revision", optional=True)
+    check.text("cache_dir", optional=True)
+    check.integer("max_length", 4, 512)
+    check.integer("epochs", 1)
+    check.integer("batch_size", 1)
+    check.positive_or_auto("learning_rate")
+    check.positive_or_auto("head_learning_rate")
+    check.number("weight_decay", 0, 1)
+    check.number("warmup_ratio", 0, 1, high_open=True)
+    check.number("label_smoothing", 0, 1, high_open=True)
+    check.number("validation_split", 0, 0.5)
+    check.integer("early_stopping_patience", 0)
+    check.choice("class_weight", ["balanced", "none"])
+    check.integer("random_seed", 0)
+    check.choice("device", list(backbones.DEVICES))
+    check.integer("ranking_length", 0)
+    check.choice("save_dtype", ["float32", "float16"])
+    fitting.check_config(check)
+    check.scratch_sizes()
+    check.integer("scratch_mlm_epochs", 0)
+    check.choice("ngram_features", ["auto", True, False])
+    check.integer("ngram_buckets", 2)
+    check.integer("ngram_dim", 1)
+    check.integer("num_threads", 0)
+    for key in ("intent_classification", "entity_recognition", "BILOU_flag"):
+        check.boolean(key)
+    if not (config["intent_classification"] or config["entity_recognition"]):
+        raise InvalidConfigException(
+            f"{COMPONENT}: `intent_classification` and `entity_recognition` are both false, so there is nothing "
+            "to learn. Set one of them to true in config.yml."
+        )
+    check.choice("entity_tagger", ["crf", "softmax"])
+    check.number("intent_loss_weight", 0, 100)
+    check.number("entity_loss_weight", 0, 100, low_open=True)
+    inference = check.inference_block()
+    try:
+        predictors.validate_inference(inference["backend"], inference["precision"], inference["threads"])
+    except ValueError as e:
+        key = next((k for k in predictors.DEFAULT_KEY_NAMES.values() if str(e).startswith(f"`{k}`")), "inference")
+        raise InvalidConfigException(f"{COMPONENT}: {e} Set `{key}` in config.yml.") from None
