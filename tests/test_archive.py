@@ -13,11 +13,19 @@ from nlu_bert import archive
 from nlu_bert.version import __version__
 
 
-@pytest.mark.parametrize("component", [archive.BERT, archive.GPT2])
-def test_meta_round_trip(component: str, tmp_path: Path) -> None:
-    written = archive.write_meta(tmp_path, component, {"labels": ["a", "b"]})
+@pytest.mark.parametrize(
+    "component, meta, expected",
+    [
+        (archive.GPT2, {"labels": {"a": "a"}}, archive.FORMATS[archive.GPT2].writes),
+        (archive.BERT, {"labels": ["a", "b"], "entities": {"tags": ["O"]}}, archive.FORMATS[archive.BERT].writes),
+        # without an entity head a BERT model is what 0.1.0 / 0.2.0 serve the same way: format 1
+        (archive.BERT, {"labels": ["a", "b"]}, 1),
+    ],
+)
+def test_meta_round_trip(component: str, meta: dict, expected: int, tmp_path: Path) -> None:
+    written = archive.write_meta(tmp_path, component, meta)
     assert written["component"] == component and written["nlu_bert_version"] == __version__
-    assert written["archive_format"] == archive.FORMATS[component].writes
+    assert written["archive_format"] == expected
     assert archive.read_meta(tmp_path, component) == written
 
 
@@ -40,7 +48,7 @@ def test_a_gpt2_archive_of_0_2_0_is_read_from_fewshot_json(tmp_path: Path) -> No
     [
         (archive.BERT, {"archive_format": 99, "nlu_bert_version": "9.0"},
          f"BertIntentClassifier: this model was trained by nlu-bert 9.0 with archive format 99; this nlu-bert "
-         f"({__version__}) reads format 1. Train the model again with `rasa train`, or install the nlu-bert version "
+         f"({__version__}) reads formats 1, 2. Train the model again with `rasa train`, or install the nlu-bert version "
          "that trained it."),
         (archive.GPT2, {"archive_format": 4, "nlu_bert_version": "0.4.0"},
          f"GPT2FewShotIntentClassifier: this model was trained by nlu-bert 0.4.0 with archive format 4; this nlu-bert "
