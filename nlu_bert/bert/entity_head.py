@@ -19,6 +19,17 @@ from nlu_bert.bert.decoding import Constraints
 TAGGERS = ("crf", "softmax")
 
 
+def ngram_embedding(buckets: int, dim: int) -> Optional[nn.Embedding]:
+    """The hashed n-gram table (bucket 0 = padding, kept at zero) of the intent and entity heads; None for 0 buckets."""
+    if not buckets:
+        return None
+    table = nn.Embedding(buckets, dim, padding_idx=0)
+    nn.init.normal_(table.weight, std=0.02)
+    with torch.no_grad():
+        table.weight[0].zero_()
+    return table
+
+
 class EntityHead(nn.Module):
     def __init__(
         self,
@@ -34,13 +45,7 @@ class EntityHead(nn.Module):
         if tagger not in TAGGERS:
             raise ValueError(f"tagger must be one of {TAGGERS}, got {tagger!r}")
         self.ngram_buckets = int(ngram_buckets)
-        self.ngrams: Optional[nn.Embedding] = (
-            nn.Embedding(self.ngram_buckets, ngram_dim, padding_idx=0) if self.ngram_buckets else None
-        )
-        if self.ngrams is not None:
-            nn.init.normal_(self.ngrams.weight, std=0.02)
-            with torch.no_grad():
-                self.ngrams.weight[0].zero_()
+        self.ngrams = ngram_embedding(self.ngram_buckets, ngram_dim)
         self.dropout = nn.Dropout(dropout)
         self.tagger = nn.Linear(hidden_size + (ngram_dim if self.ngrams is not None else 0), num_tags)
         self.crf: Optional[CRF] = CRF(constraints) if tagger == "crf" else None

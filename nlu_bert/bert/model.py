@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from nlu_bert import archive, backbones, vocab
-from nlu_bert.bert.entity_head import EntityHead
+from nlu_bert.bert.entity_head import EntityHead, ngram_embedding
 
 
 class IntentModel(nn.Module):
@@ -42,13 +42,7 @@ class IntentModel(nn.Module):
         self.entities = entities
         hidden = int(encoder.config.hidden_size)
         self.ngram_buckets = int(ngram_buckets)
-        self.ngrams: Optional[nn.Embedding] = (
-            nn.Embedding(self.ngram_buckets, ngram_dim, padding_idx=0) if self.ngram_buckets else None
-        )
-        if self.ngrams is not None:
-            nn.init.normal_(self.ngrams.weight, std=0.02)
-            with torch.no_grad():
-                self.ngrams.weight[0].zero_()
+        self.ngrams = ngram_embedding(self.ngram_buckets, ngram_dim)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden + (ngram_dim if self.ngrams is not None else 0), num_labels)
 
