@@ -215,6 +215,19 @@ def test_coupons_claimed_into_the_database(rasa_server: RasaServer, fresh_shop_d
         assert session.query(db.CouponClaim).filter_by(sender_id=sender).count() == 3
 
 
+@pytest.mark.parametrize("answer, claimed", [("是", 3), ("需要", 3), ("好的", 3), ("不用了", 0)])
+def test_short_confirmations_answer_the_coupon_offer(
+    rasa_server: RasaServer, fresh_shop_db: str, sender: str, answer: str, claimed: int
+) -> None:
+    from rasa_project import db
+
+    assert "一键领取" in rasa_server.say_text(sender, "有优惠券吗")
+    reply = rasa_server.say_text(sender, answer)
+    assert ("已为您领取" in reply) == bool(claimed), reply
+    with db.session_scope(fresh_shop_db) as session:
+        assert session.query(db.CouponClaim).filter_by(sender_id=sender).count() == claimed
+
+
 def test_out_of_scope_gets_a_helpful_answer(rasa_server: RasaServer, sender: str) -> None:
     reply = rasa_server.say_text(sender, "帮我订一张去上海的高铁票")
     # utter_out_of_scope or utter_default (nlu_fallback): both say what the bot can do
