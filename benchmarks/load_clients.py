@@ -15,6 +15,7 @@ import os
 import random
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -141,14 +142,20 @@ class Load:
         self.stop_at = 0.0
         self.server_exit: Optional[str] = None
 
-    async def request(self, session: Any, kind: str, path: str, body: Dict[str, Any], long: bool) -> None:
+    async def request(
+        self, session: Any, kind: str, path: str, body: Dict[str, Any], long: bool, turn: int = 0
+    ) -> None:
         import aiohttp
 
+        request_id = uuid.uuid4().hex  # nginx's access log and the workers' stage log name the request by it
         started = time.monotonic()
         ok, detail = False, ""
         try:
             async with session.post(
-                self.base + path, json=body, timeout=aiohttp.ClientTimeout(total=self.args.timeout)
+                self.base + path,
+                json=body,
+                headers={"X-Request-ID": request_id},
+                timeout=aiohttp.ClientTimeout(total=self.args.timeout),
             ) as resp:
                 payload = await resp.read()
                 ok = 200 <= resp.status < 300
@@ -171,7 +178,16 @@ class Load:
                 self.errors.append(f"(warm-up) {kind} {detail}")
             return
         self.records.append(
-            {"kind": kind, "long": long, "ok": ok, "latency": latency, "t": started - self.measure_from}
+            {
+                "kind": kind,
+                "long": long,
+                "ok": ok,
+                "latency": latency,
+                "t": started - self.measure_from,
+                "request_id": request_id,
+                "sender": body.get("sender"),
+                "turn": turn,
+            }
         )
         if not ok and len(self.errors) < 50:
             self.errors.append(f"{kind}{' (long)' if long else ''}: {detail}")
@@ -186,7 +202,7 @@ class Load:
     async def client(self, session: Any, index: int) -> None:
         """One request at a time: a parse (``--parse-share`` of them) or the next turn of its conversation."""
         rng = random.Random(self.args.seed * 1000 + index)
-        conversation, turns, sender = 0, [], ""
+        conversation, turns, sender, turn = 0, [], "", 0
         while time.monotonic() < self.stop_at:
             if rng.random() < self.args.parse_share:
                 text, long = self.text(rng, None)
@@ -195,9 +211,10 @@ class Load:
             if not turns:  # a new conversation, a new sender id
                 conversation += 1
                 sender = f"load-{self.args.seed}-c{index:02d}-{conversation:04d}"
-                turns = list(rng.choice(CONVERSATIONS))
+                turns, turn = list(rng.choice(CONVERSATIONS)), 0
             text, long = self.text(rng, turns.pop(0))
-            await self.request(session, "webhook", WEBHOOK, {"sender": sender, "message": text}, long)
+            turn += 1
+            await self.request(session, "webhook", WEBHOOK, {"sender": sender, "message": text}, long, turn)
 
     async def monitor(self) -> None:
         next_progress = self.t0 + self.args.progress
