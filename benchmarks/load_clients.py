@@ -96,6 +96,29 @@ def rss_kb(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its live descendants (s); 0 when it is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: Dict[int, List[int]] = {}
+    stats: Dict[int, List[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        if current in stats:
+            total += (int(stats[current][11]) + int(stats[current][12])) / tick
+        todo.extend(children.get(current, []))
+    return total
+
+
 # ----------------------------------------------------------------------------------- statistics
 def pct(values: Sequence[float], q: float) -> Optional[float]:
     """Percentile with linear interpolation (numpy's default), in ms; None for no values."""
@@ -129,6 +152,7 @@ class Load:
         args: argparse.Namespace,
         pids: Callable[[], List[int]],
         alive: Callable[[], Optional[str]],
+        cpu: Optional[Callable[[], Dict[str, float]]] = None,
     ) -> None:
         """``pids()``: the server processes whose RSS is sampled; ``alive()``: None while they all run, else what exited."""
         self.base, self.examples, self.args, self.pids, self.alive = base, examples, args, pids, alive
@@ -141,6 +165,8 @@ class Load:
         self.measure_from = 0.0
         self.stop_at = 0.0
         self.server_exit: Optional[str] = None
+        self.cpu_probe = cpu  # CPU seconds per process group, read when the measurement starts and ends
+        self.cpu: Dict[str, Dict[str, float]] = {}
 
     async def request(
         self, session: Any, kind: str, path: str, body: Dict[str, Any], long: bool, turn: int = 0
@@ -254,9 +280,13 @@ class Load:
             await asyncio.gather(*(self.client(session, i) for i in range(self.args.clients)))
             await monitor
             await warmup_rss_task
+            if self.cpu_probe is not None:
+                self.cpu["end"] = self.cpu_probe()
 
     async def _sample_at(self, when: float) -> None:
         await asyncio.sleep(max(0.0, when - time.monotonic()))
+        if self.cpu_probe is not None:
+            self.cpu["start"] = self.cpu_probe()
         if not self.alive():
             self.rss.insert(0, (0.0, self.rss_total()))
 

@@ -127,14 +127,21 @@ def install(log_path: str) -> None:
 
     @functools.wraps(original_handle)
     async def handle_message(self: Any, message: Any) -> Any:
-        record: Dict[str, Any] = {"sender": message.sender_id, "text": message.text, "stages": {}}
+        record: Dict[str, Any] = {
+            "sender": message.sender_id,
+            "text": message.text,
+            "request_id": (message.metadata or {}).get("request_id"),
+            "start": time.time(),
+            "stages": {},
+        }
         token = _CURRENT.set(record)
-        cpu, wall = time.process_time(), time.perf_counter()
+        cpu, wall, gc_ms = time.process_time(), time.perf_counter(), _GC["ms"]
         try:
             return await original_handle(self, message)
         finally:
             record["cpu_ms"] = round(1000 * (time.process_time() - cpu), 3)
             record["wall_ms"] = round(1000 * (time.perf_counter() - wall), 3)
+            record["gc_ms"] = round(_GC["ms"] - gc_ms, 3)
             _CURRENT.reset(token)
             with open(log_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
