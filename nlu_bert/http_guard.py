@@ -7,6 +7,7 @@ Add it to ``credentials.yml`` (an input channel only so that ``rasa run`` loads 
       max_sender_chars: 255      # the SQL tracker store's sender_id column is 255 characters
       max_body_bytes: 1000000
       retry_window_seconds: 3600 # a REST message retried with the same X-Request-ID is answered once (retries.py)
+      freeze_gc: true            # after the model is loaded, gc.freeze() its objects (gc_freeze.py)
 
 Before Rasa's handlers see a request it checks:
 
@@ -21,6 +22,10 @@ Before Rasa's handlers see a request it checks:
 * socket.io (Rasa's ``socketio`` channel): empty messages are dropped; so are, with a warning in the log, payloads
   that are not objects, non-string or too long messages, invalid session ids and metadata. ``session_request``
   joins the session's room on every python-socketio version (Rasa 3.6 does not await ``enter_room``).
+
+A REST message that nginx retries on another worker (or a client sends again) with the same ``X-Request-ID``
+after its turn was stored gets that turn's replies and is not handled twice (retries.py). Once the model is
+loaded, its objects are frozen out of the garbage collector's full collections (gc_freeze.py).
 
 Error answers never show a stack trace, a file path, SQL or a memory address: such details go to the server log and
 the client gets a plain message. With no model loaded, the channel webhooks answer 503 (Rasa: ``200 []``, message
@@ -42,6 +47,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from nlu_bert.gc_freeze import freeze_loaded_objects
 from nlu_bert.retries import REST_WEBHOOK, SeenRequests, answer_retry, tag_rest_metadata
 from nlu_bert.socketio_guard import guard_socketio
 
@@ -76,6 +82,7 @@ class RequestGuard(InputChannel):
         max_sender_chars: int = 255,
         max_body_bytes: int = 1_000_000,
         retry_window_seconds: int = 3600,
+        freeze_gc: bool = True,
     ) -> None:
         for key, value, least in (
             ("max_text_chars", max_text_chars, 1),
@@ -91,6 +98,9 @@ class RequestGuard(InputChannel):
         self.max_sender_chars = max_sender_chars
         self.max_body_bytes = max_body_bytes
         self.seen = SeenRequests(retry_window_seconds)  # 0: retried messages are handled again
+        if not isinstance(freeze_gc, bool):
+            raise ValueError(f"RequestGuard: `freeze_gc` must be true or false, got {freeze_gc!r}.")
+        self.freeze_gc = freeze_gc
 
     @classmethod
     def name(cls) -> Text:
@@ -122,6 +132,11 @@ class RequestGuard(InputChannel):
             for channel in getattr(app.ctx, "input_channels", None) or []:
                 guard_socketio(guard, channel)
                 tag_rest_metadata(channel)
+
+        @bp.listener("after_server_start")
+        async def freeze(app: Any, _loop: Any) -> None:  # Rasa loads the model before the server starts
+            if guard.freeze_gc:
+                freeze_loaded_objects()
 
         return bp
 

@@ -81,3 +81,19 @@ def test_the_window_is_a_guard_setting() -> None:
     assert RequestGuard(retry_window_seconds=0).seen.window == 0
     with pytest.raises(ValueError, match="retry_window_seconds"):
         RequestGuard(retry_window_seconds=-1)
+    with pytest.raises(ValueError, match="freeze_gc"):
+        RequestGuard(freeze_gc="yes")
+
+
+def test_freezing_leaves_a_full_collection_nothing_of_what_was_loaded() -> None:
+    import gc
+
+    from nlu_bert.gc_freeze import freeze_loaded_objects
+
+    loaded = [[i] for i in range(50_000)]  # what a model leaves alive
+    try:
+        assert freeze_loaded_objects() >= len(loaded)
+        scanned = {id(o) for o in gc.get_objects(generation=2)}  # what a full collection goes through
+        assert id(loaded) not in scanned and not any(id(x) in scanned for x in loaded[:100])
+    finally:
+        gc.unfreeze()
