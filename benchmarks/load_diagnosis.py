@@ -39,6 +39,7 @@ COLUMNS = (
     "nlu_ms",
     "policies_ms",
     "action_server_ms",
+    "action_calls",
     "save_ms",
     "gc_ms",
     "handler_cpu_ms",
@@ -102,6 +103,9 @@ def join(
                 nlu_ms=_stage_wall(s, "nlu:"),
                 policies_ms=_stage_wall(s, "policy:"),
                 action_server_ms=_stage_wall(s, "action server: request"),
+                action_calls=s.get("action server: request", {}).get("calls", 0),
+                text=stage["text"][:20],
+                stage_walls={k: round(v["wall_ms"], 1) for k, v in s.items() if v["wall_ms"] >= 50},
                 save_ms=_stage_wall(s, "tracker store: save"),
             )
             if "upstream_ms" in row:
@@ -146,4 +150,8 @@ def diagnose(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
             t: _percentiles([r for r in webhook if r["turn"] == t]) for t in sorted({r["turn"] for r in webhook})
         },
         "long_messages": _percentiles([r for r in rows if r["long"]]),
+        "slowest_webhook": [
+            {k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.items()}
+            for r in sorted(webhook, key=lambda r: -r["latency_ms"])[:10]
+        ],
     }

@@ -8,6 +8,7 @@ Add it to ``credentials.yml`` (an input channel only so that ``rasa run`` loads 
       max_body_bytes: 1000000
       retry_window_seconds: 3600 # a REST message retried with the same X-Request-ID is answered once (retries.py)
       freeze_gc: true            # after the model is loaded, gc.freeze() its objects (gc_freeze.py)
+      max_concurrent_messages: 2 # messages in progress at once in the worker, the rest wait in order (admission.py)
 
 Before Rasa's handlers see a request it checks:
 
@@ -25,7 +26,8 @@ Before Rasa's handlers see a request it checks:
 
 A REST message that nginx retries on another worker (or a client sends again) with the same ``X-Request-ID``
 after its turn was stored gets that turn's replies and is not handled twice (retries.py). Once the model is
-loaded, its objects are frozen out of the garbage collector's full collections (gc_freeze.py).
+loaded, its objects are frozen out of the garbage collector's full collections (gc_freeze.py), and at most
+``max_concurrent_messages`` messages are in progress at once; the others wait their turn (admission.py).
 
 Error answers never show a stack trace, a file path, SQL or a memory address: such details go to the server log and
 the client gets a plain message. With no model loaded, the channel webhooks answer 503 (Rasa: ``200 []``, message
@@ -47,6 +49,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from nlu_bert.admission import install as install_admission
 from nlu_bert.gc_freeze import freeze_loaded_objects
 from nlu_bert.retries import REST_WEBHOOK, SeenRequests, answer_retry, tag_rest_metadata
 from nlu_bert.socketio_guard import guard_socketio
@@ -83,12 +86,14 @@ class RequestGuard(InputChannel):
         max_body_bytes: int = 1_000_000,
         retry_window_seconds: int = 3600,
         freeze_gc: bool = True,
+        max_concurrent_messages: int = 2,
     ) -> None:
         for key, value, least in (
             ("max_text_chars", max_text_chars, 1),
             ("max_sender_chars", max_sender_chars, 1),
             ("max_body_bytes", max_body_bytes, 1),
             ("retry_window_seconds", retry_window_seconds, 0),
+            ("max_concurrent_messages", max_concurrent_messages, 0),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(
@@ -101,6 +106,7 @@ class RequestGuard(InputChannel):
         if not isinstance(freeze_gc, bool):
             raise ValueError(f"RequestGuard: `freeze_gc` must be true or false, got {freeze_gc!r}.")
         self.freeze_gc = freeze_gc
+        self.max_concurrent_messages = max_concurrent_messages  # 0: no bound
 
     @classmethod
     def name(cls) -> Text:
@@ -122,6 +128,7 @@ class RequestGuard(InputChannel):
                     "max_sender_chars": guard.max_sender_chars,
                     "max_body_bytes": guard.max_body_bytes,
                     "retry_window_seconds": int(guard.seen.window),
+                    "max_concurrent_messages": guard.max_concurrent_messages,
                 }
             )
 
@@ -135,6 +142,7 @@ class RequestGuard(InputChannel):
 
         @bp.listener("after_server_start")
         async def freeze(app: Any, _loop: Any) -> None:  # Rasa loads the model before the server starts
+            install_admission(guard.max_concurrent_messages)
             if guard.freeze_gc:
                 freeze_loaded_objects()
 
