@@ -8,7 +8,7 @@ Add it to ``credentials.yml`` (an input channel only so that ``rasa run`` loads 
       max_body_bytes: 1000000
       retry_window_seconds: 3600 # a REST message retried with the same X-Request-ID is answered once (retries.py)
       freeze_gc: true            # after the model is loaded, gc.freeze() its objects (gc_freeze.py)
-      max_concurrent_messages: 2 # messages in progress at once in the worker, the rest wait in order (admission.py)
+      max_concurrent_messages: 4 # messages in progress at once in the worker, the rest wait in order (admission.py)
 
 Before Rasa's handlers see a request it checks:
 
@@ -86,7 +86,7 @@ class RequestGuard(InputChannel):
         max_body_bytes: int = 1_000_000,
         retry_window_seconds: int = 3600,
         freeze_gc: bool = True,
-        max_concurrent_messages: int = 2,
+        max_concurrent_messages: int = 4,
     ) -> None:
         for key, value, least in (
             ("max_text_chars", max_text_chars, 1),

@@ -63,6 +63,6 @@ def test_installed_once_on_rasas_message_handling(bound: None) -> None:
 
 
 def test_the_bound_is_a_guard_setting() -> None:
-    assert RequestGuard().max_concurrent_messages == 2
+    assert RequestGuard().max_concurrent_messages == 4
     with pytest.raises(ValueError, match="max_concurrent_messages"):
         RequestGuard(max_concurrent_messages=-1)
