@@ -11,9 +11,11 @@ collector's time meanwhile). The time of a message then splits into:
 * ``nginx``: nginx's request time minus the worker's answer time;
 * ``worker, outside the handler``: the worker's answer time minus the time in ``handle_message``: the request
   waiting for the worker's event loop (busy with other messages) before and after the handler;
-* ``lock``, ``retrieve``, ``NLU``, ``policies``, ``action server``, ``save``: inside the handler, wall time
-  (it includes waiting for the event loop between awaits); ``GC``: the collector's time while the message was
-  in the worker.
+* ``lock``, ``retrieve``, ``NLU``, ``policies``, ``action server`` (and its number of calls), ``save``: inside
+  the handler, wall time (it includes waiting for the event loop between awaits); the rest of ``handler_ms`` is
+  waiting for a place among ``max_concurrent_messages`` (nlu_bert/admission.py); ``gc_ms``: the collector's time
+  while the message was in the worker; ``handler_cpu_ms``: the worker's CPU while the message was in the handler,
+  other messages' included (so only a bound on its own).
 
 The table compares the median band (p40-p60) of the webhook messages with their tail (p95 and slower), and
 shows p50/p95 per worker and per turn of the conversation.
