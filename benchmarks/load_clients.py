@@ -15,6 +15,7 @@ import os
 import random
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -95,6 +96,29 @@ def rss_kb(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its live descendants (s); 0 when it is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: Dict[int, List[int]] = {}
+    stats: Dict[int, List[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        if current in stats:
+            total += (int(stats[current][11]) + int(stats[current][12])) / tick
+        todo.extend(children.get(current, []))
+    return total
+
+
 # ----------------------------------------------------------------------------------- statistics
 def pct(values: Sequence[float], q: float) -> Optional[float]:
     """Percentile with linear interpolation (numpy's default), in ms; None for no values."""
@@ -128,6 +152,7 @@ class Load:
         args: argparse.Namespace,
         pids: Callable[[], List[int]],
         alive: Callable[[], Optional[str]],
+        cpu: Optional[Callable[[], Dict[str, float]]] = None,
     ) -> None:
         """``pids()``: the server processes whose RSS is sampled; ``alive()``: None while they all run, else what exited."""
         self.base, self.examples, self.args, self.pids, self.alive = base, examples, args, pids, alive
@@ -140,15 +165,23 @@ class Load:
         self.measure_from = 0.0
         self.stop_at = 0.0
         self.server_exit: Optional[str] = None
+        self.cpu_probe = cpu  # CPU seconds per process group, read when the measurement starts and ends
+        self.cpu: Dict[str, Dict[str, float]] = {}
 
-    async def request(self, session: Any, kind: str, path: str, body: Dict[str, Any], long: bool) -> None:
+    async def request(
+        self, session: Any, kind: str, path: str, body: Dict[str, Any], long: bool, turn: int = 0
+    ) -> None:
         import aiohttp
 
+        request_id = uuid.uuid4().hex  # nginx's access log and the workers' stage log name the request by it
         started = time.monotonic()
         ok, detail = False, ""
         try:
             async with session.post(
-                self.base + path, json=body, timeout=aiohttp.ClientTimeout(total=self.args.timeout)
+                self.base + path,
+                json=body,
+                headers={"X-Request-ID": request_id},
+                timeout=aiohttp.ClientTimeout(total=self.args.timeout),
             ) as resp:
                 payload = await resp.read()
                 ok = 200 <= resp.status < 300
@@ -171,7 +204,16 @@ class Load:
                 self.errors.append(f"(warm-up) {kind} {detail}")
             return
         self.records.append(
-            {"kind": kind, "long": long, "ok": ok, "latency": latency, "t": started - self.measure_from}
+            {
+                "kind": kind,
+                "long": long,
+                "ok": ok,
+                "latency": latency,
+                "t": started - self.measure_from,
+                "request_id": request_id,
+                "sender": body.get("sender"),
+                "turn": turn,
+            }
         )
         if not ok and len(self.errors) < 50:
             self.errors.append(f"{kind}{' (long)' if long else ''}: {detail}")
@@ -186,7 +228,7 @@ class Load:
     async def client(self, session: Any, index: int) -> None:
         """One request at a time: a parse (``--parse-share`` of them) or the next turn of its conversation."""
         rng = random.Random(self.args.seed * 1000 + index)
-        conversation, turns, sender = 0, [], ""
+        conversation, turns, sender, turn = 0, [], "", 0
         while time.monotonic() < self.stop_at:
             if rng.random() < self.args.parse_share:
                 text, long = self.text(rng, None)
@@ -195,9 +237,10 @@ class Load:
             if not turns:  # a new conversation, a new sender id
                 conversation += 1
                 sender = f"load-{self.args.seed}-c{index:02d}-{conversation:04d}"
-                turns = list(rng.choice(CONVERSATIONS))
+                turns, turn = list(rng.choice(CONVERSATIONS)), 0
             text, long = self.text(rng, turns.pop(0))
-            await self.request(session, "webhook", WEBHOOK, {"sender": sender, "message": text}, long)
+            turn += 1
+            await self.request(session, "webhook", WEBHOOK, {"sender": sender, "message": text}, long, turn)
 
     async def monitor(self) -> None:
         next_progress = self.t0 + self.args.progress
@@ -237,9 +280,13 @@ class Load:
             await asyncio.gather(*(self.client(session, i) for i in range(self.args.clients)))
             await monitor
             await warmup_rss_task
+            if self.cpu_probe is not None:
+                self.cpu["end"] = self.cpu_probe()
 
     async def _sample_at(self, when: float) -> None:
         await asyncio.sleep(max(0.0, when - time.monotonic()))
+        if self.cpu_probe is not None:
+            self.cpu["start"] = self.cpu_probe()
         if not self.alive():
             self.rss.insert(0, (0.0, self.rss_total()))
 

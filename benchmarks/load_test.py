@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import tempfile
@@ -41,7 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._common import git_state, machine_info, markdown_table, write_results  # noqa: E402
-from benchmarks.load_clients import LONG_CHARS, PARSE, WEBHOOK, Load, nlu_examples, summarize  # noqa: E402
+from benchmarks.load_clients import LONG_CHARS, PARSE, WEBHOOK, Load, cpu_seconds, nlu_examples, summarize  # noqa: E402
+from benchmarks.load_diagnosis import COLUMNS, diagnose, join  # noqa: E402
 from benchmarks.long_messages import parse_once, single_message_bound  # noqa: E402
 from benchmarks.message_profile import by_turn, profile  # noqa: E402
 from benchmarks.message_profile import summarize as summarize_profile  # noqa: E402
@@ -60,7 +62,13 @@ def run_load(
         f"[load] {workers} worker(s): starting PostgreSQL, Redis, the action server, the workers and nginx ...",
         flush=True,
     )
-    with Topology(model, workers, folder, threads=args.threads, start_timeout=args.start_timeout) as topology:
+    stage_log = folder / "stages.jsonl"
+    timing = (
+        {"worker_module": "benchmarks.stage_timing", "worker_env": {"NLU_BERT_STAGE_LOG": str(stage_log)}}
+        if args.stages
+        else {}
+    )
+    with Topology(model, workers, folder, threads=args.threads, start_timeout=args.start_timeout, **timing) as topology:
         for worker in topology.workers:  # first-request costs (lazy imports, caches) are not the load's
             for text in ("你好", "我的快递到哪了"):
                 parse_once(worker.url, text, args.timeout)
@@ -73,7 +81,14 @@ def run_load(
             ]
             return "; ".join(gone) or None
 
-        load = Load(topology.url, examples, args, pids=lambda: [w.pid for w in topology.workers], alive=exited)
+        load = Load(
+            topology.url,
+            examples,
+            args,
+            pids=lambda: [w.pid for w in topology.workers],
+            alive=exited,
+            cpu=lambda: cpu_by_process(topology),
+        )
         print(
             f"[load] {workers} worker(s) ready ({', '.join(f'{k} {v:.0f} s' for k, v in topology.startup_s.items())}); "
             f"{args.clients} clients, {args.warmup:g} s warm-up + {args.duration:g} s",
@@ -97,7 +112,12 @@ def run_load(
             "errors": load.errors[:50],
             "server_exit": load.server_exit,
             "routes": routes(topology),
+            "cpu_s": {k: round(v - load.cpu["start"].get(k, 0.0), 1) for k, v in load.cpu.get("end", {}).items()},
         }
+        if args.stages:
+            ports = {f"127.0.0.1:{w.port}": f"worker {w.index}" for w in topology.workers}
+            rows = join(records, topology.nginx.access_log(), stage_log, ports)
+            result["diagnosis"] = diagnose(rows)
         start_kb = load.rss[0][1] if load.rss else 0
         result["memory"] = {
             "after_warmup_mb": round(start_kb / 1024, 1),
@@ -109,6 +129,17 @@ def run_load(
             pool = [t for texts in examples.values() for t in texts]
             result["single_message"] = single_message_bound(topology.workers[0].url, model, folder, args, pool)
     return result
+
+
+def cpu_by_process(topology: Topology) -> Dict[str, float]:
+    """CPU seconds so far of this load generator and of each server of the topology (with its children)."""
+    times = os.times()
+    out = {"load generator (this process)": times.user + times.system}
+    services = {f"worker {w.index}": w for w in topology.workers}
+    services.update(nginx=topology.nginx, actions=topology.actions, postgres=topology.postgres, redis=topology.redis)
+    for name, service in services.items():
+        out[name] = cpu_seconds(service.pid) if service is not None and service.pid else 0.0
+    return out
 
 
 def routes(topology: Topology) -> Dict[str, int]:
@@ -217,6 +248,32 @@ def render(result: Dict[str, Any]) -> str:
         ),
         "",
     ]
+    cpu_rows = [[r["workers"], *(f"{k} {v}" for k, v in r["cpu_s"].items())] for r in result["runs"] if r.get("cpu_s")]
+    if cpu_rows:
+        lines += [
+            f"CPU seconds during the {a['duration']:g} measured seconds (2 cores = {2 * a['duration']:g} s), per process and its children:",
+            "",
+            *(f"- {row[0]} worker(s): {', '.join(row[1:])}" for row in cpu_rows),
+            "",
+        ]
+    for r in result["runs"]:
+        d = r.get("diagnosis")
+        if not d:
+            continue
+        lines += [
+            f"### Where the time goes, {r['workers']} worker(s) (ms, means; benchmarks/load_diagnosis.py)",
+            "",
+            markdown_table(
+                ["band", "n", *COLUMNS], [[k, v["n"], *(v[c] for c in COLUMNS)] for k, v in d["bands"].items()]
+            ),
+            "",
+            "Webhook p50 / p95 ms per worker: "
+            + "; ".join(f"{w} {v['p50_ms']} / {v['p95_ms']} (n {v['n']})" for w, v in d["by_worker"].items())
+            + ". Per turn: "
+            + "; ".join(f"turn {t} {v['p50_ms']} / {v['p95_ms']} (n {v['n']})" for t, v in d["by_turn"].items())
+            + f". Long messages {d['long_messages']['p50_ms']} / {d['long_messages']['p95_ms']} (n {d['long_messages']['n']}).",
+            "",
+        ]
     prof = result.get("profile")
     if prof:
         lines += [
@@ -329,6 +386,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument(
         "--retrain", action="store_true", help="train the offline model again even when it is up to date"
+    )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="time each message's stages inside the workers (benchmarks/stage_timing.py) and show where the "
+        "latency of the median and of the slowest 5%% goes (benchmarks/load_diagnosis.py)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

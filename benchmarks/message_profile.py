@@ -2,7 +2,7 @@
 
     nice -n 10 .venv/bin/python benchmarks/message_profile.py                      # 1-, 20- and 100-turn conversations
     nice -n 10 .venv/bin/python benchmarks/message_profile.py --turns 1 20 100 200 --model models/assistant-offline.tar.gz
-    nice -n 10 .venv/bin/python benchmarks/message_profile.py --states-cache-size 512 --name message_profile_states
+    nice -n 10 .venv/bin/python benchmarks/message_profile.py --states-cache-size 0 --name message_profile_rasa_states
 
 It starts the deployment topology (deploy/local/topology.py: PostgreSQL tracker store, Redis lock store,
 the action server, nginx) with one `rasa run` worker whose stages are timed inside the process
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -245,10 +246,16 @@ def plot(result: Dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def configured_states_cache_size() -> int:
+    """The ``states_cache_size`` of endpoints.production.yml's tracker store (0 when it has none)."""
+    match = re.search(r"(?m)^  states_cache_size: *(\d+)", ENDPOINTS.read_text(encoding="utf-8"))
+    return int(match.group(1)) if match else 0
+
+
 def endpoints_with_states_cache(size: int, folder: Path) -> Path:
-    """endpoints.production.yml with ``states_cache_size: size`` in its tracker store (the opt-in incremental
-    dialogue states of nlu_bert/tracker_states.py)."""
-    text = ENDPOINTS.read_text(encoding="utf-8")
+    """endpoints.production.yml with ``states_cache_size: size`` in its tracker store (the incremental dialogue
+    states of nlu_bert/tracker_states.py; 0 turns them off)."""
+    text = re.sub(r"(?m)^  states_cache_size: *\d+\n", "", ENDPOINTS.read_text(encoding="utf-8"))
     anchor = "  login_db: postgres\n"
     if anchor not in text:
         raise SystemExit(f"{ENDPOINTS}: no '{anchor.strip()}' line in its tracker store to add states_cache_size to")
@@ -259,11 +266,16 @@ def endpoints_with_states_cache(size: int, folder: Path) -> Path:
 
 
 def profile(
-    model: Path, turns: Sequence[int], repeat: int, threads: int, folder: Path, states_cache_size: int = 0
+    model: Path,
+    turns: Sequence[int],
+    repeat: int,
+    threads: int,
+    folder: Path,
+    states_cache_size: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Run the conversations on a one-worker topology with stage timing; the messages with their stages."""
     log = folder / "stages.jsonl"
-    endpoints = endpoints_with_states_cache(states_cache_size, folder) if states_cache_size else ENDPOINTS
+    endpoints = ENDPOINTS if states_cache_size is None else endpoints_with_states_cache(states_cache_size, folder)
     with Topology(
         model,
         workers=1,
@@ -303,8 +315,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         "--states-cache-size",
         type=int,
-        default=0,
-        help="the tracker store's states_cache_size (0: Rasa's own dialogue states, the default of endpoints.yml)",
+        help="the tracker store's states_cache_size (0: Rasa's own dialogue states; default: endpoints.production.yml's)",
     )
     parser.add_argument("--name", default="message_profile", help="results file name (without extension)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -321,7 +332,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             "turns": args.turns,
             "repeat": args.repeat,
             "threads": args.threads,
-            "states_cache_size": args.states_cache_size,
+            "states_cache_size": configured_states_cache_size()
+            if args.states_cache_size is None
+            else args.states_cache_size,
         },
         machine=machine,
         code=git_state(),

@@ -18,6 +18,10 @@ wall milliseconds and the number of calls. The stages:
 
 CPU is ``time.process_time``: right when one message is handled at a time, which is how the profile runs.
 Stages nest (a node inside ``predict next action``): the table reports each, and never adds them up.
+
+Each line also has ``start`` (Unix time the message reached the agent), ``request_id`` (the ``X-Request-ID``
+nginx passed, in the message's metadata) and ``gc_ms``: how long Python's garbage collector ran while the
+message was in the process (any task's collections: under concurrent load they stall every message).
 """
 
 from __future__ import annotations
@@ -35,6 +39,15 @@ _CURRENT: contextvars.ContextVar[Optional[Dict[str, Any]]] = contextvars.Context
     "nlu_bert_stage_record", default=None
 )
 _NODE_INDEX = re.compile(r"\d+$")
+_GC = {"ms": 0.0, "started": 0.0}
+
+
+def _gc_callback(phase: str, info: Dict[str, Any]) -> None:
+    if phase == "start":
+        _GC["started"] = time.perf_counter()
+    elif _GC["started"]:
+        _GC["ms"] += 1000 * (time.perf_counter() - _GC["started"])
+        _GC["started"] = 0.0
 
 
 def _add(stage: str, cpu: float, wall: float) -> None:
@@ -83,6 +96,8 @@ def node_stage(node: Any, *args: Any) -> str:
 
 
 def install(log_path: str) -> None:
+    import gc
+
     from rasa.core.actions.action import RemoteAction
     from rasa.core.agent import Agent
     from rasa.core.lock_store import LockStore
@@ -92,6 +107,7 @@ def install(log_path: str) -> None:
     from rasa.shared.core.trackers import DialogueStateTracker
     from rasa.utils.endpoints import EndpointConfig
 
+    gc.callbacks.append(_gc_callback)
     GraphNode.__call__ = _timed_sync(node_stage, GraphNode.__call__)
     FailSafeTrackerStore.retrieve = _timed_async("tracker store: retrieve", FailSafeTrackerStore.retrieve)
     FailSafeTrackerStore.save = _timed_async("tracker store: save", FailSafeTrackerStore.save)
@@ -111,14 +127,21 @@ def install(log_path: str) -> None:
 
     @functools.wraps(original_handle)
     async def handle_message(self: Any, message: Any) -> Any:
-        record: Dict[str, Any] = {"sender": message.sender_id, "text": message.text, "stages": {}}
+        record: Dict[str, Any] = {
+            "sender": message.sender_id,
+            "text": message.text,
+            "request_id": (message.metadata or {}).get("request_id"),
+            "start": time.time(),
+            "stages": {},
+        }
         token = _CURRENT.set(record)
-        cpu, wall = time.process_time(), time.perf_counter()
+        cpu, wall, gc_ms = time.process_time(), time.perf_counter(), _GC["ms"]
         try:
             return await original_handle(self, message)
         finally:
             record["cpu_ms"] = round(1000 * (time.process_time() - cpu), 3)
             record["wall_ms"] = round(1000 * (time.perf_counter() - wall), 3)
+            record["gc_ms"] = round(_GC["ms"] - gc_ms, 3)
             _CURRENT.reset(token)
             with open(log_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -6,6 +6,9 @@ Add it to ``credentials.yml`` (an input channel only so that ``rasa run`` loads 
       max_text_chars: 5000       # longer texts get 413
       max_sender_chars: 255      # the SQL tracker store's sender_id column is 255 characters
       max_body_bytes: 1000000
+      retry_window_seconds: 3600 # a REST message retried with the same X-Request-ID is answered once (retries.py)
+      freeze_gc: true            # after the model is loaded, gc.freeze() its objects (gc_freeze.py)
+      max_concurrent_messages: 4 # messages in progress at once in the worker, the rest wait in order (admission.py)
 
 Before Rasa's handlers see a request it checks:
 
@@ -21,6 +24,11 @@ Before Rasa's handlers see a request it checks:
   that are not objects, non-string or too long messages, invalid session ids and metadata. ``session_request``
   joins the session's room on every python-socketio version (Rasa 3.6 does not await ``enter_room``).
 
+A REST message that nginx retries on another worker (or a client sends again) with the same ``X-Request-ID``
+after its turn was stored gets that turn's replies and is not handled twice (retries.py). Once the model is
+loaded, its objects are frozen out of the garbage collector's full collections (gc_freeze.py), and at most
+``max_concurrent_messages`` messages are in progress at once; the others wait their turn (admission.py).
+
 Error answers never show a stack trace, a file path, SQL or a memory address: such details go to the server log and
 the client gets a plain message. With no model loaded, the channel webhooks answer 503 (Rasa: ``200 []``, message
 dropped). ``GET /webhooks/guard/`` shows the limits.
@@ -28,7 +36,6 @@ dropped). ``GET /webhooks/guard/`` shows the limits.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import re
@@ -41,6 +48,11 @@ from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
+
+from nlu_bert.admission import install as install_admission
+from nlu_bert.gc_freeze import freeze_loaded_objects
+from nlu_bert.retries import REST_WEBHOOK, SeenRequests, answer_retry, tag_rest_metadata
+from nlu_bert.socketio_guard import guard_socketio
 
 logger = logging.getLogger(__name__)
 
@@ -68,20 +80,33 @@ class RequestGuard(InputChannel):
     """Validates requests to Rasa's channels and HTTP API; see the module docstring."""
 
     def __init__(
-        self, max_text_chars: int = 5000, max_sender_chars: int = 255, max_body_bytes: int = 1_000_000
+        self,
+        max_text_chars: int = 5000,
+        max_sender_chars: int = 255,
+        max_body_bytes: int = 1_000_000,
+        retry_window_seconds: int = 3600,
+        freeze_gc: bool = True,
+        max_concurrent_messages: int = 4,
     ) -> None:
-        for key, value in (
-            ("max_text_chars", max_text_chars),
-            ("max_sender_chars", max_sender_chars),
-            ("max_body_bytes", max_body_bytes),
+        for key, value, least in (
+            ("max_text_chars", max_text_chars, 1),
+            ("max_sender_chars", max_sender_chars, 1),
+            ("max_body_bytes", max_body_bytes, 1),
+            ("retry_window_seconds", retry_window_seconds, 0),
+            ("max_concurrent_messages", max_concurrent_messages, 0),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(
-                    f"RequestGuard: `{key}` must be an integer ≥ 1, got {value!r}. Set it in credentials.yml."
+                    f"RequestGuard: `{key}` must be an integer ≥ {least}, got {value!r}. Set it in credentials.yml."
                 )
         self.max_text_chars = max_text_chars
         self.max_sender_chars = max_sender_chars
         self.max_body_bytes = max_body_bytes
+        self.seen = SeenRequests(retry_window_seconds)  # 0: retried messages are handled again
+        if not isinstance(freeze_gc, bool):
+            raise ValueError(f"RequestGuard: `freeze_gc` must be true or false, got {freeze_gc!r}.")
+        self.freeze_gc = freeze_gc
+        self.max_concurrent_messages = max_concurrent_messages  # 0: no bound
 
     @classmethod
     def name(cls) -> Text:
@@ -102,6 +127,8 @@ class RequestGuard(InputChannel):
                     "max_text_chars": guard.max_text_chars,
                     "max_sender_chars": guard.max_sender_chars,
                     "max_body_bytes": guard.max_body_bytes,
+                    "retry_window_seconds": int(guard.seen.window),
+                    "max_concurrent_messages": guard.max_concurrent_messages,
                 }
             )
 
@@ -111,6 +138,13 @@ class RequestGuard(InputChannel):
             app.register_middleware(guard.scrub, "response")
             for channel in getattr(app.ctx, "input_channels", None) or []:
                 guard_socketio(guard, channel)
+                tag_rest_metadata(channel)
+
+        @bp.listener("after_server_start")
+        async def freeze(app: Any, _loop: Any) -> None:  # Rasa loads the model before the server starts
+            install_admission(guard.max_concurrent_messages)
+            if guard.freeze_gc:
+                freeze_loaded_objects()
 
         return bp
 
@@ -146,6 +180,14 @@ class RequestGuard(InputChannel):
         if CHANNEL_WEBHOOK.match(path) and not _agent_ready(request.app):
             # Rasa itself answers 200 [] here and drops the message ("Ignoring message as there is no agent")
             return _failure(503, NO_MODEL_MESSAGE, "NoModelLoaded")
+        if REST_WEBHOOK.match(path):
+            try:
+                replies = await answer_retry(request, json.loads(body)["sender"], self.seen)
+            except Exception:  # noqa: BLE001 - without the check the message is handled as before
+                logger.warning("RequestGuard: could not check for a retried message", exc_info=True)
+                replies = None
+            if replies is not None:
+                return response.json(replies)
         return None
 
     def problem(
@@ -377,42 +419,6 @@ class RequestGuard(InputChannel):
                 "RequestGuard: socket.io session_request with an unusable session_id (%s); a new one is issued", problem
             )
         return uuid.uuid4().hex
-
-
-def guard_socketio(guard: RequestGuard, channel: Any) -> None:
-    """Wraps the handlers of a Rasa socket.io channel (``socketio:`` in credentials.yml) with the guard's checks."""
-    try:
-        from rasa.core.channels.socketio import SocketIOInput
-    except ImportError:  # pragma: no cover - python-socketio is a dependency of rasa
-        return
-    sio = getattr(channel, "sio", None)
-    if not isinstance(channel, SocketIOInput) or sio is None:
-        return
-    namespace = channel.namespace or "/"
-    handlers = sio.handlers.setdefault(namespace, {})
-    original = handlers.get(channel.user_message_evt)
-
-    async def session_request(sid: Text, data: Any = None, *_: Any) -> None:
-        session_id = guard.session_id(data)
-        if channel.session_persistence:
-            joined = sio.enter_room(sid, session_id, namespace=namespace)
-            if inspect.isawaitable(joined):  # a coroutine since python-socketio 5.10
-                await joined
-        await sio.emit("session_confirm", session_id, room=sid, namespace=namespace)
-
-    async def user_message(sid: Text, data: Any = None, *_: Any) -> Any:
-        problem = guard.socket_problem(data, channel)
-        if problem == "":
-            logger.debug("RequestGuard: empty socket.io message from %s ignored", sid)
-            return None
-        if problem is not None:
-            logger.warning("RequestGuard: socket.io message from %s dropped: %s", sid, problem)
-            return None
-        return await original(sid, data)
-
-    handlers["session_request"] = session_request
-    if original is not None:
-        handlers[channel.user_message_evt] = user_message
 
 
 def _entities_problem(entities: Any) -> Optional[Tuple[int, str]]:

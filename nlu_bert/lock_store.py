@@ -9,11 +9,14 @@ time it looks again (it looks once a second), the lock is left with no ticket eq
 down. The same happens to any message that waits longer than ``lock_lifetime``.
 
 Here a waiting message whose ticket expired takes a new one (at the end of the queue) and goes on waiting;
-the ticket it holds at the end is the one released. Everything else is Rasa's.
+the ticket it holds at the end is the one released. A waiting message looks at the lock every
+``wait_time_in_seconds`` (0.1 s; Rasa's agent waits 1 s between looks, so the second of two quick messages of a
+conversation waited up to a second after the first was done). Everything else is Rasa's.
 
     lock_store:
       type: nlu_bert.lock_store.ResilientRedisLockStore     # the keys of Rasa's `type: redis`
       url: ${REDIS_HOST}
+      wait_time_in_seconds: 0.1                              # optional
       ...
 """
 
@@ -31,13 +34,23 @@ from rasa.utils.endpoints import EndpointConfig
 logger = logging.getLogger(__name__)
 
 
+DEFAULT_WAIT_SECONDS = 0.1
+
+
 class RenewingTickets(LockStore):
     """``LockStore.lock`` whose waiting message takes a new ticket when its ticket expired while it waited."""
 
+    wait_time_in_seconds = DEFAULT_WAIT_SECONDS  # between two looks at a taken lock, unless the caller says
+
     @asynccontextmanager
     async def lock(
-        self, conversation_id: Text, lock_lifetime: float = LOCK_LIFETIME, wait_time_in_seconds: float = 1
+        self,
+        conversation_id: Text,
+        lock_lifetime: float = LOCK_LIFETIME,
+        wait_time_in_seconds: Optional[float] = None,
     ) -> AsyncGenerator[TicketLock, None]:
+        if wait_time_in_seconds is None:
+            wait_time_in_seconds = self.wait_time_in_seconds
         held = [self.issue_ticket(conversation_id, lock_lifetime)]
         try:
             yield await self._acquire_renewing(conversation_id, held, lock_lifetime, wait_time_in_seconds)
@@ -72,6 +85,7 @@ class ResilientRedisLockStore(RenewingTickets, RedisLockStore):
     def __init__(self, endpoint_config: Optional[EndpointConfig] = None, **kwargs: Any) -> None:
         if endpoint_config is not None:  # how Rasa creates a lock store named by its module path
             kwargs = {"host": endpoint_config.url or "localhost", **endpoint_config.kwargs, **kwargs}
+        self.wait_time_in_seconds = _wait_seconds(kwargs.pop("wait_time_in_seconds", DEFAULT_WAIT_SECONDS))
         super().__init__(**kwargs)
 
 
@@ -79,4 +93,15 @@ class ResilientInMemoryLockStore(RenewingTickets, InMemoryLockStore):
     """Rasa's ``InMemoryLockStore`` with ``RenewingTickets`` (one process)."""
 
     def __init__(self, endpoint_config: Optional[EndpointConfig] = None, **kwargs: Any) -> None:
+        options = {**(endpoint_config.kwargs if endpoint_config is not None else {}), **kwargs}
+        self.wait_time_in_seconds = _wait_seconds(options.get("wait_time_in_seconds", DEFAULT_WAIT_SECONDS))
         super().__init__()
+
+
+def _wait_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
+        raise ValueError(
+            f"Lock store: `wait_time_in_seconds` must be a number of seconds in (0, 10], got {value!r}; set it in "
+            f"the lock_store section of endpoints.yml."
+        )
+    return float(value)

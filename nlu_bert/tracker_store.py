@@ -6,8 +6,11 @@ PostgreSQL restart, every pooled connection of every `rasa run` process is dead,
 each conversation is read as a new conversation and its turn is kept nowhere the other processes can see.
 
 ``ResilientSQLTrackerStore`` (``type: nlu_bert.tracker_store.ResilientSQLTrackerStore`` in endpoints.yml,
-with the same keys as Rasa's ``type: SQL``) changes two things:
+with the same keys as Rasa's ``type: SQL``) changes these things:
 
+* its reads and writes of a database server (PostgreSQL, MySQL ...) run in a thread, so the worker's event loop
+  serves other messages while one waits for the database (Rasa's store blocks the whole process meanwhile: a
+  commit waits for the disk);
 * every connection is checked before use (SQLAlchemy's ``pool_pre_ping``), so the dead connections of a
   restarted server are replaced instead of failing a message;
 * a read or write that fails because the database cannot be reached is tried again, with a growing pause,
@@ -29,6 +32,7 @@ Everything else (tables, queries, sessions, ``SQL_POOL_SIZE`` / ``SQL_MAX_OVERFL
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -39,6 +43,7 @@ import sqlalchemy as sa
 from rasa.core.tracker_store import SQLTrackerStore, create_engine_kwargs
 from rasa.shared.core.events import Event
 from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
 from nlu_bert.tracker_states import IncrementalStatesTracker, StatesCache
 
@@ -126,19 +131,29 @@ class ResilientSQLTrackerStore(SQLTrackerStore):
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
-    async def _retrieve(self, sender_id: Text, fetch_events_from_all_sessions: bool) -> Optional[DialogueStateTracker]:
-        return await self._with_retries(
-            f"reading conversation '{sender_id}'", lambda: self._read(sender_id, fetch_events_from_all_sessions)
-        )
+    async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a thread for a database server (the event loop serves other messages while it
+        waits for the database); in the loop for SQLite (an in-memory database is one per thread)."""
+        if self.engine.dialect.name == "sqlite":
+            return function(*args)
+        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
 
-    async def _read(self, sender_id: Text, fetch_events_from_all_sessions: bool) -> Optional[DialogueStateTracker]:
-        """Rasa's ``SQLTrackerStore._retrieve``: the same query, only its ``data`` column, events resolved once."""
+    async def _retrieve(self, sender_id: Text, fetch_events_from_all_sessions: bool) -> Optional[DialogueStateTracker]:
+        events = await self._with_retries(
+            f"reading conversation '{sender_id}'",
+            lambda: self._off_loop(self._read, sender_id, fetch_events_from_all_sessions),
+        )
+        if not self.domain or not events:
+            return None
+        return self._tracker(sender_id, events)
+
+    def _read(self, sender_id: Text, fetch_events_from_all_sessions: bool) -> List[Event]:
+        """Rasa's ``SQLTrackerStore._retrieve`` up to the tracker: the same query, only its ``data`` column,
+        events resolved once."""
         with self.session_scope() as session:
             query = self._event_query(session, sender_id, fetch_events_from_all_sessions=fetch_events_from_all_sessions)
             serialised = [json.loads(data) for (data,) in query.with_entities(self.SQLEvent.data).all()]
-        if not self.domain or not serialised:
-            return None
-        return self._tracker(sender_id, deserialise_events(serialised))
+        return deserialise_events(serialised) if serialised else []
 
     def init_tracker(self, sender_id: Text) -> DialogueStateTracker:
         """A new conversation's tracker (Rasa's ``TrackerStore.init_tracker``), computing its states incrementally."""
@@ -152,16 +167,27 @@ class ResilientSQLTrackerStore(SQLTrackerStore):
 
     async def save(self, tracker: DialogueStateTracker) -> None:
         await self.stream_events(tracker)  # once: a retried write must not publish its events again
-        await self._with_retries(f"saving conversation '{tracker.sender_id}'", lambda: self._write(tracker))
+        await self._with_retries(
+            f"saving conversation '{tracker.sender_id}'", lambda: self._off_loop(self._write, tracker)
+        )
 
-    async def _write(self, tracker: DialogueStateTracker) -> None:
-        """Rasa's save without its streaming (done above). Nothing else runs on the event loop meanwhile: with no
-        broker, Rasa's ``stream_events`` returns without suspending, and the rest of its save is synchronous."""
-        broker, self.event_broker = self.event_broker, None
-        try:
-            await super().save(tracker)
-        finally:
-            self.event_broker = broker
+    def _write(self, tracker: DialogueStateTracker) -> None:
+        """Rasa's ``SQLTrackerStore.save`` without its streaming (done above): the events not stored yet, one
+        transaction. The conversation's lock keeps the tracker still while this runs in a thread."""
+        with self.session_scope() as session:
+            for event in self._additional_events(session, tracker):
+                data = event.as_dict()
+                session.add(
+                    self.SQLEvent(
+                        sender_id=tracker.sender_id,
+                        type_name=event.type_name,
+                        timestamp=data.get("timestamp"),
+                        intent_name=data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
+                        action_name=data.get("name"),
+                        data=json.dumps(data),
+                    )
+                )
+            session.commit()
 
     async def keys(self) -> Iterable[Text]:
         parent = super().keys

@@ -72,3 +72,35 @@ def test_made_from_endpoints_like_rasas_redis_store() -> None:
     kwargs = store.red.connection_pool.connection_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("redis.internal", 6380, 2)
     assert store.key_prefix.startswith("shop:")
+
+
+def test_a_message_behind_another_of_its_conversation_starts_soon_after_it() -> None:
+    # Rasa's agent takes the lock without a wait time: Rasa's stores then look again only after 1 s
+    async def second_start(store: LockStore) -> float:
+        released = {}
+
+        async def first() -> None:
+            async with store.lock("c", lock_lifetime=5):
+                await asyncio.sleep(0.15)
+            released["at"] = time.monotonic()
+
+        async def second() -> float:
+            await asyncio.sleep(0.02)
+            async with store.lock("c", lock_lifetime=5):
+                return time.monotonic()
+
+        _, started = await asyncio.gather(first(), second())
+        return started - released["at"]
+
+    assert asyncio.run(second_start(InMemoryLockStore())) > 0.5
+    assert asyncio.run(second_start(ResilientInMemoryLockStore())) < 0.15
+
+
+def test_the_wait_between_looks_is_an_endpoints_setting() -> None:
+    config = EndpointConfig(
+        url="localhost", type="nlu_bert.lock_store.ResilientRedisLockStore", wait_time_in_seconds=0.5
+    )
+    assert ResilientRedisLockStore(endpoint_config=config).wait_time_in_seconds == 0.5
+    assert ResilientRedisLockStore(host="localhost").wait_time_in_seconds == 0.1
+    with pytest.raises(ValueError, match="wait_time_in_seconds"):
+        ResilientInMemoryLockStore(wait_time_in_seconds=0)

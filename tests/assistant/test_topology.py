@@ -7,6 +7,9 @@ deploy/docker-compose.yml), on the session's assistant model.
   HTTP API's /conversations/<id>/ and an X-Conversation-Id header go to the same one;
 * a worker killed without warning while conversations are under way: every message gets its answer through
   the other worker and every tracker is complete and in order;
+* a worker killed after it stored a message's turn and before it answered: nginx's retry on the other worker
+  (the same X-Request-ID) gets the stored replies and the turn is stored once; a client that sends a message
+  again with its own X-Request-ID gets the same answer, and the turn is not handled twice;
 * socket.io through nginx, with the polling transport (its requests must all reach one worker) and websockets;
 * PostgreSQL restarted (and down while a message arrives): the conversations are all there and go on.
 
@@ -36,6 +39,8 @@ pytestmark = pytest.mark.slow
 # Training sentences of intents that always get a reply (rules.yml), one of them through the action server.
 MESSAGES = ["你好", "你们几点下班", "给我讲个笑话", "蓝牙耳机多少钱", "周末有客服吗", "谢谢", "非常感谢", "再见"]
 LOCK_LIFETIME = 10  # s: how long the lock of a conversation outlives a worker killed while holding it
+# The workers run tests/assistant/worker_dies_after_save.py: a worker that stores the turn of this text dies.
+DIES_AFTER_SAVE = "这句话存下以后服务器就断了"
 
 
 def _missing_servers() -> List[str]:
@@ -66,12 +71,30 @@ def topology(assistant_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from deploy.local.topology import Topology
 
     folder = tmp_path_factory.mktemp("topology")
-    with Topology(assistant_model, workers=2, folder=folder, lock_lifetime=LOCK_LIFETIME) as running:
+    with Topology(
+        assistant_model,
+        workers=2,
+        folder=folder,
+        lock_lifetime=LOCK_LIFETIME,
+        worker_module="tests.assistant.worker_dies_after_save",
+        worker_env={"NLU_BERT_DIE_AFTER_SAVE": DIES_AFTER_SAVE},
+    ) as running:
         yield running
 
 
 def say(base: str, sender: str, text: str) -> List[Dict[str, Any]]:
     return http_json("POST", f"{base}/webhooks/rest/webhook", {"sender": sender, "message": text}, timeout=180)
+
+
+def say_with_id(base: str, sender: str, text: str, request_id: str) -> List[Dict[str, Any]]:
+    request = urllib.request.Request(
+        f"{base}/webhooks/rest/webhook",
+        data=json.dumps({"sender": sender, "message": text}).encode("utf-8"),
+        method="POST",
+        headers={"Content-Type": "application/json", "X-Request-ID": request_id},
+    )
+    with urllib.request.urlopen(request, timeout=180) as response:
+        return json.loads(response.read())
 
 
 def parse_for(base: str, sender: str, text: str) -> Dict[str, Any]:
@@ -141,6 +164,16 @@ def upstream_of(topology: Any) -> Dict[str, set]:
                 if address in ports:
                     out.setdefault(row["key"][len("conversation:") :], set()).add(ports[address])
     return out
+
+
+def logged_rows(topology: Any, sender: str, n: int) -> List[Dict[str, str]]:
+    """nginx's access log rows of ``sender``, once there are ``n`` (nginx logs a request after its answer left)."""
+    deadline = time.monotonic() + 10
+    while True:
+        rows = [r for r in topology.nginx.access_log() if r.get("key") == f"conversation:{sender}"]
+        if len(rows) >= n or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
 
 
 def new_sender(tag: str) -> str:
@@ -220,6 +253,36 @@ def test_a_worker_killed_mid_conversation_loses_nothing(topology: Any) -> None:
     )
     topology.start_worker(victim)
     assert_whole(tracker(topology.workers[victim - 1].url, moved[0])["events"], MESSAGES, replies[moved[0]], moved[0])
+
+
+def test_a_message_retried_after_its_turn_was_stored_is_answered_once(topology: Any) -> None:
+    sender = new_sender("stored")
+    replies = [say(topology.url, sender, MESSAGES[0])]
+    ports = {f"127.0.0.1:{w.port}": w.index for w in topology.workers}
+    victim = ports[logged_rows(topology, sender, 1)[0]["upstream"]]
+    survivor = next(w for w in topology.workers if w.index != victim)
+    started = time.monotonic()
+    # the victim stores this turn and dies before answering; nginx sends the request to the survivor
+    replies.append(say(topology.url, sender, DIES_AFTER_SAVE))
+    assert not topology.workers[victim - 1].alive(), "the worker did not die after storing the turn"
+    events = tracker(survivor.url, sender)["events"]
+    assert_whole(events, [MESSAGES[0], DIES_AFTER_SAVE], replies, sender)
+    assert stored_events(topology, sender) == [e["event"] for e in events]
+    retried = logged_rows(topology, sender, 2)[1]
+    assert len(retried["upstream"].split(",")) == 2, retried  # tried on the victim, answered by the survivor
+    print(f"\n[topology] retried message answered from the stored turn in {time.monotonic() - started:.1f} s")
+    topology.start_worker(victim)
+
+    # a client's own retry (same X-Request-ID), on either worker, gets the same answer and stores nothing
+    request_id = uuid.uuid4().hex
+    first = say_with_id(topology.url, sender, MESSAGES[1], request_id)
+    again = [say_with_id(w.url, sender, MESSAGES[1], request_id) for w in topology.workers]
+    assert again == [first, first]
+    other = say_with_id(topology.url, sender, MESSAGES[1], uuid.uuid4().hex)  # a new id is a new message
+    events = tracker(topology.url, sender)["events"]
+    assert_whole(events, [MESSAGES[0], DIES_AFTER_SAVE, MESSAGES[1], MESSAGES[1]], [*replies, first, other], sender)
+    user_ids = [e["metadata"].get("request_id") for e in events if e["event"] == "user"]
+    assert user_ids[2] == request_id and len(set(user_ids)) == 4, user_ids
 
 
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
