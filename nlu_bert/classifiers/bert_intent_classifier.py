@@ -30,14 +30,14 @@ from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.classifiers.classifier import IntentClassifier
 from rasa.nlu.extractors.extractor import EntityExtractorMixin
-from rasa.shared.exceptions import InvalidConfigException, RasaException
+from rasa.shared.exceptions import RasaException
 from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu_bert import archive, backbones, extras, onnx_tools
 from nlu_bert.archive import ModelArchiveError  # noqa: F401 - the error this component raises for a bad archive
-from nlu_bert.bert import native, predictors
+from nlu_bert.bert import predictors
 from nlu_bert.classifiers import bert_config, bert_messages
 from nlu_bert.confidence import fitting
 from nlu_bert.confidence.scorer import ConfidenceModel
@@ -299,17 +299,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
 
     def _resolve_backend(self, encoder_config: Dict[str, Any]) -> None:
         """Settle `inference.backend` for this encoder; `native` is refused before training, not after it."""
-        configured = self.config["inference"]["backend"]
-        if configured == "native":
-            reason = native.check_shape(encoder_config)
-            if reason:
-                raise InvalidConfigException(
-                    f"{COMPONENT}: `inference.backend` 'native' cannot serve the backbone {self.config['model']!r}: "
-                    f"{reason}. Set `inference: {{backend: auto}}` (or onnxruntime) in config.yml."
-                )
-        self._resolved_backend = predictors.resolve_backend(configured, self._precision, encoder_config)
-        if configured == predictors.AUTO:
-            logger.info(f"{COMPONENT}: `inference.backend` auto: {self._resolved_backend} ({self._precision})")
+        self._resolved_backend = bert_config.resolve_backend(self.config, encoder_config)
 
     def persist(self, report: Optional[Dict[str, Any]] = None) -> None:
         """Write the trained model into the archive, as the configured `inference` backend loads it
@@ -382,20 +372,10 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
         self.confidence = ConfidenceModel.from_meta(meta, self.config["no_content_rule"], folder)
 
     def _serving_backend(self, meta: Dict[str, Any]) -> Tuple[str, str]:
-        """The configured backend (for `auto`: the one the archive was made for), except for archives written
-        before the `inference` block (nlu-bert 0.1.0 without it): they hold torch weights only, so they are
-        served by torch (every precision runs there)."""
         made = meta.get("inference")
         if isinstance(made, dict) and self.config["inference"]["backend"] == predictors.AUTO:
             self._resolved_backend = str(made.get("backend"))
-        if "inference" in meta or self._backend == "torch":
-            return self._backend, self._precision
-        rasa.shared.utils.io.raise_warning(
-            f"{COMPONENT}: this model was trained before nlu-bert stored ONNX graphs, so it is served with "
-            f"`inference.backend` 'torch' ({self._precision}) instead of '{self._backend}'. Train the model again "
-            "with `rasa train` for a faster backend."
-        )
-        return "torch", self._precision
+        return bert_config.serving_backend(meta, self._backend, self._precision), self._precision
 
     # ------------------------------------------------------------------ inference
     def process(self, messages: List[Message]) -> List[Message]:
