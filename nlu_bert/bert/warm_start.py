@@ -146,8 +146,9 @@ def locate(path_text: str, resource_name: str, tmp: Path) -> "tuple[Path, str]":
     else:
         root = path
     if (root / archive.META_FILE).is_file() and not (root / "components").is_dir():
-        return root, str(path)  # a component folder itself
-    folders = {p.name: p for p in sorted((root / "components").glob("*")) if _component_of(p) == COMPONENT}
+        folders = {root.name: root} if _component_of(root) == COMPONENT else {}  # a component's own folder
+    else:
+        folders = {p.name: p for p in sorted((root / "components").glob("*")) if _component_of(p) == COMPONENT}
     if not folders:
         raise InvalidConfigException(
             f"{COMPONENT}: `{KEY}` {str(path)!r} holds no {COMPONENT} model. Name a model trained with "
@@ -156,7 +157,7 @@ def locate(path_text: str, resource_name: str, tmp: Path) -> "tuple[Path, str]":
     name = resource_name if resource_name in folders else sorted(folders)[0]
     if len(folders) > 1 and resource_name not in folders:
         logger.warning(f"{COMPONENT}: `{KEY}` holds {len(folders)} {COMPONENT} models; starting from {name}.")
-    return folders[name], f"{path} ({name})"
+    return folders[name], str(path) if folders[name] == root else f"{path} ({name})"
 
 
 def _component_of(folder: Path) -> Optional[str]:

@@ -176,6 +176,12 @@ def _no_bert(tmp_path: Path) -> str:
     return str(tmp_path / "m")
 
 
+def _other_component(tmp_path: Path) -> str:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / archive.META_FILE).write_text('{"component": "GPT2FewShotIntentClassifier"}')
+    return str(tmp_path / "c")
+
+
 def _junk_archive(tmp_path: Path) -> str:
     (tmp_path / "m.tar.gz").write_bytes(b"not a tar")
     return str(tmp_path / "m.tar.gz")
@@ -187,13 +193,14 @@ def _junk_archive(tmp_path: Path) -> str:
         (lambda t, f: str(t / "missing.tar.gz"), {}, "BertIntentClassifier: `warm_start_model` '{t}/missing.tar.gz' does not exist"),
         (lambda t, f: str(t), {}, "BertIntentClassifier: `warm_start_model` '{t}' is a folder without a Rasa model"),
         (lambda t, f: _no_bert(t), {}, "BertIntentClassifier: `warm_start_model` '{t}/m' holds no BertIntentClassifier model"),
+        (lambda t, f: _other_component(t), {}, "BertIntentClassifier: `warm_start_model` '{t}/c' holds no BertIntentClassifier model"),
         (lambda t, f: _junk_archive(t), {}, "`warm_start_model` '{t}/m.tar.gz' is not a readable Rasa model archive"),
         (lambda t, f: f, {"model": "hfl/chinese-bert-wwm-ext"}, "was trained from the backbone 'scratch', but `model` is 'hfl/chinese-bert-wwm-ext'. Set `model: scratch` in config.yml"),
         (lambda t, f: f, {"scratch_hidden_size": 64}, "was trained with `scratch_hidden_size` 32, but the config gives 64. Set `scratch_hidden_size` equal to 32"),
         (lambda t, f: f, {"ngram_features": False}, "was trained with `ngram_buckets` 2048, but the config gives 0."),
         (lambda t, f: f, {"max_length": 128}, "was trained with `max_length` 64, but the config gives 128. Set `max_length` at most 64"),
     ],
-    ids=["missing", "no-model", "no-bert", "not-an-archive", "backbone", "scratch-size", "ngrams", "max-length"],
+    ids=["missing", "no-model", "no-bert", "other-component", "not-an-archive", "backbone", "scratch-size", "ngrams", "max-length"],
 )  # fmt: skip
 def test_warm_start_errors_say_what_to_change(
     base: Tuple[Any, Path], tmp_path: Path, path: Any, extra: Dict[str, Any], message: str
