@@ -108,7 +108,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
             # the share of `epochs` it trains (Rasa's `rasa train --finetune --epoch-fraction` sets it there).
             "finetunable": True,
             "warm_start_model": None,
-            "finetuning_epoch_fraction": 0.5,
+            "finetuning_epoch_fraction": 0.25,
             # Confidences (docs/confidence.md): a temperature fitted on the validation split (>= 50 examples);
             # confidences fall to 0 below the energy of this lowest share of held-out examples (0 = off);
             # messages without a CJK character, letter or digit get 0; a TF-IDF model stacked with BERT (auto:

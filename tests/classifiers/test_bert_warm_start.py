@@ -133,7 +133,7 @@ def test_a_new_intent_is_learned_and_the_old_ones_still_predict(
         path = str(models / "nlu-old.tar.gz") if source == "tar.gz" else str(models)
     else:
         path = str(folder / NODE)
-    config = {**TINY, "warm_start_model": path, "inference": {"backend": inference}}
+    config = {**TINY, "warm_start_model": path, "finetuning_epoch_fraction": 0.5, "inference": {"backend": inference}}
     bot = {**TINY_BOT, "weather": WEATHER}
     train(tmp_path / "new", config, data_of(bot))
     warm = report_of(tmp_path / "new")["warm_start"]
