@@ -505,7 +505,15 @@ def test_damaged_archive_gives_a_clear_error(
 def test_archive_exported_for_another_backend_names_both(
     tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]
 ) -> None:
-    _, storage, resource = trained
+    component, storage, resource = trained
+    # the default archive keeps the trainable weights (`finetunable`), which the torch backend serves as well
+    served = BertIntentClassifier.load(
+        {**TINY, "ngram_features": True, **TORCH_FP32}, storage, resource, make_context()
+    )
+    assert served.predictor.backend == "torch" and served.predict_proba(["你好"]).argmax() == served.labels.index(
+        "greet"
+    )
+    storage, resource = _persist_copy(component, tmp_path, {"finetunable": False})
     with pytest.raises(ModelArchiveError) as info:
         BertIntentClassifier.load({**TINY, **TORCH_FP32}, storage, resource, make_context())
     assert str(info.value).startswith(
