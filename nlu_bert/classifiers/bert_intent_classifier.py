@@ -372,6 +372,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
         self.confidence = ConfidenceModel.from_meta(meta, self.config["no_content_rule"], folder)
 
     def _serving_backend(self, meta: Dict[str, Any]) -> Tuple[str, str]:
+        """The configured backend (`auto`: the archive's own); torch for archives older than the `inference` block."""
         made = meta.get("inference")
         if isinstance(made, dict) and self.config["inference"]["backend"] == predictors.AUTO:
             self._resolved_backend = str(made.get("backend"))
