@@ -11,6 +11,8 @@ Each component writes into its own Rasa resource (a folder of the archive, ``com
         model.native.safetensors  (native)                or model.safetensors (torch)
         model.int8.onnx | model.onnx  (onnxruntime)      fewshot.json   a marker for nlu-bert 0.2.0 and older
         model.safetensors + encoder_config.json (torch)
+      model.safetensors + encoder_config.json  the trainable weights in `save_dtype`
+        (every backend, with `finetunable: true`) for `rasa train --finetune` and `warm_start_model`
 
 ``meta.json`` holds the component's name, its archive format, the nlu-bert version that wrote it, the labels and
 how the model is served (``inference``). A component bumps its format whenever an older nlu-bert could no longer
@@ -40,6 +42,8 @@ BERT_ONNX_FILES: Dict[str, str] = {"fp32": "model.onnx", "int8": "model.int8.onn
 NATIVE_FILE = "model.native.safetensors"
 BERT_WEIGHTS_FILE = "model.safetensors"
 BERT_ENCODER_CONFIG_FILE = "encoder_config.json"
+# what a warm start reads besides meta.json and the tokenizer (the torch backend serves from the same files)
+BERT_TRAINING_FILES = [BERT_WEIGHTS_FILE, BERT_ENCODER_CONFIG_FILE]
 
 # GPT2FewShotIntentClassifier: one folder with the model's config, tokenizer and scorer (or weights)
 GPT2_MODEL_DIR = "model"

@@ -57,7 +57,7 @@ def test_paths_and_tests_named_in_the_docs_exist(path: Path) -> None:
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 BENCHMARKS = (
     "accuracy|agreement|bert_latency|confidence|fewshot_latency|gpt2_finetune|http_latency|install_size|int8_gemm_kernels"
-    "|int8_schemes|load_test|message_profile|message_profile_rasa_states"
+    "|int8_schemes|load_test|message_profile|message_profile_rasa_states|warm_start"
 )
 
 

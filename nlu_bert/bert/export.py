@@ -53,8 +53,10 @@ def write_model(
     precision: str,
     save_dtype: str,
     meta: Dict[str, Any],
+    finetunable: bool = False,
 ) -> Dict[str, Any]:
     """Write what ``backend`` / ``precision`` loads, the tokenizer and meta.json into ``folder``; return the meta.
+    ``finetunable``: the trainable weights too, for every backend (a warm start reads them).
     A full disk raises ``OSError`` (or ``SafetensorError``), any other export failure :class:`ExportError`."""
     import torch
     from safetensors import SafetensorError
@@ -62,7 +64,9 @@ def write_model(
 
     files = archive.bert_files(backend, precision)
     meta = {**meta, "inference": {"backend": backend, "precision": precision}, "files": files}
-    if backend == "torch":
+    if finetunable:
+        meta["finetunable"] = {"files": archive.BERT_TRAINING_FILES, "dtype": save_dtype}
+    if backend == "torch" or finetunable:
         dtype = torch.float16 if save_dtype == "float16" else torch.float32
         state = {
             k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
@@ -70,7 +74,7 @@ def write_model(
         }
         save_file(state, str(folder / archive.BERT_WEIGHTS_FILE), metadata={"nlu_bert_version": __version__})
         model.encoder.config.to_json_file(str(folder / archive.BERT_ENCODER_CONFIG_FILE))
-    else:
+    if backend != "torch":
         started = time.perf_counter()
         try:
             export_for_inference(model, folder, backend, precision, save_dtype=save_dtype)

@@ -54,6 +54,15 @@ class IntentModel(nn.Module):
         token_ngram_ids: Optional[torch.Tensor] = None,
     ) -> Any:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = self.classifier(self.dropout(self.features(hidden, attention_mask, ngram_ids)))
+        if self.entities is None:
+            return logits
+        return logits, self.entities(hidden, token_ngram_ids)
+
+    def features(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, ngram_ids: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """What the intent head reads: the masked mean of ``hidden`` and, with n-grams, the mean n-gram embedding."""
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         features = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         if self.ngrams is not None:
@@ -63,10 +72,7 @@ class IntentModel(nn.Module):
             present = (ngram_ids > 0).unsqueeze(-1).to(emb.dtype)
             bag = (emb * present).sum(1) / present.sum(1).clamp(min=1.0)
             features = torch.cat([features, bag.to(features.dtype)], dim=-1)
-        logits = self.classifier(self.dropout(features))
-        if self.entities is None:
-            return logits
-        return logits, self.entities(hidden, token_ngram_ids)
+        return features
 
 
 def scratch_bert_config(

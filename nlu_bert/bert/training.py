@@ -75,9 +75,12 @@ def train(
     config: Mapping[str, Any],
     device: torch.device,
     annotations: Optional[Sequence[Sequence[Mapping[str, Any]]]] = None,
+    warm_start: Optional[Callable[..., Dict[str, Any]]] = None,
 ) -> TrainedIntentModel:
     """Fine-tune on ``texts`` / ``intents`` (and the entity ``annotations`` of each text: Rasa entity dicts) with the
-    settings of the component's ``config``; log as ``component``."""
+    settings of the component's ``config``; log as ``component``. ``warm_start(model, labels, label_ids, make_batch,
+    train_idx, val_idx, entities)`` fills the new model's heads from a previous model before the fit
+    (:mod:`nlu_bert.bert.warm_start`) and returns what it did for the report."""
 
     def log(line: str) -> None:
         logger.info(f"{component}: {line}")
@@ -93,6 +96,7 @@ def train(
     use_ngrams = uses_ngrams(config)
     meta = {
         "labels": labels,
+        "backbone": config["model"],
         "max_length": max_length,
         "ngram_buckets": config["ngram_buckets"] if use_ngrams else 0,
         "ngram_dim": config["ngram_dim"],
@@ -139,6 +143,7 @@ def train(
 
     train_idx, val_idx = splits.stratified_split(label_ids, config["validation_split"], config["random_seed"])
     lr, head_lr = learning_rates(config)
+    warm = warm_start(model, labels, label_ids, make_batch, train_idx, val_idx, entities) if warm_start else None
     log(
         f"fine-tuning on {len(train_idx)} examples, validating on {len(val_idx)}, "
         f"{len(labels)} intents, up to {config['epochs']} epochs"
@@ -176,6 +181,7 @@ def train(
         "best_val_macro_f1": result.best_val_macro_f1,
         "history": result.history,
         "fit_seconds": round(result.seconds, 2),
+        **({"warm_start": warm} if warm is not None else {}),
     }
     if entities is not None:
         meta["entities"] = entities.trained_spec(model).to_meta()

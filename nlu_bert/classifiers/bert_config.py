@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Mapping
 
+import rasa.shared.utils.io
 from rasa.shared.exceptions import InvalidConfigException
 
 from nlu_bert import archive, backbones
@@ -12,6 +14,7 @@ from nlu_bert.confidence import fitting
 from nlu_bert.config import ConfigChecker
 
 COMPONENT = archive.BERT
+logger = logging.getLogger(__name__)
 
 
 def validate(config: Dict[str, Any], defaults: Mapping[str, Any]) -> None:
@@ -36,6 +39,9 @@ def validate(config: Dict[str, Any], defaults: Mapping[str, Any]) -> None:
     check.choice("device", list(backbones.DEVICES))
     check.integer("ranking_length", 0)
     check.choice("save_dtype", ["float32", "float16"])
+    check.boolean("finetunable")
+    check.text("warm_start_model", optional=True)
+    check.number("finetuning_epoch_fraction", 0, 100, low_open=True)
     fitting.check_config(check)
     check.scratch_sizes()
     check.integer("scratch_mlm_epochs", 0)
@@ -59,3 +65,35 @@ def validate(config: Dict[str, Any], defaults: Mapping[str, Any]) -> None:
     except ValueError as e:
         key = next((k for k in predictors.DEFAULT_KEY_NAMES.values() if str(e).startswith(f"`{k}`")), "inference")
         raise InvalidConfigException(f"{COMPONENT}: {e} Set `{key}` in config.yml.") from None
+
+
+def resolve_backend(config: Mapping[str, Any], encoder_config: Dict[str, Any]) -> str:
+    """What `inference.backend` is for this encoder (`auto` settled); `native` for an encoder it cannot serve is an
+    InvalidConfigException (raised before training, not after it)."""
+    from nlu_bert.bert import native
+
+    configured, precision = config["inference"]["backend"], config["inference"]["precision"]
+    if configured == "native":
+        reason = native.check_shape(encoder_config)
+        if reason:
+            raise InvalidConfigException(
+                f"{COMPONENT}: `inference.backend` 'native' cannot serve the backbone {config['model']!r}: "
+                f"{reason}. Set `inference: {{backend: auto}}` (or onnxruntime) in config.yml."
+            )
+    resolved = predictors.resolve_backend(configured, precision, encoder_config)
+    if configured == predictors.AUTO:
+        logger.info(f"{COMPONENT}: `inference.backend` auto: {resolved} ({precision})")
+    return resolved
+
+
+def serving_backend(meta: Mapping[str, Any], backend: str, precision: str) -> str:
+    """``backend``, except for archives written before the `inference` block (nlu-bert 0.1.0 without it): they hold
+    torch weights only, so they are served by torch (every precision runs there)."""
+    if "inference" in meta or backend == "torch":
+        return backend
+    rasa.shared.utils.io.raise_warning(
+        f"{COMPONENT}: this model was trained before nlu-bert stored ONNX graphs, so it is served with "
+        f"`inference.backend` 'torch' ({precision}) instead of '{backend}'. Train the model again "
+        "with `rasa train` for a faster backend."
+    )
+    return "torch"

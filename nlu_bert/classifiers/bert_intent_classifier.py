@@ -30,14 +30,14 @@ from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.classifiers.classifier import IntentClassifier
 from rasa.nlu.extractors.extractor import EntityExtractorMixin
-from rasa.shared.exceptions import InvalidConfigException, RasaException
+from rasa.shared.exceptions import RasaException
 from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu_bert import archive, backbones, extras, onnx_tools
 from nlu_bert.archive import ModelArchiveError  # noqa: F401 - the error this component raises for a bad archive
-from nlu_bert.bert import native, predictors
+from nlu_bert.bert import predictors
 from nlu_bert.classifiers import bert_config, bert_messages
 from nlu_bert.confidence import fitting
 from nlu_bert.confidence.scorer import ConfidenceModel
@@ -101,6 +101,14 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
             # Only the `torch` inference backend stores them; `onnxruntime` stores its ONNX graph instead,
             # `native` its int8 weights with the other tensors in this dtype.
             "save_dtype": "float16",
+            # Warm starts (docs/bert-intent-classifier.md, "Warm starts"): keep the trainable weights in the archive
+            # in `save_dtype` (+2 bytes a parameter in float16) so that `rasa train --finetune` and `warm_start_model`
+            # can continue from this model; a previous model archive (.tar.gz, an unpacked model, or a folder of
+            # models: the newest) to start from instead of the backbone, new intents and entities added (null = off);
+            # the share of `epochs` it trains (Rasa's `rasa train --finetune --epoch-fraction` sets it there).
+            "finetunable": True,
+            "warm_start_model": None,
+            "finetuning_epoch_fraction": 0.25,
             # Confidences (docs/confidence.md): a temperature fitted on the validation split (>= 50 examples);
             # confidences fall to 0 below the energy of this lowest share of held-out examples (0 = off);
             # messages without a CJK character, letter or digit get 0; a TF-IDF model stacked with BERT (auto:
@@ -188,6 +196,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
         self.meta: Dict[str, Any] = {}
         self._resolved_backend: Optional[str] = None  # what `inference.backend` auto became for this model
         self.confidence = ConfidenceModel()  # temperature, out-of-scope factor, lexical model (nlu_bert.confidence)
+        self._finetune_from: Optional[Path] = None  # the previous model's folder, for `rasa train --finetune`
 
     @property
     def predictor(self) -> Optional[predictors.Predictor]:
@@ -235,7 +244,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
         extras.require_train(COMPONENT)
         import torch
 
-        from nlu_bert.bert import model, training
+        from nlu_bert.bert import model, training, warm_start
 
         started = time.perf_counter()
         backbones.seed_everything(self.config["random_seed"])
@@ -243,9 +252,13 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
             torch.set_num_threads(self.config["num_threads"])
         device = backbones.resolve_device(self.config["device"])
         logger.info(f"{COMPONENT}: backbone {backbones.describe_source(self.config['model'])}, device {device}")
-        backbone = model.build_backbone(COMPONENT, self.config, texts)
+        if self._execution_context.is_finetuning and self._finetune_from is None:
+            logger.info(f"{COMPONENT}: `rasa train --finetune`: the previous model has no BERT; training from `model`")
+        start = warm_start.begin(self.config, self._finetune_from, self._resource.name, texts)
+        backbone = start.backbone if start else model.build_backbone(COMPONENT, self.config, texts)
         self._resolve_backend(backbone.encoder.config.to_dict())
-        trained = training.train(COMPONENT, backbone, texts, intents, self.config, device, annotations)
+        config, hook = (start.config, start.transfer) if start else (self.config, None)
+        trained = training.train(COMPONENT, backbone, texts, intents, config, device, annotations, hook)
         self.model, self.tokenizer, self.labels, self.meta = (
             trained.model,
             backbone.tokenizer,
@@ -286,17 +299,7 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
 
     def _resolve_backend(self, encoder_config: Dict[str, Any]) -> None:
         """Settle `inference.backend` for this encoder; `native` is refused before training, not after it."""
-        configured = self.config["inference"]["backend"]
-        if configured == "native":
-            reason = native.check_shape(encoder_config)
-            if reason:
-                raise InvalidConfigException(
-                    f"{COMPONENT}: `inference.backend` 'native' cannot serve the backbone {self.config['model']!r}: "
-                    f"{reason}. Set `inference: {{backend: auto}}` (or onnxruntime) in config.yml."
-                )
-        self._resolved_backend = predictors.resolve_backend(configured, self._precision, encoder_config)
-        if configured == predictors.AUTO:
-            logger.info(f"{COMPONENT}: `inference.backend` auto: {self._resolved_backend} ({self._precision})")
+        self._resolved_backend = bert_config.resolve_backend(self.config, encoder_config)
 
     def persist(self, report: Optional[Dict[str, Any]] = None) -> None:
         """Write the trained model into the archive, as the configured `inference` backend loads it
@@ -311,7 +314,8 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
         meta = {**self.meta, **self.confidence.to_meta()}
         try:
             with self._model_storage.write_to(self._resource) as folder:
-                write_model(Path(folder), self.model, self.tokenizer, backend, precision, save_dtype, meta)
+                finetunable = self.config["finetunable"]
+                write_model(Path(folder), self.model, self.tokenizer, backend, precision, save_dtype, meta, finetunable)
                 self.confidence.save_files(Path(folder))
                 if report is not None:
                     archive.write_report(Path(folder), report)
@@ -345,6 +349,8 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
                 logger.debug(f"{COMPONENT}: no trained model in the archive for resource '{resource.name}'.")
                 return component
             component._load_from(Path(folder))
+            if execution_context.is_finetuning:  # Rasa calls train() next: it continues from this model
+                component._finetune_from = Path(folder)
         return_freed_memory()
         return component
 
@@ -366,20 +372,11 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
         self.confidence = ConfidenceModel.from_meta(meta, self.config["no_content_rule"], folder)
 
     def _serving_backend(self, meta: Dict[str, Any]) -> Tuple[str, str]:
-        """The configured backend (for `auto`: the one the archive was made for), except for archives written
-        before the `inference` block (nlu-bert 0.1.0 without it): they hold torch weights only, so they are
-        served by torch (every precision runs there)."""
+        """The configured backend (`auto`: the archive's own); torch for archives older than the `inference` block."""
         made = meta.get("inference")
         if isinstance(made, dict) and self.config["inference"]["backend"] == predictors.AUTO:
             self._resolved_backend = str(made.get("backend"))
-        if "inference" in meta or self._backend == "torch":
-            return self._backend, self._precision
-        rasa.shared.utils.io.raise_warning(
-            f"{COMPONENT}: this model was trained before nlu-bert stored ONNX graphs, so it is served with "
-            f"`inference.backend` 'torch' ({self._precision}) instead of '{self._backend}'. Train the model again "
-            "with `rasa train` for a faster backend."
-        )
-        return "torch", self._precision
+        return bert_config.serving_backend(meta, self._backend, self._precision), self._precision
 
     # ------------------------------------------------------------------ inference
     def process(self, messages: List[Message]) -> List[Message]:

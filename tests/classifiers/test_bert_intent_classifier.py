@@ -311,7 +311,8 @@ def test_every_inference_option_agrees_with_fp32(
     np.testing.assert_allclose(got, reference, atol=tolerance)
     with storage.read_from(resource) as folder:
         names = {p.name for p in Path(folder).iterdir()} - {"tokenizer", "meta.json", "training_report.json"}
-    assert names == set(archive.bert_files(backend, precision)) - {"tokenizer"}
+    # and the trainable weights for warm starts (`finetunable`, on by default: tests/classifiers/test_bert_warm_start.py)
+    assert names == set(archive.bert_files(backend, precision) + archive.BERT_TRAINING_FILES) - {"tokenizer"}
     ordered = np.sort(reference, axis=1)
     clear = ordered[:, -1] - ordered[:, -2] > 2 * tolerance
     assert clear.mean() > 0.8
@@ -352,7 +353,7 @@ def test_archive_holds_only_what_the_backend_loads(fixture: str, weights: set, r
     _, storage, resource = request.getfixturevalue(fixture)
     with storage.read_from(resource) as folder:
         names = {p.name for p in Path(folder).iterdir()}
-        assert names == weights | {"tokenizer", "meta.json", "training_report.json"}
+        assert names == weights | set(archive.BERT_TRAINING_FILES) | {"tokenizer", "meta.json", "training_report.json"}
         meta = json.loads((Path(folder) / "meta.json").read_text())
         assert meta["labels"] == sorted(TINY_BOT)
         report = json.loads((Path(folder) / "training_report.json").read_text())
@@ -504,7 +505,15 @@ def test_damaged_archive_gives_a_clear_error(
 def test_archive_exported_for_another_backend_names_both(
     tmp_path: Path, trained: Tuple[BertIntentClassifier, Any, Any]
 ) -> None:
-    _, storage, resource = trained
+    component, storage, resource = trained
+    # the default archive keeps the trainable weights (`finetunable`), which the torch backend serves as well
+    served = BertIntentClassifier.load(
+        {**TINY, "ngram_features": True, **TORCH_FP32}, storage, resource, make_context()
+    )
+    assert served.predictor.backend == "torch" and served.predict_proba(["你好"]).argmax() == served.labels.index(
+        "greet"
+    )
+    storage, resource = _persist_copy(component, tmp_path, {"finetunable": False})
     with pytest.raises(ModelArchiveError) as info:
         BertIntentClassifier.load({**TINY, **TORCH_FP32}, storage, resource, make_context())
     assert str(info.value).startswith(

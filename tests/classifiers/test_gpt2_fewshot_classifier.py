@@ -346,6 +346,17 @@ def test_similar_intents_join_the_candidates(fewshot: Component) -> None:
     assert names == {"greet", "goodbye", "refund", "nlu_fallback"}
 
 
+def test_an_intent_bert_has_not_learned_is_still_a_candidate(fewshot: Component) -> None:
+    """A BERT trained before an intent was added ranks only its own intents; the few-shot path still offers the new
+    one (its examples are the nearest) and may answer with it."""
+    fewshot.config = {**fewshot.config, "similarity_candidates": 1, "max_candidates": 2, "example_selection": "nearest"}
+    message = unsure("申请退货退款", ranking(("greet", 0.3), ("goodbye", 0.2)))
+    fewshot.process([message])
+    names = {c["name"] for c in message.get("few_shot")["candidates"]}
+    assert names == {"greet", "goodbye", "refund", "nlu_fallback"}
+    assert message.get("intent")["name"] in names
+
+
 def test_fallback_classifier_after_it_keeps_working(fewshot: Component) -> None:
     fallback = FallbackClassifier({"threshold": 0.99, "ambiguity_threshold": 0.1})
     message = unsure("先走了", ranking(("goodbye", 0.3), ("greet", 0.29)))
