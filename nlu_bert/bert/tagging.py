@@ -135,6 +135,7 @@ class TagSet:
         self.prefixes = BILOU if self.bilou else BIO
         self.tags: List[str] = [OUTSIDE] + [f"{p}-{i}" for i in range(len(self.labels)) for p in self.prefixes]
         self._index = {t: i for i, t in enumerate(self.tags)}
+        self._parts = [(OUTSIDE, -1)] + [(p, i) for i in range(len(self.labels)) for p in self.prefixes]
 
     @classmethod
     def from_spans(cls, spans: Iterable[Span], bilou: bool = True) -> "TagSet":
@@ -164,10 +165,7 @@ class TagSet:
 
     def split(self, tag_id: int) -> Tuple[str, int]:
         """``(prefix, label index)``; ``("O", -1)`` for O."""
-        if tag_id == 0:
-            return OUTSIDE, -1
-        prefix, index = self.tags[tag_id].split("-")
-        return prefix, int(index)
+        return self._parts[tag_id]
 
     # ---------------------------------------------------------------------------- spans -> tags
     def encode(self, spans: Sequence[Span], offsets: Offsets) -> Tuple[List[int], List[Tuple[Span, str]]]:
