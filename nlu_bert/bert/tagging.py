@@ -15,6 +15,7 @@ No torch, no Rasa: used at train time and by every inference backend.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -23,6 +24,7 @@ BIO = ("B", "I")
 BILOU = ("B", "I", "L", "U")
 
 Offsets = Sequence[Tuple[int, int]]
+_WHITESPACE = re.compile(r"\s")  # the characters of str.isspace()
 
 
 class Label(NamedTuple):
@@ -64,6 +66,8 @@ class Problem:
 def trim_offsets(text: str, offsets: Offsets) -> List[Tuple[int, int]]:
     """Token offsets without the whitespace some tokenizers include (SentencePiece's ``▁Pro`` covers " Pro"); a
     token of whitespace alone gets empty offsets, like a special token. Used on both sides, training and serving."""
+    if not _WHITESPACE.search(text):  # nothing to trim (most Chinese messages): only empty tokens become (0, 0)
+        return [(int(s), int(e)) if e > s else (0, 0) for s, e in offsets]
     out = []
     for start, end in offsets:
         start, end = int(start), int(end)
