@@ -209,9 +209,8 @@ class RowDecoder:
     def __init__(self, model: Constraints) -> None:
         self.model = model
         k = len(model.start)
-        self.start = np.asarray(model.start, dtype=np.float32)
-        self.end = np.asarray(model.end, dtype=np.float32)
-        trans = np.asarray(model.transitions, dtype=np.float32)
+        # the model's own arrays (float32 from allowed() and combine()): the sums of viterbi(), bit for bit
+        self.start, self.end, trans = model.start, model.end, model.transitions
         self._to_from = np.ascontiguousarray(trans.T)  # [to, from]: the max over predecessors runs along rows
         self._rows = np.arange(k)
         self._step = _structured_step(model.tags) if model.tags is not None and k > STRUCTURED_ABOVE else None
