@@ -3,7 +3,8 @@
 :func:`allowed` lists the valid starts, transitions and ends of a :class:`~nlu_bert.bert.tagging.TagSet`;
 :func:`viterbi` finds the best valid sequence for token scores (log-probabilities of a softmax head, or the emissions
 of a CRF with its learned transition scores); :func:`marginals` gives each token's probability of its tag under the
-same constrained model (the confidence of an entity is the lowest of its tokens').
+same constrained model (the confidence of an entity is the lowest of its tokens'). :class:`RowDecoder` does both
+for one row at a time, as serving meets them, and skips them where no entity can be on the best path.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from nlu_bert.bert.tagging import TagSet
 BLOCKED = -1e4
 # tag sets larger than this take the O(K) Viterbi step (measured: faster from about 25 labels in BILOU)
 STRUCTURED_ABOVE = 96
+# float32 rounding of the sums Viterbi compares, per token and unit of score size (a safety factor of 8 over the bound)
+_ROUNDING = 8 * float(np.finfo(np.float32).eps)
 
 
 class Constraints(NamedTuple):
@@ -190,6 +193,112 @@ def decode(scores: np.ndarray, lengths: np.ndarray, model: Constraints) -> Tuple
     probs = marginals(scores, lengths, model)
     picked = np.take_along_axis(probs, paths[..., None], axis=-1)[..., 0]
     return paths, picked.astype(np.float32)
+
+
+class RowDecoder:
+    """:func:`decode` for one row at a time, as serving meets them (one message per request): the same paths as
+    :func:`viterbi` (the same float32 sums and ties), the marginals of :func:`marginals` up to float64 rounding, with
+    no padding, no batch bookkeeping and no work where no entity can be on the best path.
+
+    That last check is exact: with ``d_t`` = the best non-O score minus the O score of token ``t``, ``tau`` = the
+    most any transition other than O -> O scores above O -> O and ``sigma`` = the most a start and an end score above
+    O's, every path with an entity scores at most ``sigma + max_t(d_t + 2 tau)`` above the all-O path (each non-O
+    token touches at most two transitions). Where that is below 0 by more than float32 rounding can reach, Viterbi
+    would return the all-O path, so it is returned without running."""
+
+    def __init__(self, model: Constraints) -> None:
+        self.model = model
+        k = len(model.start)
+        # the model's own arrays (float32 from allowed() and combine()): the sums of viterbi(), bit for bit
+        self.start, self.end, trans = model.start, model.end, model.transitions
+        self._to_from = np.ascontiguousarray(trans.T)  # [to, from]: the max over predecessors runs along rows
+        self._rows = np.arange(k)
+        self._step = _structured_step(model.tags) if model.tags is not None and k > STRUCTURED_ABOVE else None
+        others = trans.astype(np.float64)
+        others[0, 0] = -np.inf
+        self._tau = max(0.0, float(others.max() - trans[0, 0])) if k > 1 else 0.0
+        self._sigma = max(0.0, float((self.start - self.start[0]).max())) + max(
+            0.0, float((self.end - self.end[0]).max())
+        )
+        usable = np.abs(trans[trans > BLOCKED / 2])
+        self._trans_size = float(usable.max()) if usable.size else 0.0
+        self._ends_size = float(np.abs(self.start[self.start > BLOCKED / 2]).max(initial=0.0)) + float(
+            np.abs(self.end[self.end > BLOCKED / 2]).max(initial=0.0)
+        )
+        # forward-backward in probability space, as marginals()
+        self._exp_trans = np.exp(model.transitions - model.transitions.max()).astype(np.float64)
+        self._exp_start = np.exp(model.start - model.start.max())
+        end = np.exp(model.end - model.end.max())
+        self._exp_end = end / end.sum()
+
+    def outside_wins(self, scores: np.ndarray) -> bool:
+        """Whether the all-O path is provably the best (float32 ``scores`` ``[n, K]``, ``n >= 1``)."""
+        n, k = scores.shape
+        if k == 1:
+            return True
+        outside = scores[:, 0]
+        ahead = (scores[:, 1:].max(1) - outside).max()
+        size = n * (float(np.abs(scores).max()) + self._trans_size) + self._ends_size
+        return float(ahead) + 2 * self._tau + self._sigma < -_ROUNDING * n * size
+
+    def path(self, scores: np.ndarray) -> np.ndarray:
+        """:func:`viterbi` of one row: float32 ``scores`` ``[n, K]`` -> tag ids ``[n]``."""
+        n = len(scores)
+        best = scores[0] + self.start
+        back = np.empty((n, len(self.start)), dtype=np.intp)
+        for t in range(1, n):
+            if self._step is not None:
+                step, back[t] = self._step(best[None])
+                best = step[0] + scores[t]
+                continue
+            candidates = self._to_from + best  # [to, from]
+            came = candidates.argmax(1)
+            back[t] = came
+            best = candidates[self._rows, came] + scores[t]
+        tag = int((best + self.end).argmax())
+        pointers = back.tolist()
+        path = [0] * n
+        path[n - 1] = tag
+        for t in range(n - 1, 0, -1):
+            tag = pointers[t][tag]
+            path[t - 1] = tag
+        return np.asarray(path, dtype=np.int64)
+
+    def marginals(self, scores: np.ndarray) -> np.ndarray:
+        """:func:`marginals` of one row ``[n, K]`` (``n >= 1``)."""
+        emit = np.exp(np.asarray(scores, dtype=np.float64) - scores.max(-1, keepdims=True))
+        n, k = emit.shape
+        trans = self._exp_trans
+        alpha = np.empty((n, k))
+        beta = np.empty((n, k))
+        a = self._exp_start * emit[0]
+        alpha[0] = a / a.sum()
+        for t in range(1, n):
+            a = alpha[t - 1] @ trans
+            a *= emit[t]
+            alpha[t] = a / max(a.sum(), 1e-300)
+        beta[n - 1] = self._exp_end
+        for t in range(n - 2, -1, -1):
+            b = trans @ (emit[t + 1] * beta[t + 1])
+            beta[t] = b / max(b.sum(), 1e-300)
+        joint = alpha * beta
+        return joint / np.maximum(joint.sum(-1, keepdims=True), 1e-300)
+
+    def decode(self, scores: np.ndarray, crf: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(best valid tag ids ``[n]``, each token's confidence in its tag ``[n]``): for a CRF its marginal, for a
+        softmax tagger (``scores`` are log-probabilities) its probability. ``None`` for the confidences where the
+        path is all O: nothing needs them."""
+        scores = np.asarray(scores, dtype=np.float32)
+        if not len(scores) or self.outside_wins(scores):
+            return np.zeros(len(scores), dtype=np.int64), None
+        path = self.path(scores)
+        if not path.any():
+            return path, None
+        if crf:
+            picked = self.marginals(scores)[np.arange(len(path)), path]
+        else:
+            picked = np.exp(scores[np.arange(len(path)), path])
+        return path, picked.astype(np.float32)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

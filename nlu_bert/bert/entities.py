@@ -142,30 +142,33 @@ class EntityDecoder:
                 raise ValueError(f"the CRF scores do not fit {k} tags")
             constraints = decoding.combine(constraints, crf["transitions"], crf["start"], crf["end"])
         self.model = constraints
+        self.rows = decoding.RowDecoder(constraints)
 
     def decode(
         self, texts: Sequence[str], offsets: Sequence[Offsets], tag_scores: np.ndarray, extractor: Optional[str] = None
     ) -> List[List[Dict[str, Any]]]:
+        """Row by row (:class:`~nlu_bert.bert.decoding.RowDecoder`, the same paths as :func:`decoding.viterbi`):
+        a request's single message pays for no padding, and one with no possible entity for no decoding."""
         tag_scores = np.asarray(tag_scores, dtype=np.float32)
         # tokens beyond what the model saw (its inputs were trimmed to the longest row) have no score
-        offsets = [list(o)[: tag_scores.shape[1]] for o in offsets]
-        positions, mask = positions_batch(offsets)
-        picked = np.take_along_axis(tag_scores, positions[..., None], axis=1)
-        lengths = mask.sum(1)
-        if self.spec.tagger == "softmax":
-            # a token's confidence is its softmax probability of the tag on the best valid path
-            picked = decoding.log_softmax(picked)
-            paths = decoding.viterbi(picked, lengths, self.model)
-            confidences = np.exp(np.take_along_axis(picked, paths[..., None], axis=-1)[..., 0])
-        else:  # a CRF's: its marginal probability under the CRF
-            paths, confidences = decoding.decode(picked, lengths, self.model)
-        out = []
+        width = tag_scores.shape[1]
+        crf = self.spec.tagger != "softmax"
+        out: List[List[Dict[str, Any]]] = []
         for b, text in enumerate(texts):
-            n = int(lengths[b])
-            row_offsets = [offsets[b][i] for i in positions[b, :n]]
-            out.append(
-                self.tags.entities(text, paths[b, :n].tolist(), row_offsets, confidences[b, :n].tolist(), extractor)
-            )
+            row_offsets = list(offsets[b])[:width]
+            keep = real_positions(row_offsets)
+            if not keep:
+                out.append([])
+                continue
+            scores = tag_scores[b, keep]
+            if not crf:  # a token's confidence is its softmax probability of the tag on the best valid path
+                scores = decoding.log_softmax(scores)
+            path, confidences = self.rows.decode(scores, crf=crf)
+            if confidences is None:  # all O
+                out.append([])
+                continue
+            kept_offsets = [row_offsets[i] for i in keep]
+            out.append(self.tags.entities(text, path.tolist(), kept_offsets, confidences.tolist(), extractor))
         return out
 
 

@@ -15,6 +15,7 @@ No torch, no Rasa: used at train time and by every inference backend.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -23,6 +24,7 @@ BIO = ("B", "I")
 BILOU = ("B", "I", "L", "U")
 
 Offsets = Sequence[Tuple[int, int]]
+_WHITESPACE = re.compile(r"\s")  # the characters of str.isspace()
 
 
 class Label(NamedTuple):
@@ -64,6 +66,8 @@ class Problem:
 def trim_offsets(text: str, offsets: Offsets) -> List[Tuple[int, int]]:
     """Token offsets without the whitespace some tokenizers include (SentencePiece's ``▁Pro`` covers " Pro"); a
     token of whitespace alone gets empty offsets, like a special token. Used on both sides, training and serving."""
+    if not _WHITESPACE.search(text):  # nothing to trim (most Chinese messages): only empty tokens become (0, 0)
+        return [(int(s), int(e)) if e > s else (0, 0) for s, e in offsets]
     out = []
     for start, end in offsets:
         start, end = int(start), int(end)
@@ -135,6 +139,7 @@ class TagSet:
         self.prefixes = BILOU if self.bilou else BIO
         self.tags: List[str] = [OUTSIDE] + [f"{p}-{i}" for i in range(len(self.labels)) for p in self.prefixes]
         self._index = {t: i for i, t in enumerate(self.tags)}
+        self._parts = [(OUTSIDE, -1)] + [(p, i) for i in range(len(self.labels)) for p in self.prefixes]
 
     @classmethod
     def from_spans(cls, spans: Iterable[Span], bilou: bool = True) -> "TagSet":
@@ -164,10 +169,7 @@ class TagSet:
 
     def split(self, tag_id: int) -> Tuple[str, int]:
         """``(prefix, label index)``; ``("O", -1)`` for O."""
-        if tag_id == 0:
-            return OUTSIDE, -1
-        prefix, index = self.tags[tag_id].split("-")
-        return prefix, int(index)
+        return self._parts[tag_id]
 
     # ---------------------------------------------------------------------------- spans -> tags
     def encode(self, spans: Sequence[Span], offsets: Offsets) -> Tuple[List[int], List[Tuple[Span, str]]]:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
-from scipy.special import softmax
 
 from nlu_bert.confidence import content, lexical, out_of_scope
 
@@ -86,8 +85,8 @@ class ConfidenceModel:
         logits = np.asarray(logits, dtype=np.float64)
         if self.ensemble is not None:
             logits = self.ensemble.combine(logits, texts)
-        probabilities = softmax(logits / self.temperature, axis=-1)
-        factor = out_of_scope.in_scope_factor(out_of_scope.energy(logits, self.temperature), self.energy_reference)
+        probabilities, energies = out_of_scope.softmax_and_energy(logits, self.temperature)
+        factor = out_of_scope.in_scope_factor(energies, self.energy_reference)
         if self.no_content_rule:
             factor = np.where([content.has_content(t) for t in texts], factor, 0.0)
         return Confidences(probabilities, factor)

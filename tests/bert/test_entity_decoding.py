@@ -154,3 +154,79 @@ def test_the_structured_path_finds_the_same_sequences_as_the_dense_one(bilou: bo
     lengths = np.array([9, 8, 7, 1, 2, 9, 5, 0])
     expected = decoding.viterbi(scores, lengths, dense)
     np.testing.assert_array_equal(decoding.viterbi(scores, lengths, structured), expected)
+
+
+def random_model(tags: TagSet, rng: np.random.Generator, crf: bool, scale: float = 1.0) -> decoding.Constraints:
+    if not crf:
+        return decoding.allowed(tags)
+    k = len(tags)
+    return decoding.combine(
+        decoding.allowed(tags),
+        transitions=rng.normal(scale=scale, size=(k, k)),
+        start=rng.normal(scale=scale, size=k),
+        end=rng.normal(scale=scale, size=k),
+    )
+
+
+@pytest.mark.parametrize("labels", [2, 30])  # 30 labels in BILOU: the structured step
+@pytest.mark.parametrize("bilou", [True, False])
+@pytest.mark.parametrize("crf", [True, False])
+def test_the_row_decoder_gives_the_batch_decoders_paths_and_confidences(labels: int, bilou: bool, crf: bool) -> None:
+    tags = TagSet([Label(str(i)) for i in range(labels)], bilou=bilou)
+    rng = np.random.default_rng(labels + 2 * bilou + 4 * crf)
+    model = random_model(tags, rng, crf)
+    rows = decoding.RowDecoder(model)
+    skipped = decoded = 0
+    for _ in range(120):
+        n = int(rng.integers(1, 12))
+        scores = rng.normal(scale=3.0, size=(1, n, len(tags))).astype(np.float32)
+        # from O everywhere (the usual message) to close calls between O and an entity
+        scores[0, :, 0] += rng.choice([0.0, 2.0, 6.0, 12.0, 40.0])
+        if not crf:
+            scores = decoding.log_softmax(scores)
+        expected = decoding.viterbi(scores, np.array([n]), model)[0]
+        path, confidences = rows.decode(scores[0], crf=crf)
+        np.testing.assert_array_equal(path, expected)
+        if not expected.any():
+            assert confidences is None
+            skipped += rows.outside_wins(scores[0])
+            continue
+        decoded += 1
+        if crf:
+            reference = decoding.marginals(scores, np.array([n]), model)[0, np.arange(n), expected]
+        else:
+            reference = np.exp(scores[0, np.arange(n), expected])
+        np.testing.assert_allclose(confidences, reference, rtol=1e-6, atol=1e-9)
+    assert skipped and decoded  # both ways were taken
+
+
+@pytest.mark.parametrize("bilou", [True, False])
+def test_the_all_outside_shortcut_never_overrules_viterbi(bilou: bool) -> None:
+    """Emissions where O only just wins (or just loses) at each token, with small CRF scores: the shortcut is taken
+    only where Viterbi finds no entity."""
+    tags = TagSet([Label("a"), Label("b")], bilou=bilou)
+    rng = np.random.default_rng(7)
+    taken = 0
+    for _ in range(400):
+        model = random_model(tags, rng, crf=True, scale=0.01)
+        rows = decoding.RowDecoder(model)
+        n = int(rng.integers(1, 20))
+        scores = rng.normal(scale=0.01, size=(n, len(tags))).astype(np.float32)
+        scores[:, 0] = scores[:, 1:].max(1) + rng.uniform(-0.01, 0.2, size=n).astype(np.float32)
+        if rows.outside_wins(scores):
+            taken += 1
+            assert not decoding.viterbi(scores[None], np.array([n]), model)[0].any()
+    assert 30 < taken < 400
+
+
+def test_the_row_decoder_handles_one_token_and_one_tag() -> None:
+    tags = TagSet([Label("a")], bilou=True)
+    rows = decoding.RowDecoder(decoding.allowed(tags))
+    scores = np.full((1, len(tags)), -5.0, dtype=np.float32)
+    scores[0, tags.tag_id("U", 0)] = 0.0
+    path, confidences = rows.decode(decoding.log_softmax(scores), crf=False)
+    assert path.tolist() == [tags.tag_id("U", 0)] and confidences[0] > 0.9
+    assert rows.decode(np.zeros((0, len(tags)), dtype=np.float32))[0].shape == (0,)
+    only_outside = decoding.RowDecoder(decoding.allowed(TagSet([], bilou=True)))
+    path, confidences = only_outside.decode(np.zeros((3, 1), dtype=np.float32))
+    assert path.tolist() == [0, 0, 0] and confidences is None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nlu_bert.bert.tagging import Label, Span, TagSet, check_annotation, usable_spans
+from nlu_bert.bert.tagging import Label, Span, TagSet, check_annotation, trim_offsets, usable_spans
 
 CHARS = [(i, i + 1) for i in range(20)]
 
@@ -165,3 +165,25 @@ def test_offsets_in_mixed_scripts_are_exact_with_a_real_tokenizer(scratch_tokeni
     assert not unfit
     (entity,) = tags.entities(text, ids, offsets)
     assert (entity["start"], entity["end"], entity["value"]) == (start, start + len(value), value)
+
+
+@pytest.mark.parametrize(
+    "text, offsets, expected",
+    [
+        # SentencePiece-style pieces that carry the space before them; a piece of whitespace alone
+        (
+            "买 Pro 耳机",
+            [(0, 0), (0, 1), (1, 5), (5, 6), (6, 8), (0, 0)],
+            [(0, 0), (0, 1), (2, 5), (0, 0), (6, 8), (0, 0)],
+        ),
+        ("买\u3000耳机", [(0, 1), (1, 3), (3, 4)], [(0, 1), (2, 3), (3, 4)]),  # an ideographic space
+        # no whitespace: the offsets as they are, empty ones (special tokens, padding) as (0, 0)
+        (
+            "蓝牙耳机",
+            [(0, 0), (0, 1), (1, 2), (2, 4), (4, 4), (0, 0)],
+            [(0, 0), (0, 1), (1, 2), (2, 4), (0, 0), (0, 0)],
+        ),
+    ],
+)
+def test_trim_offsets_drops_whitespace_from_tokens(text: str, offsets: list, expected: list) -> None:
+    assert trim_offsets(text, offsets) == expected
