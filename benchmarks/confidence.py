@@ -84,7 +84,7 @@ def measure(component: Any, test: Sequence[Any], oos: Dict[str, List[str]], gpt2
     logits = component.served.logits(texts)
     plain = softmax(logits, axis=-1)
     served = component.confidence(logits, texts)
-    right = served.scaled.argmax(-1) == labels
+    right = served.probabilities.argmax(-1) == labels  # the served intent (a factor of 0 keeps the order)
     result: Dict[str, Any] = {
         "test_examples": len(texts),
         "test_examples_of_intents_not_trained": unknown,
