@@ -13,6 +13,10 @@ out-of-scope factor fitted at train time, the no-content rule) on the test split
 
     nice -n 10 .venv/bin/python -m benchmarks.confidence --datasets smp2017 smp2019
     nice -n 10 .venv/bin/python -m benchmarks.confidence --datasets smp2017:10x15 cais:8x15   # small bots
+    nice -n 10 .venv/bin/python -m benchmarks.confidence --datasets smp2017:10x15:1 --baselines   # cut seed 1
+
+`--baselines` also trains Rasa's DIETClassifier and LogisticRegressionClassifier (the pipelines of
+benchmarks/accuracy.py) on the same split and adds their test accuracy to the row.
 
 Writes benchmarks/results/confidence.{json,md} and docs/calibration.png (reliability diagrams).
 """
@@ -80,7 +84,7 @@ def measure(component: Any, test: Sequence[Any], oos: Dict[str, List[str]], gpt2
     logits = component.served.logits(texts)
     plain = softmax(logits, axis=-1)
     served = component.confidence(logits, texts)
-    right = served.scaled.argmax(-1) == labels
+    right = served.probabilities.argmax(-1) == labels  # the served intent (a factor of 0 keeps the order)
     result: Dict[str, Any] = {
         "test_examples": len(texts),
         "test_examples_of_intents_not_trained": unknown,
@@ -177,6 +181,16 @@ def table(results: Dict[str, Dict[str, Any]]) -> str:
     return markdown_table(header, rows)
 
 
+def baselines_table(results: Dict[str, Dict[str, Any]]) -> str:
+    """Intent accuracy of the served BERT and of the baselines on the same split, for the rows that have them."""
+    rows = [[name, r["accuracy"], r["baselines"]["diet"]["accuracy"], r["baselines"]["logreg"]["accuracy"]]
+            for name, r in results.items() if "baselines" in r]  # fmt: skip
+    if not rows:
+        return ""
+    header = ["dataset", "BertIntentClassifier (served)", "DIETClassifier", "LogisticRegressionClassifier"]
+    return "\n## Intent accuracy on the same split\n\n" + markdown_table(header, rows) + "\n"
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -184,8 +198,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         nargs="+",
         default=["smp2017", "smp2019"],
         help=f"any of {', '.join(sorted(SPEC))}; NAME:IxK = a small bot: I random intents with K examples each "
-        "(the test texts of the other intents join its out-of-scope set)",
+        "(the test texts of the other intents join its out-of-scope set); NAME:IxK:S cuts it with seed S (default 0)",
     )
+    parser.add_argument("--baselines", action="store_true", help="also train DIET and logreg on the same split")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--config", default="{}", help="JSON merged into the component's config")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (earlier rows of other sets kept)")
@@ -200,6 +215,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     results: Dict[str, Dict[str, Any]] = {}
     for spec in args.datasets:
         name, _, size = spec.partition(":")
+        size, _, seed = size.partition(":")
         if name not in SPEC:
             parser.error(f"unknown dataset {name!r} (choose from {', '.join(sorted(SPEC))})")
         train_file, test_file = prepare_dataset(name, WORK)
@@ -207,28 +223,32 @@ def main(argv: Optional[List[str]] = None) -> None:
         train_examples, test = examples(train_file), examples(test_file)
         if size:
             intents, per_intent = (int(x) for x in size.split("x"))
-            train_examples, test, oos["other_intents"] = small_bot(train_examples, test, intents, per_intent)
+            cut = small_bot(train_examples, test, intents, per_intent, int(seed or 0))
+            train_examples, test, oos["other_intents"] = cut
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="nlu-bert-confidence-") as folder:
             component = train(train_examples, config, Path(folder))
             report = component_report(component)
             r = measure(component, test, oos, GPT2_THRESHOLD)
+            del component
+            if args.baselines:
+                r["baselines"] = baselines(train_examples, test, Path(folder))
         r.update(
             train_examples=len(train_examples),
             train_seconds=round(time.perf_counter() - started, 1),
             train_report=report,
             oos_sizes={k: len(v) for k, v in oos.items()},
             command=f"nice -n 10 .venv/bin/python -m benchmarks.confidence --datasets {spec}"
-            + (f" --config '{args.config}'" if args.config != "{}" else ""),
+            + (f" --config '{args.config}'" if args.config != "{}" else "")
+            + (" --baselines" if args.baselines else ""),
         )
         results[spec] = r
         log(f"{spec}: " + json.dumps({k: v for k, v in r.items() if not k.startswith(("reliability", "train_report"))}, ensure_ascii=False))  # fmt: skip
-        del component
     stored = args.out / "confidence.json"  # read at the end: a run of other sets may have written it meanwhile
     results = {**(json.loads(stored.read_text())["datasets"] if stored.exists() else {}), **results}
     results = dict(sorted(results.items(), key=lambda kv: (":" in kv[0], kv[0])))
     commands = "\n".join(f"- `{r['command']}`" for r in results.values())
-    markdown = f"# Confidence benchmark\n\n{commands}\n\n{table(results)}\n"
+    markdown = f"# Confidence benchmark\n\n{commands}\n\n{table(results)}\n{baselines_table(results)}"
     json_path, md_path = write_results("confidence", {"datasets": results}, markdown, args.out)
     full_sets = {k: v for k, v in results.items() if ":" not in k}
     if full_sets:
@@ -238,11 +258,11 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 def small_bot(
-    train: List[Any], test: List[Any], intents: int, per_intent: int
+    train: List[Any], test: List[Any], intents: int, per_intent: int, seed: int = 0
 ) -> Tuple[List[Any], List[Any], List[str]]:
     """A small bot cut from a public set: ``intents`` random intents, ``per_intent`` random examples of each; the
-    test texts of the other intents are out of scope for it (seeded, the same cut each run)."""
-    rng = random.Random(0)
+    test texts of the other intents are out of scope for it (``seed``: the same cut each run)."""
+    rng = random.Random(seed)
     labels = sorted({m.get("intent") for m in train})
     rng.shuffle(labels)
     keep = set(labels[:intents])
@@ -256,6 +276,26 @@ def small_bot(
         small += by_intent[intent][:per_intent]
     others = [m.get("text").strip() for m in test if m.get("intent") not in keep]
     return small, [m for m in test if m.get("intent") in keep], others
+
+
+def baselines(train_examples: List[Any], test: List[Any], folder: Path) -> Dict[str, Any]:
+    """Test accuracy of Rasa's DIETClassifier and LogisticRegressionClassifier trained on the same split (the
+    pipelines of benchmarks/accuracy.py)."""
+    from rasa.shared.nlu.training_data.training_data import TrainingData
+
+    from benchmarks import accuracy
+
+    train_file, test_file = folder / "baseline-train.yml", folder / "baseline-test.yml"
+    TrainingData(training_examples=train_examples).persist_nlu(str(train_file))
+    TrainingData(training_examples=test).persist_nlu(str(test_file))
+    pipelines = accuracy.pipelines("scratch", "scratch", quick=False)
+    result = {}
+    for name in ("diet", "logreg"):
+        model, seconds = accuracy.train(pipelines[name], train_file, folder, name)
+        rows = accuracy.evaluate(model, test_file)
+        right = sum(r["gold"] == r["pred"] for r in rows)
+        result[name] = {"accuracy": round(right / len(rows), 4), "train_seconds": round(seconds, 1)}
+    return result
 
 
 def component_report(component: Any) -> Dict[str, Any]:

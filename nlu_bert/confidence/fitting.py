@@ -5,18 +5,24 @@ reliability bins, a check on synthetic negatives, and the fallback thresholds re
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.special import softmax
 
 from nlu_bert.confidence import calibration, lexical, out_of_scope
-from nlu_bert.confidence.scorer import ConfidenceModel, Confidences
+from nlu_bert.confidence.scorer import LEXICAL_ENERGY, ConfidenceModel, Confidences
 
 logger = logging.getLogger(__name__)
 
 MIN_CALIBRATION_EXAMPLES = 50  # fewer held-out examples: temperature 1 (a fit on a handful is noise)
 MIN_REFERENCE_EXAMPLES = 10  # fewer: no out-of-scope factor
+# fewer held-out examples (a small bot) and a lexical model: the out-of-scope reference is the lexical model's
+# energy cross-fitted on every training example (measured on 10-intent bots: docs/confidence.md)
+MIN_HELD_OUT_REFERENCE = 50
+# the share of those cross-fitted energies in the tail: `out_of_scope_quantile` × 1.5 (0.3 by default) sent as
+# many out-of-scope messages below 0.3 as BERT's held-out reference at 0.2, for fewer right answers
+LEXICAL_QUANTILE_SCALE = 1.5
 # Rasa's FallbackClassifier defaults (rasa/core/constants.py), and the GPT-2 fallback's
 FALLBACK_THRESHOLD, AMBIGUITY_THRESHOLD = 0.3, 0.1
 GPT2_THRESHOLD = 0.6
@@ -36,8 +42,11 @@ def fit(
     quantile: float,
     no_content_rule: bool,
     log: Callable[[str], None],
+    lexical_energies: Optional[np.ndarray] = None,
 ) -> Tuple[ConfidenceModel, Dict[str, Any]]:
-    """The confidence model fitted on held-out ``logits`` / ``labels``, and its report (for training_report.json)."""
+    """The confidence model fitted on held-out ``logits`` / ``labels``, and its report (for training_report.json).
+    ``lexical_energies``: cross-fitted energies of the lexical model on every training example, the out-of-scope
+    reference instead of the held-out logits (small bots)."""
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     n = len(labels)
     model = ConfidenceModel(no_content_rule=no_content_rule)
@@ -66,7 +75,19 @@ def fit(
             "(more examples per intent, or a larger `validation_split`)"
         )
         log(f"confidence calibration skipped: {report['skipped']}")
-    if quantile > 0 and n >= MIN_REFERENCE_EXAMPLES:
+    if quantile > 0 and lexical_energies is not None and len(lexical_energies) >= MIN_REFERENCE_EXAMPLES:
+        share = min(0.5, quantile * LEXICAL_QUANTILE_SCALE)
+        model.energy_reference = out_of_scope.reference(lexical_energies, share)
+        model.energy_source = LEXICAL_ENERGY
+        report["out_of_scope_reference"] = (
+            f"TF-IDF energies of the lowest {share:.0%} of {len(lexical_energies)} cross-fitted training examples"
+        )
+        log(
+            f"out-of-scope factor: confidences scaled down below the TF-IDF energy of the lowest {share:.0%} of "
+            f"{len(lexical_energies)} training examples (cross-fitted: {n} held-out examples are too few for a "
+            f"reference of BERT's energies, {MIN_HELD_OUT_REFERENCE} or more are)"
+        )
+    elif quantile > 0 and n >= MIN_REFERENCE_EXAMPLES:
         model.energy_reference = out_of_scope.reference(out_of_scope.energy(logits, model.temperature), quantile)
         log(
             f"out-of-scope factor: confidences scaled down below the energy of the lowest {quantile:.0%} of "
@@ -174,14 +195,12 @@ def fit_held_out(
     `lexical_model`, the TF-IDF model is fitted first and everything after it sees the combined logits."""
     held_texts = [texts[i] for i in held_out]
     labels = np.asarray([label_ids[i] for i in held_out], dtype=np.int64)
-    ensemble = None
+    ensemble, cross_fitted, held_energies = None, None, None
     if lexical.enabled(config):
         ensemble, logits = lexical.fit_ensemble(texts, label_ids, held_out, num_labels, logits_of, log)
-        bert_logits_of = logits_of
-
-        def logits_of(batch: List[str]) -> np.ndarray:
-            return ensemble.combine(bert_logits_of(batch), batch)
-
+        if len(held_out) < MIN_HELD_OUT_REFERENCE and float(config["out_of_scope_quantile"]) > 0:
+            energies = lexical.cross_fitted_energies(texts, label_ids, num_labels, seed=int(config["random_seed"]))
+            cross_fitted, held_energies = energies[~np.isnan(energies)], np.nan_to_num(energies[list(held_out)])
     else:
         logits = logits_of(held_texts) if held_texts else np.zeros((0, 1))
     model, report = fit(
@@ -191,12 +210,16 @@ def fit_held_out(
         quantile=float(config["out_of_scope_quantile"]),
         no_content_rule=bool(config["no_content_rule"]),
         log=log,
+        lexical_energies=cross_fitted,
     )
+    if model.energy_source != LEXICAL_ENERGY:
+        held_energies = None  # the combined logits' own
     if held_texts:
-        report["recommended_thresholds"] = recommend_thresholds(model(logits, held_texts), labels, log)
+        confidences = model(logits, held_texts, held_energies)  # the logits above were combined already
+        report["recommended_thresholds"] = recommend_thresholds(confidences, labels, log)
+    model.ensemble = ensemble
     if model.energy_reference:
         report["synthetic_negatives"] = check_negatives(model, logits_of, texts, int(config["random_seed"]))
-    model.ensemble = ensemble  # last: the logits above were combined already
     return model, report
 
 

@@ -11,11 +11,11 @@ coefficients), never as a pickle; scikit-learn and jieba are imported only when 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import log_softmax
+from scipy.special import log_softmax, logsumexp
 
 FILE = "lexical.npz"
 NGRAM_RANGE = (1, 4)
@@ -54,12 +54,22 @@ class LexicalModel:
             coef, intercept = np.vstack([-coef, coef]), np.r_[-intercept, intercept]
         return cls(vectorizer, coef, intercept, clf.classes_, num_labels)
 
-    def log_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """``[len(texts), num_labels]`` log-probabilities (intents it never saw get ``FLOOR``)."""
-        scores = self.vectorizer.transform(segment(texts)) @ self.coef.T + self.intercept
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """``[len(texts), classes seen]`` decision scores of the regression (before its softmax)."""
+        return np.asarray(self.vectorizer.transform(segment(texts)) @ self.coef.T + self.intercept)
+
+    def log_proba(self, texts: Sequence[str], scores: Optional[np.ndarray] = None) -> np.ndarray:
+        """``[len(texts), num_labels]`` log-probabilities (intents it never saw get ``FLOOR``); ``scores``: the
+        texts' :meth:`scores` where already computed."""
+        scores = self.scores(texts) if scores is None else scores
         probs = np.full((len(texts), self.num_labels), FLOOR)
-        probs[:, self.classes] = np.exp(log_softmax(np.asarray(scores), axis=-1))
+        probs[:, self.classes] = np.exp(log_softmax(scores, axis=-1))
         return np.log(probs / probs.sum(-1, keepdims=True))
+
+    def energy(self, texts: Sequence[str], scores: Optional[np.ndarray] = None) -> np.ndarray:
+        """``logsumexp`` of the decision scores per text: low when none of the bot's n-grams fit (the lexical
+        out-of-scope score of small bots, docs/confidence.md)."""
+        return logsumexp(self.scores(texts) if scores is None else scores, axis=-1)
 
     def save(self, folder: Path) -> None:
         terms = sorted(self.vectorizer.vocabulary_, key=self.vectorizer.vocabulary_.get)
@@ -109,8 +119,17 @@ class Ensemble:
         self.model, self.weights = model, (float(weights[0]), float(weights[1]))
 
     def combine(self, bert_logits: np.ndarray, texts: Sequence[str], max_chars: int = 512) -> np.ndarray:
-        lexical = self.model.log_proba([t[:max_chars] for t in texts])
-        return self.weights[0] * np.asarray(bert_logits, dtype=np.float64) + self.weights[1] * lexical
+        return self.combine_with_energy(bert_logits, texts, max_chars)[0]
+
+    def combine_with_energy(
+        self, bert_logits: np.ndarray, texts: Sequence[str], max_chars: int = 512
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """The combined logits and the lexical model's :meth:`LexicalModel.energy` of ``texts`` (one pass)."""
+        texts = [t[:max_chars] for t in texts]
+        scores = self.model.scores(texts)
+        lexical = self.model.log_proba(texts, scores)
+        combined = self.weights[0] * np.asarray(bert_logits, dtype=np.float64) + self.weights[1] * lexical
+        return combined, self.model.energy(texts, scores)
 
     def to_meta(self) -> dict:
         return {"file": FILE, "weights": [round(w, 6) for w in self.weights]}
@@ -156,6 +175,35 @@ def fit_ensemble(
     else:
         log(f"lexical model: nothing held out, default weights BERT {weights[0]}, TF-IDF {weights[1]}")
     return Ensemble(LexicalModel.fit(texts, label_ids, num_labels), weights), combined
+
+
+def cross_fitted_energies(
+    texts: Sequence[str], label_ids: Sequence[int], num_labels: int, folds: int = 10, seed: int = 0
+) -> np.ndarray:
+    """Out-of-fold :meth:`LexicalModel.energy` of every training example (NaN for the examples of an intent with
+    a single example): each intent's examples are dealt into ``folds`` folds (seeded) and each fold is scored by a
+    model fitted on the other folds, so no example is scored by a model that saw it."""
+    import random
+
+    rng = random.Random(seed)
+    fold_of = np.full(len(texts), -1)
+    by_intent: dict = {}
+    for i, y in enumerate(label_ids):
+        by_intent.setdefault(int(y), []).append(i)
+    for members in by_intent.values():
+        if len(members) >= 2:
+            rng.shuffle(members)
+            start = rng.randrange(folds)  # intents of a few examples do not all fill the first folds
+            for k, i in enumerate(members):
+                fold_of[i] = (start + k) % folds
+    energies = np.full(len(texts), np.nan)
+    labels = np.asarray(label_ids)
+    for fold in range(folds):
+        scored, rest = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
+        if len(scored) and len(set(labels[rest].tolist())) >= 2:
+            model = LexicalModel.fit([texts[i] for i in rest], labels[rest], num_labels)
+            energies[scored] = model.energy([texts[i] for i in scored])
+    return energies
 
 
 def _accuracy(scores: np.ndarray, labels: Sequence[int]) -> float:

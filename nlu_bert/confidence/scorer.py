@@ -13,6 +13,7 @@ import numpy as np
 from nlu_bert.confidence import content, lexical, out_of_scope
 
 META_KEY = "confidence"  # the settings' key in the component's meta.json
+LEXICAL_ENERGY = "lexical"  # ConfidenceModel.energy_source of a reference of the lexical model's energies
 
 
 @dataclass
@@ -37,6 +38,9 @@ class Confidences:
 class ConfidenceModel:
     temperature: float = 1.0
     energy_reference: List[float] = field(default_factory=list)  # empty: no out-of-scope factor
+    # whose energy the reference is of: `logits` (the combined logits) or `lexical` (the TF-IDF regression's
+    # scores, cross-fitted on every training example: small bots, docs/confidence.md)
+    energy_source: str = "logits"
     no_content_rule: bool = True
     ensemble: Optional[lexical.Ensemble] = None  # the TF-IDF model beside BERT, where trained with one
 
@@ -49,12 +53,19 @@ class ConfidenceModel:
         if not isinstance(stored, Mapping):
             return cls(no_content_rule=no_content_rule)
         ensemble = stored.get(lexical.META_KEY)
-        return cls(
+        model = cls(
             temperature=float(stored.get("temperature") or 1.0),
             energy_reference=[float(x) for x in stored.get("energy_reference") or []],
+            energy_source=str(stored.get("energy_source") or "logits"),
             no_content_rule=no_content_rule,
             ensemble=lexical.load(folder, ensemble) if isinstance(ensemble, dict) and folder is not None else None,
         )
+        if model.energy_source == LEXICAL_ENERGY and model.ensemble is None:
+            from nlu_bert import archive
+
+            problem = "meta.json has an out-of-scope reference of the lexical model's energy but no lexical model"
+            raise archive.damaged(archive.BERT, folder or Path("."), problem)
+        return model
 
     def to_meta(self) -> Dict[str, Any]:
         """``{"confidence": ...}`` for meta.json."""
@@ -62,6 +73,8 @@ class ConfidenceModel:
             "temperature": round(self.temperature, 6),
             "energy_reference": [round(x, 6) for x in self.energy_reference],
         }
+        if self.energy_source != "logits":
+            stored["energy_source"] = self.energy_source
         if self.ensemble is not None:
             stored[lexical.META_KEY] = self.ensemble.to_meta()
         return {META_KEY: stored}
@@ -80,12 +93,17 @@ class ConfidenceModel:
         if self.ensemble is not None:
             self.ensemble.save(folder)
 
-    def __call__(self, logits: np.ndarray, texts: Sequence[str]) -> Confidences:
-        """Confidences from BERT's logits (the lexical model's log-probabilities added first, where there is one)."""
+    def __call__(self, logits: np.ndarray, texts: Sequence[str], energies: Optional[np.ndarray] = None) -> Confidences:
+        """Confidences from BERT's logits (the lexical model's log-probabilities added first, where there is one);
+        ``energies``: the texts' out-of-scope energies where computed elsewhere (the fit's held-out examples)."""
         logits = np.asarray(logits, dtype=np.float64)
+        lexical_energies = None
         if self.ensemble is not None:
-            logits = self.ensemble.combine(logits, texts)
-        probabilities, energies = out_of_scope.softmax_and_energy(logits, self.temperature)
+            logits, lexical_energies = self.ensemble.combine_with_energy(logits, texts)
+        probabilities, logit_energies = out_of_scope.softmax_and_energy(logits, self.temperature)
+        if energies is None:
+            lexical_source = self.energy_source == LEXICAL_ENERGY and lexical_energies is not None
+            energies = lexical_energies if lexical_source else logit_energies  # (from_meta checks there is one)
         factor = out_of_scope.in_scope_factor(energies, self.energy_reference)
         if self.no_content_rule:
             factor = np.where([content.has_content(t) for t in texts], factor, 0.0)

@@ -126,6 +126,17 @@ def test_small_bot_skips_calibration_with_a_clear_log_line(tmp_path: Path, caplo
     assert "confidence calibration skipped: temperature 1: 12 held-out examples" in caplog.text
     meta, report = stored(storage, resource)
     assert meta["confidence"]["temperature"] == 1.0 and "recommended_thresholds" in report["confidence"]
+    # 12 held-out examples: the out-of-scope reference is the lexical model's, cross-fitted on all 48 examples
+    assert meta["confidence"]["energy_source"] == "lexical" and "out_of_scope_reference" in report["confidence"]
+    loaded = BertIntentClassifier.load({**CONFIG, "epochs": 2}, storage, resource, make_context())
+    texts = ["我的订单到哪了", "今天天气怎么样", "随便聊聊吧"]
+    factor = out_of_scope.in_scope_factor(
+        loaded.confidence.ensemble.model.energy(texts), meta["confidence"]["energy_reference"]
+    )
+    w_bert, w_lexical = meta["confidence"]["lexical"]["weights"]
+    logits = w_bert * loaded.served.logits(texts) + w_lexical * loaded.confidence.ensemble.model.log_proba(texts)
+    assert np.allclose(loaded.predict_proba(texts), softmax(logits, axis=-1) * factor[:, None])
+    assert np.allclose(loaded.predict_proba(texts), component.predict_proba(texts), atol=1e-4)
 
 
 def test_calibration_and_out_of_scope_factor_can_be_switched_off(tmp_path: Path) -> None:

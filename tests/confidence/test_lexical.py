@@ -8,7 +8,15 @@ from typing import List, Tuple
 import numpy as np
 import pytest
 
-from nlu_bert.confidence.lexical import DEFAULT_WEIGHTS, FILE, LexicalModel, fit_ensemble, fit_weights
+from nlu_bert.confidence.lexical import (
+    DEFAULT_WEIGHTS,
+    FILE,
+    Ensemble,
+    LexicalModel,
+    cross_fitted_energies,
+    fit_ensemble,
+    fit_weights,
+)
 
 from nlu_testing import TINY_BOT
 
@@ -75,3 +83,25 @@ def test_nothing_held_out_uses_the_default_weights() -> None:
     lines: List[str] = []
     ensemble, held = fit_ensemble(TEXTS, IDS, [], len(LABELS), pytest.fail, lines.append)
     assert held.shape == (0, len(LABELS)) and "default weights" in lines[0]
+
+
+def test_energy_is_higher_for_the_bots_words_and_combine_gives_it_in_the_same_pass() -> None:
+    model = LexicalModel.fit(TEXTS, IDS, num_labels=len(LABELS))
+    inside, outside = model.energy(["我的订单到哪了", "我要退款"]), model.energy(["xyzzy plugh", "量子力学方程"])
+    assert inside.min() > outside.max()
+    ensemble = Ensemble(model, (0.5, 1.0))
+    bert = np.zeros((2, len(LABELS)))
+    combined, energies = ensemble.combine_with_energy(bert, ["我要退款", "量子力学"])
+    assert np.allclose(combined, ensemble.combine(bert, ["我要退款", "量子力学"]))
+    assert np.allclose(energies, model.energy(["我要退款", "量子力学"]))
+
+
+def test_cross_fitted_energies_come_from_models_that_did_not_see_the_example() -> None:
+    ids = IDS + [len(LABELS)]  # one intent of a single example: no fold can leave it out and keep it
+    texts = TEXTS + ["独一无二的例子"]
+    energies = cross_fitted_energies(texts, ids, num_labels=len(LABELS) + 1, folds=4, seed=3)
+    assert np.isnan(energies[-1]) and np.isfinite(energies[:-1]).all()
+    in_sample = LexicalModel.fit(texts, ids, len(LABELS) + 1).energy(texts[:-1])
+    assert (energies[:-1] < in_sample).mean() > 0.8  # a model that saw an example scores it higher
+    again = cross_fitted_energies(texts, ids, num_labels=len(LABELS) + 1, folds=4, seed=3)
+    assert np.array_equal(energies, again, equal_nan=True)
