@@ -396,7 +396,7 @@ def resumable_states(
         cache.hits += 1
         start = checkpoint.length
         # nothing new: the checkpoint's replayed tracker is only read; else a copy of it goes on
-        replay = checkpoint.replay if start == len(applied) else copy.deepcopy(checkpoint.replay)
+        replay = checkpoint.replay if start == len(applied) else _clone(checkpoint.replay)
         states = list(checkpoint.states)
         last_ml_action_sub_state, turn_was_hidden = checkpoint.last_ml_action_sub_state, checkpoint.turn_was_hidden
     else:
