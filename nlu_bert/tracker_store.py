@@ -319,7 +319,9 @@ class ResilientSQLTrackerStore(SQLTrackerStore):
         return (deserialise_events(serialised) if serialised else []), int(last_id or 0), int(count or 0)
 
     async def exists(self, conversation_id: Text) -> bool:
-        """Rasa's ``exists``, without taking a cached tracker out of the cache."""
+        """Rasa's ``exists``, without taking a cached tracker out of the cache. (Rasa's wrappers, FailSafe- and
+        AwaitableTrackerStore, answer ``exists`` with their ``retrieve``: that takes the tracker out, and the
+        conversation's next message reads it from the database again.)"""
         if self.tracker_cache is not None and conversation_id in self.tracker_cache:
             return True
         return await super().exists(conversation_id)
