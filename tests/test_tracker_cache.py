@@ -174,3 +174,39 @@ def test_the_cache_is_bounded_and_can_be_turned_off(domain: Domain, tmp_path: Pa
         assert [e.as_dict() for e in got.events] == [e.as_dict() for e in (await small.retrieve("c")).events]
 
     asyncio.run(run())
+
+
+def test_a_save_retried_after_its_commit_stores_each_event_once(domain: Domain, tmp_path: Path) -> None:
+    """The connection drops after the commit: the retry counts what is stored (as Rasa's save does) instead of
+    writing the new events again, and the conversation is read from the database next time."""
+    import sqlalchemy as sa
+
+    db = str(tmp_path / "tracker.db")
+    store = ResilientSQLTrackerStore(domain=domain, dialect="sqlite", db=db, retry_seconds=5)
+    rasas = SQLTrackerStore(domain, dialect="sqlite", db=db)
+    turns = _turns(random_conversation(domain, random.Random(2), 4), restamp=True)
+    original, calls = store._write, []
+
+    def write_then_lose_the_connection(tracker: Any, stored: Any = None) -> Any:
+        calls.append(stored)
+        result = original(tracker, stored)
+        if len(calls) == 1:
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+        return result
+
+    async def run() -> None:
+        tracker = await store.get_or_create_tracker("r", append_action_listen=False)
+        tracker.update_with_events(turns[0], domain, override_timestamp=False)
+        await store.save(tracker)
+        tracker = await store.retrieve("r")
+        tracker.update_with_events(turns[1], domain, override_timestamp=False)
+        store._write = write_then_lose_the_connection
+        await store.save(tracker)
+        assert [c is None for c in calls] == [False, True]  # the retry counted what is stored, as Rasa does
+        assert "r" not in store.tracker_cache
+        assert_same(await store.retrieve("r"), await rasas.retrieve("r"), domain)
+        stored = [e.as_dict() for e in (await rasas.retrieve_full_tracker("r")).events]
+        assert len({(e["event"], e["timestamp"]) for e in stored}) == len(stored)  # no event stored twice
+        assert stored[-len(tracker.events) :] == [e.as_dict() for e in tracker.events]
+
+    asyncio.run(run())
