@@ -51,6 +51,7 @@ from sanic.response import HTTPResponse
 
 from nlu_bert.admission import install as install_admission
 from nlu_bert.gc_freeze import freeze_loaded_objects
+from nlu_bert.policy_logs import install as format_rule_states_lazily
 from nlu_bert.retries import REST_WEBHOOK, SeenRequests, answer_retry, tag_rest_metadata
 from nlu_bert.socketio_guard import guard_socketio
 
@@ -143,6 +144,7 @@ class RequestGuard(InputChannel):
         @bp.listener("after_server_start")
         async def freeze(app: Any, _loop: Any) -> None:  # Rasa loads the model before the server starts
             install_admission(guard.max_concurrent_messages)
+            format_rule_states_lazily()  # policy_logs.py
             if guard.freeze_gc:
                 freeze_loaded_objects()
 

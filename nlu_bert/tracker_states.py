@@ -9,7 +9,8 @@ of a message grows with the length of the conversation (benchmarks/results/messa
 ``IncrementalStatesTracker`` computes the same states, and keeps per conversation where it stopped (the
 replayed tracker, the states so far, and the signature of the events they came from) in a ``StatesCache``;
 likewise the conversation's ``applied_events`` (its events without the reverted ones), which every policy
-asks for again.
+asks for again, and ``copy()``, which the processor makes for every action it runs (Rasa replays every event
+into a new tracker; here the replay is kept on the tracker and continued, and a copy of it handed out).
 The next call, for the same conversation one turn later, checks that the events it was computed from are
 still the first events of the conversation and goes on from there: only the new events are replayed. The
 check compares a chain of hashes (each event's type, timestamp and content, hashed with the hash before
@@ -28,9 +29,10 @@ restarts and rule-only turns.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Dict, Hashable, List, Optional, Text, Tuple
 
 import rasa.shared.core.constants
@@ -170,6 +172,8 @@ class IncrementalStatesTracker(DialogueStateTracker):
         None  # (id of the events deque, id of the last event chained, chain)
     )
     _applied_memo: Optional[Tuple[Tuple[int, int, Optional[int]], List[Any], List[int]]] = None
+    # Rasa's copy() so far: (the events deque, how many of its events, the last of them, the replayed tracker)
+    _replayed: Optional[Tuple[Any, int, Any, DialogueStateTracker]] = None
 
     @classmethod
     def from_events_with_cache(
@@ -222,6 +226,39 @@ class IncrementalStatesTracker(DialogueStateTracker):
                 self._give_up("applied_events")
         return super().applied_events()
 
+    def copy(self) -> DialogueStateTracker:
+        """Rasa's ``copy()``: a plain tracker that replays every event from the start (the processor makes one for
+        every action it runs). The replay is kept on this tracker and goes on with the events added since; what is
+        handed out is a copy of it (its own events deque, slots, active loop and latest action)."""
+        if self.states_cache is not None:
+            try:
+                replay = self._replay_to_end()
+                if replay is not None:
+                    return _clone(replay)
+            except Exception:  # noqa: BLE001 - never fail a message: Rasa's own copy answers instead
+                logger.warning(f"IncrementalStatesTracker: copy of '{self.sender_id}' failed", exc_info=True)
+            self._replayed = None
+        return super().copy()
+
+    def _replay_to_end(self) -> Optional[DialogueStateTracker]:
+        events = self.events
+        memo = self._replayed
+        if (
+            memo is not None
+            and memo[0] is events
+            and memo[1] <= len(events)
+            and (memo[1] == 0 or events[memo[1] - 1] is memo[2])
+        ):
+            done, replay = memo[1], memo[3]
+        else:
+            done, replay = 0, self.init_copy()
+        for event in itertools.islice(events, done, None) if done else events:
+            if not event.timestamp <= float("inf"):  # Rasa's travel_back_in_time stops there
+                return None
+            replay.update(event)
+        self._replayed = (events, len(events), events[-1] if events else None, replay)
+        return replay
+
     def _give_up(self, what: str) -> None:
         """After an error: this tracker computes like Rasa's from now on, and the conversation's checkpoints are
         forgotten (the next message starts from scratch)."""
@@ -259,6 +296,18 @@ class IncrementalStatesTracker(DialogueStateTracker):
             applied, chain = resumable_applied_events(self, self.states_cache)
             self._applied_memo = (memo_key, applied, chain)
         return self._applied_memo[1], self._applied_memo[2]
+
+
+def _clone(replayed: DialogueStateTracker) -> DialogueStateTracker:
+    """A tracker in the state of ``replayed`` that shares none of what ``update`` changes in place with it."""
+    clone = copy.copy(replayed)
+    clone.events = deque(replayed.events, replayed.events.maxlen)
+    slots = type(replayed.slots)()
+    slots.update((name, copy.copy(slot)) for name, slot in replayed.slots.items())
+    clone.slots = slots
+    clone.active_loop = copy.copy(replayed.active_loop)  # a dataclass that update() changes in place
+    clone.latest_action = dict(replayed.latest_action) if replayed.latest_action is not None else None
+    return clone
 
 
 def resumable_applied_events(tracker: IncrementalStatesTracker, cache: StatesCache) -> Tuple[List[Any], List[int]]:
@@ -347,7 +396,7 @@ def resumable_states(
         cache.hits += 1
         start = checkpoint.length
         # nothing new: the checkpoint's replayed tracker is only read; else a copy of it goes on
-        replay = checkpoint.replay if start == len(applied) else copy.deepcopy(checkpoint.replay)
+        replay = checkpoint.replay if start == len(applied) else _clone(checkpoint.replay)
         states = list(checkpoint.states)
         last_ml_action_sub_state, turn_was_hidden = checkpoint.last_ml_action_sub_state, checkpoint.turn_was_hidden
     else:

@@ -190,3 +190,70 @@ def test_applied_events_are_rasas(domain: Domain, seed: int) -> None:
             "applied", copy.deepcopy(events[:length]), domain.slots, cache
         )
         assert [e.as_dict() for e in served.applied_events()] == [e.as_dict() for e in reference.applied_events()]
+
+
+def _whole_state(tracker: DialogueStateTracker) -> Any:
+    """Everything a tracker holds, comparable."""
+    plain = {
+        k: v for k, v in vars(tracker).items() if k not in ("events", "slots", "latest_message", "latest_bot_utterance")
+    }
+    return (
+        type(tracker),
+        plain,
+        [e.as_dict() for e in tracker.events],
+        tracker.events.maxlen,
+        {name: (type(slot), vars(slot)) for name, slot in tracker.slots.items()},
+        # (after a restart these are new empty events, each with the time it was made)
+        {**tracker.latest_message.as_dict(), "timestamp": None} if tracker.latest_message else None,
+        {**tracker.latest_bot_utterance.as_dict(), "timestamp": None} if tracker.latest_bot_utterance else None,
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_copies_are_rasas_and_continue_the_previous_replay(domain: Domain, seed: int) -> None:
+    """``copy()`` (one per action the processor runs) gives Rasa's copy at every length, also after the copies
+    handed out were changed and after the processor cleared the follow-up action; only new events are replayed."""
+    rng = random.Random(seed)
+    events = random_conversation(domain, random.Random(100 + seed), 40)
+    served = IncrementalStatesTracker.from_events_with_cache("c", [], domain.slots, StatesCache(16))
+    replayed: List[int] = []
+    original_update = DialogueStateTracker.update
+
+    def counting_update(self: DialogueStateTracker, event: Any, domain: Any = None) -> None:
+        replayed.append(1)
+        original_update(self, event, domain)
+
+    copies = last = 0
+    for index, event in enumerate(events):
+        served.update(event)
+        if rng.random() < 0.3 and served.followup_action:
+            served.clear_followup_action()  # as the processor does before running it
+        if rng.random() < 0.5:
+            continue
+        replayed.clear()
+        DialogueStateTracker.update = counting_update
+        try:
+            got = served.copy()
+        finally:
+            DialogueStateTracker.update = original_update
+        if copies:
+            assert len(replayed) <= index + 1 - last, "the replay started again"
+        copies, last = copies + 1, index + 1
+        assert _whole_state(got) == _whole_state(DialogueStateTracker.copy(served))
+        # what an action does to its copy stays in that copy
+        got.update(events[rng.randrange(len(events))])
+        for slot in got.slots.values():
+            slot.value = "changed"
+        if got.active_loop is not None:
+            got.active_loop.rejected = not got.active_loop.rejected
+        assert _whole_state(served.copy()) == _whole_state(DialogueStateTracker.copy(served))
+    assert copies > 10
+
+
+def test_without_a_cache_copies_are_rasas_own(domain: Domain) -> None:
+    events = random_conversation(domain, random.Random(3), 5)
+    tracker = IncrementalStatesTracker.from_events("c", events, domain.slots)
+    assert tracker._replayed is None and _whole_state(tracker.copy()) == _whole_state(
+        DialogueStateTracker.copy(tracker)
+    )
+    assert tracker._replayed is None
