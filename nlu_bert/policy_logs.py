@@ -35,12 +35,8 @@ class StatesForLog:
         return self  # RulePolicy deep-copies it for the log line; the line is written before the states change
 
 
-def lazy_format(states: List[Dict[Text, Any]]) -> StatesForLog:
-    return StatesForLog(states)
-
-
 def install() -> None:
     """RulePolicy formats its states for the debug log only when a line is written (idempotent)."""
     from rasa.core.policies.rule_policy import RulePolicy
 
-    RulePolicy.format_tracker_states = staticmethod(lazy_format)  # type: ignore[method-assign]
+    RulePolicy.format_tracker_states = staticmethod(StatesForLog)  # type: ignore[method-assign]

@@ -23,12 +23,12 @@ it has read or written, the conversation's row count then, and when its session 
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any, Iterable, List, Optional, Text
 
 from rasa.shared.core.events import SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
+
+from nlu_bert.lru import LruCache
 
 MARK = "_nlu_bert_stored"
 
@@ -96,34 +96,19 @@ def append_events(tracker: DialogueStateTracker, events: List[Any]) -> None:
         tracker.model_id, tracker.assistant_id = model_id, assistant_id
 
 
-class TrackerCache:
+class TrackerCache(LruCache):
     """The ``size`` trackers saved most recently by this process, at most one per conversation."""
 
     def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: "OrderedDict[Text, DialogueStateTracker]" = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = self.stale = 0
-
-    def __contains__(self, sender_id: Text) -> bool:
-        with self._lock:
-            return sender_id in self._entries
+        super().__init__(size)
+        self.stale = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def take(self, sender_id: Text) -> Optional[DialogueStateTracker]:
         """The conversation's cached tracker, removed from the cache (the caller owns it now)."""
-        with self._lock:
-            return self._entries.pop(sender_id, None)
-
-    def put(self, sender_id: Text, tracker: DialogueStateTracker) -> None:
-        with self._lock:
-            self._entries[sender_id] = tracker
-            self._entries.move_to_end(sender_id)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+        return self.pop(sender_id)
 
     def forget(self, sender_id: Text) -> None:
-        with self._lock:
-            self._entries.pop(sender_id, None)
+        self.pop(sender_id)

@@ -31,8 +31,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-import threading
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Any, Dict, Hashable, List, Optional, Text, Tuple
 
 import rasa.shared.core.constants
@@ -48,6 +47,8 @@ from rasa.shared.core.events import (
     UserUttered,
 )
 from rasa.shared.core.trackers import DialogueStateTracker
+
+from nlu_bert.lru import LruCache
 
 logger = logging.getLogger(__name__)
 
@@ -121,34 +122,17 @@ class _AppliedCheckpoint:
         )
 
 
-class StatesCache:
+class StatesCache(LruCache):
     """The checkpoints of the most recent ``size`` (conversation, kind) pairs of one process."""
 
     def __init__(self, size: int = 2048) -> None:
-        self.size = size
-        self._entries: "OrderedDict[Hashable, Any]" = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key: Hashable) -> Any:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-            return entry
+        super().__init__(size)
 
     def forget(self, sender_id: Text) -> None:
         """Drop every checkpoint of one conversation."""
         with self._lock:
             for key in [k for k in self._entries if isinstance(k, tuple) and sender_id in k[1:3]]:
                 del self._entries[key]
-
-    def put(self, key: Hashable, checkpoint: Any) -> None:
-        with self._lock:
-            self._entries[key] = checkpoint
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
 
 
 def _copy_state(state: State) -> State:

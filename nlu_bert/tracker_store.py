@@ -194,14 +194,12 @@ class ResilientSQLTrackerStore(SQLTrackerStore):
         if self.tracker_cache is not None and stored is None:
             self.tracker_cache.forget(tracker.sender_id)
         length = len(tracker.events)
-        attempts = []
-
-        def write() -> Awaitable[Optional[List[int]]]:
-            # a retry counts what is stored, as Rasa does: the failed try may have committed
-            attempts.append(1)
-            return self._off_loop(self._write, tracker, stored if len(attempts) == 1 else None)
-
-        ids = await self._with_retries(f"saving conversation '{tracker.sender_id}'", write)
+        # the first try writes the events after the stored ones; a retry counts what is stored, as Rasa does
+        # (the failed try may have committed)
+        known = itertools.chain([stored], itertools.repeat(None))
+        ids = await self._with_retries(
+            f"saving conversation '{tracker.sender_id}'", lambda: self._off_loop(self._write, tracker, next(known))
+        )
         if self.tracker_cache is not None and stored is not None:
             self._remember(tracker, stored, length, ids)
 
