@@ -314,6 +314,10 @@ class Redis(Service):
 
 
 # ----------------------------------------------------------------------------------- nginx
+# After a failed request nginx sends a worker nothing for this long (deploy/nginx/upstream-servers.conf).
+FAIL_TIMEOUT_S = 10
+
+
 def render_nginx_config(source: Path, upstreams: Sequence[str], listen_port: int, folder: Path) -> str:
     """``deploy/nginx/nginx.conf`` (the compose file's load balancer) made runnable here: its upstream list a file
     of loopback addresses, its container paths this checkout's and ``folder``'s. Everything else, the
@@ -325,7 +329,9 @@ def render_nginx_config(source: Path, upstreams: Sequence[str], listen_port: int
             "nginx's JavaScript module is not installed. Install the Debian package: apt-get install -y libnginx-mod-http-js"
         )
     servers = folder / "upstream-servers.conf"
-    servers.write_text("".join(f"server {a} max_fails=1 fail_timeout=10s;\n" for a in upstreams), encoding="utf-8")
+    servers.write_text(
+        "".join(f"server {a} max_fails=1 fail_timeout={FAIL_TIMEOUT_S}s;\n" for a in upstreams), encoding="utf-8"
+    )
     temp = {k: folder / k for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
     for path in temp.values():
         path.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,18 @@ from typing import Dict, List, Optional
 if __package__ in (None, ""):  # run as a script: make `deploy.local` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from deploy.local.servers import REPO, Nginx, Postgres, Redis, Service, TopologyError, free_port, http_ok, tail  # noqa: E402
+from deploy.local.servers import (  # noqa: E402
+    FAIL_TIMEOUT_S,
+    REPO,
+    Nginx,
+    Postgres,
+    Redis,
+    Service,
+    TopologyError,
+    free_port,
+    http_ok,
+    tail,
+)
 
 PYTHON = sys.executable
 ENDPOINTS = REPO / "rasa_project" / "endpoints.production.yml"
@@ -288,9 +299,11 @@ class Topology:
         worker.proc.wait(timeout=30)
 
     def start_worker(self, index: int) -> None:
-        """Start worker ``index`` again on its port (nginx lets it back in after fail_timeout)."""
+        """Start worker ``index`` again on its port; returns once nginx sends it requests again (its last
+        failed request, made while it was down, is older than fail_timeout)."""
         self.workers[index - 1].stop()
         self.workers[index - 1].start(self.start_timeout)
+        time.sleep(FAIL_TIMEOUT_S)
 
     def restart_postgres(self, down_seconds: float = 0.0) -> None:
         self.postgres.restart(down_seconds)
