@@ -111,11 +111,11 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
             "finetuning_epoch_fraction": 0.25,
             # Confidences (docs/confidence.md): a temperature fitted on the validation split (>= 50 examples);
             # confidences fall to 0 below the energy of this lowest share of held-out examples (0 = off; under 50
-            # held out, of 1.5 times this share of the TF-IDF model's cross-fitted energies on every example);
+            # held out, of the TF-IDF model's cross-fitted energies on every example);
             # messages without a CJK character, letter or digit get 0; a TF-IDF model stacked with BERT (auto:
             # on for `scratch` only).
             "calibrate": True,
-            "out_of_scope_quantile": 0.2,
+            "out_of_scope_quantile": 0.3,
             "no_content_rule": True,
             "lexical_model": "auto",
             # `scratch` backbone size: hidden width, layers, attention heads.

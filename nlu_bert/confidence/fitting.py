@@ -20,9 +20,6 @@ MIN_REFERENCE_EXAMPLES = 10  # fewer: no out-of-scope factor
 # fewer held-out examples (a small bot) and a lexical model: the out-of-scope reference is the lexical model's
 # energy cross-fitted on every training example (measured on 10-intent bots: docs/confidence.md)
 MIN_HELD_OUT_REFERENCE = 50
-# the share of those cross-fitted energies in the tail: `out_of_scope_quantile` × 1.5 (0.3 by default) sent as
-# many out-of-scope messages below 0.3 as BERT's held-out reference at 0.2, for fewer right answers
-LEXICAL_QUANTILE_SCALE = 1.5
 # Rasa's FallbackClassifier defaults (rasa/core/constants.py), and the GPT-2 fallback's
 FALLBACK_THRESHOLD, AMBIGUITY_THRESHOLD = 0.3, 0.1
 GPT2_THRESHOLD = 0.6
@@ -76,14 +73,13 @@ def fit(
         )
         log(f"confidence calibration skipped: {report['skipped']}")
     if quantile > 0 and lexical_energies is not None and len(lexical_energies) >= MIN_REFERENCE_EXAMPLES:
-        share = min(0.5, quantile * LEXICAL_QUANTILE_SCALE)
-        model.energy_reference = out_of_scope.reference(lexical_energies, share)
+        model.energy_reference = out_of_scope.reference(lexical_energies, quantile)
         model.energy_source = LEXICAL_ENERGY
         report["out_of_scope_reference"] = (
-            f"TF-IDF energies of the lowest {share:.0%} of {len(lexical_energies)} cross-fitted training examples"
+            f"TF-IDF energies of the lowest {quantile:.0%} of {len(lexical_energies)} cross-fitted training examples"
         )
         log(
-            f"out-of-scope factor: confidences scaled down below the TF-IDF energy of the lowest {share:.0%} of "
+            f"out-of-scope factor: confidences scaled down below the TF-IDF energy of the lowest {quantile:.0%} of "
             f"{len(lexical_energies)} training examples (cross-fitted: {n} held-out examples are too few for a "
             f"reference of BERT's energies, {MIN_HELD_OUT_REFERENCE} or more are)"
         )
