@@ -49,6 +49,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from nlu_bert.action_payload import install as send_last_turns_to_actions
 from nlu_bert.admission import install as install_admission
 from nlu_bert.gc_freeze import freeze_loaded_objects
 from nlu_bert.policy_logs import install as format_rule_states_lazily
@@ -145,6 +146,7 @@ class RequestGuard(InputChannel):
         async def freeze(app: Any, _loop: Any) -> None:  # Rasa loads the model before the server starts
             install_admission(guard.max_concurrent_messages)
             format_rule_states_lazily()  # policy_logs.py
+            send_last_turns_to_actions()  # action_payload.py: only where the action endpoint has events_last_turns
             if guard.freeze_gc:
                 freeze_loaded_objects()
 

@@ -15,7 +15,8 @@ The next call, for the same conversation one turn later, checks that the events 
 still the first events of the conversation and goes on from there: only the new events are replayed. The
 check compares a chain of hashes (each event's type, timestamp and content, hashed with the hash before
 it), built once per event, so a turn costs the same at the hundredth turn as at the first. Anything else (another conversation, an event reverted or rewritten, a restart)
-computes from the start, as Rasa does. The states returned are copies: callers may change them.
+computes from the start, as Rasa does. ``past_states`` returns copies (callers may change them);
+``shared_past_states`` the cached states themselves, for a caller that copies only those it keeps (states_window.py).
 
 ResilientSQLTrackerStore (tracker_store.py) hands out these trackers when ``states_cache_size`` is set (it
 is off by default: it re-implements private parts of Rasa 3.6.21, and the store refuses it under another Rasa).
@@ -135,8 +136,21 @@ class StatesCache(LruCache):
                 del self._entries[key]
 
 
-def _copy_state(state: State) -> State:
-    return {key: dict(sub) for key, sub in state.items()}
+def copy_states(states: Any) -> List[State]:
+    """Copies of ``states`` that share a sub-state where the originals share it: Rasa's states of rule-only turns
+    share the user sub-state of the state before them (``Domain._substitute_rule_only_user_input``), and the
+    featurizer's change to the last state (``_choose_last_user_input``) shows in all states that share it."""
+    copies: Dict[int, Dict[Text, Any]] = {}
+    out = []
+    for state in states:
+        copied = {}
+        for key, sub in state.items():
+            sub_copy = copies.get(id(sub))
+            if sub_copy is None:
+                sub_copy = copies[id(sub)] = dict(sub)
+            copied[key] = sub_copy
+        out.append(copied)
+    return out
 
 
 def _freeze(value: Any) -> Hashable:
@@ -174,6 +188,20 @@ class IncrementalStatesTracker(DialogueStateTracker):
         ignore_rule_only_turns: bool = False,
         rule_only_data: Optional[Dict[Text, Any]] = None,
     ) -> List[State]:
+        shared = self.shared_past_states(domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+        if shared is not None:
+            return copy_states(shared)
+        return super().past_states(domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+
+    def shared_past_states(
+        self,
+        domain: Domain,
+        omit_unset_slots: bool = False,
+        ignore_rule_only_turns: bool = False,
+        rule_only_data: Optional[Dict[Text, Any]] = None,
+    ) -> Optional[List[State]]:
+        """``past_states`` without copying the states: they are the cached ones, for reading only (a caller copies
+        those it keeps, states_window.py). None where this tracker computes like Rasa's (no cache, or an error)."""
         if self.states_cache is not None:
             try:
                 key = (
@@ -198,7 +226,7 @@ class IncrementalStatesTracker(DialogueStateTracker):
                 )
             except Exception:  # noqa: BLE001 - never fail a message: Rasa's own computation answers instead
                 self._give_up("past_states")
-        return super().past_states(domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+        return None
 
     def applied_events(self) -> List[Any]:
         """Rasa's ``applied_events``: once per state of this tracker (every policy asks), and for a conversation
@@ -368,7 +396,8 @@ def resumable_states(
     rule_only_data: Optional[Dict[Text, Any]],
 ) -> List[State]:
     """``domain.states_for_tracker_history(tracker, ...)`` for the tracker's ``applied`` events (hash ``chain``),
-    resumed from ``cache[key]`` where it still applies."""
+    resumed from ``cache[key]`` where it still applies. A new list, but its states (all except the current one)
+    are the checkpoint's: callers copy before they change one."""
     checkpoint = cache.get(key)
     resumed = (
         checkpoint is not None
@@ -431,4 +460,4 @@ def resumable_states(
             ),
         )
     visit(replay, False)  # the current state (Rasa's generator yields the replayed tracker once more at the end)
-    return [_copy_state(state) for state in states]
+    return states  # all but the last are the checkpoint's own: for reading only
