@@ -37,6 +37,7 @@ from typing import Any, Dict, Hashable, List, Optional, Text, Tuple
 
 import rasa.shared.core.constants
 from rasa.shared.constants import DEFAULT_SENDER_ID
+from rasa.shared.core.constants import USER
 from rasa.shared.core.domain import Domain, State
 from rasa.shared.core.events import (
     ActionExecuted,
@@ -137,18 +138,18 @@ class StatesCache(LruCache):
 
 
 def copy_states(states: Any) -> List[State]:
-    """Copies of ``states`` that share a sub-state where the originals share it: Rasa's states of rule-only turns
-    share the user sub-state of the state before them (``Domain._substitute_rule_only_user_input``), and the
-    featurizer's change to the last state (``_choose_last_user_input``) shows in all states that share it."""
-    copies: Dict[int, Dict[Text, Any]] = {}
-    out = []
+    """Copies of ``states`` (callers change them). Rasa's state of a rule-only turn takes the user sub-state of the
+    state before it (``Domain._substitute_rule_only_user_input``; every other user sub-state is a new dict), and
+    the featurizer's change to the last state's (``_choose_last_user_input``) shows in every state that shares it:
+    the copies share a user sub-state with the state before them where the originals do. Nothing in Rasa
+    changes the other sub-states of a prediction's states."""
+    out: List[State] = []
+    user: Any = None
     for state in states:
-        copied = {}
-        for key, sub in state.items():
-            sub_copy = copies.get(id(sub))
-            if sub_copy is None:
-                sub_copy = copies[id(sub)] = dict(sub)
-            copied[key] = sub_copy
+        copied = {key: dict(sub) for key, sub in state.items()}
+        if user is not None and state.get(USER) is user:
+            copied[USER] = out[-1][USER]
+        user = state.get(USER)
         out.append(copied)
     return out
 
@@ -322,24 +323,31 @@ def _clone(replayed: DialogueStateTracker) -> DialogueStateTracker:
     return clone
 
 
+def _loop_names(events: List[Any]) -> frozenset:
+    return frozenset(event.name for event in events if isinstance(event, ActiveLoop) and event.name)
+
+
 def resumable_applied_events(tracker: IncrementalStatesTracker, cache: StatesCache) -> Tuple[List[Any], List[int]]:
     """Rasa 3.6.21's ``DialogueStateTracker.applied_events`` (and the hash chain of its result), resumed from the
     checkpoint of the same conversation when its events start with the checkpoint's events and name no loop
     the checkpoint did not know."""
-    events = list(tracker.events)
+    events = tracker.events
     chain = tracker.events_chain()
-    loop_names = frozenset(event.name for event in events if isinstance(event, ActiveLoop) and event.name)
     key = ("applied", tracker.sender_id)
     checkpoint = cache.get(key)
+    start = 0
     if (
         checkpoint is not None
-        and checkpoint.loop_names == loop_names
         and 0 < checkpoint.length <= len(events)
         and chain[checkpoint.length - 1] == checkpoint.link
     ):
-        start, applied, applied_chain = checkpoint.length, list(checkpoint.applied), list(checkpoint.applied_chain)
-    else:
-        start, applied, applied_chain = 0, [], []
+        new = list(itertools.islice(events, checkpoint.length, None))
+        if _loop_names(new) <= checkpoint.loop_names:  # the first events are the checkpoint's: so are their loops
+            start, loop_names = checkpoint.length, checkpoint.loop_names
+            applied, applied_chain = list(checkpoint.applied), list(checkpoint.applied_chain)
+    if not start:
+        new = list(events)
+        loop_names, applied, applied_chain = _loop_names(new), [], []
 
     def undo_till_previous(event_type: Any) -> None:
         """Rasa's ``_undo_till_previous`` on both lists."""
@@ -349,7 +357,7 @@ def resumable_applied_events(tracker: IncrementalStatesTracker, cache: StatesCac
             if isinstance(removed, event_type):
                 break
 
-    for event in events[start:]:
+    for event in new:
         if isinstance(event, (Restarted, SessionStarted)):
             applied.clear()
             applied_chain.clear()
