@@ -114,6 +114,9 @@ def install(log_path: str) -> None:
     original_from_dict = DialogueStateTracker.from_dict.__func__
     DialogueStateTracker.from_dict = classmethod(_timed_sync(lambda *a: "tracker: from_dict", original_from_dict))
     EndpointConfig.request = _timed_async("action server: request", EndpointConfig.request)
+    from nlu_bert.action_payload import install as send_last_turns_to_actions
+
+    send_last_turns_to_actions()  # the RequestGuard installs it again when the server starts: it stays timed
     RemoteAction._action_call_format = _timed_sync(
         lambda *a: "action server: payload", RemoteAction._action_call_format
     )

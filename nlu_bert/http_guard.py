@@ -24,14 +24,12 @@ Before Rasa's handlers see a request it checks:
   that are not objects, non-string or too long messages, invalid session ids and metadata. ``session_request``
   joins the session's room on every python-socketio version (Rasa 3.6 does not await ``enter_room``).
 
-A REST message that nginx retries on another worker (or a client sends again) with the same ``X-Request-ID``
-after its turn was stored gets that turn's replies and is not handled twice (retries.py). Once the model is
-loaded, its objects are frozen out of the garbage collector's full collections (gc_freeze.py), and at most
-``max_concurrent_messages`` messages are in progress at once; the others wait their turn (admission.py).
+A REST message sent again with the same ``X-Request-ID`` after its turn was stored (nginx retrying on another worker,
+or the client) gets that turn's replies, once (retries.py). The loaded model's objects are frozen out of full garbage
+collections (gc_freeze.py); at most ``max_concurrent_messages`` messages are in progress, others wait (admission.py).
 
-Error answers never show a stack trace, a file path, SQL or a memory address: such details go to the server log and
-the client gets a plain message. With no model loaded, the channel webhooks answer 503 (Rasa: ``200 []``, message
-dropped). ``GET /webhooks/guard/`` shows the limits.
+Error answers never show a stack trace, a file path, SQL or a memory address (those go to the server log). With no
+model loaded, the channel webhooks answer 503 (Rasa: ``200 []``, message dropped). ``GET /webhooks/guard/``: limits.
 """
 
 from __future__ import annotations
@@ -49,6 +47,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from nlu_bert.action_payload import install as send_last_turns_to_actions
 from nlu_bert.admission import install as install_admission
 from nlu_bert.gc_freeze import freeze_loaded_objects
 from nlu_bert.policy_logs import install as format_rule_states_lazily
@@ -144,7 +143,8 @@ class RequestGuard(InputChannel):
         @bp.listener("after_server_start")
         async def freeze(app: Any, _loop: Any) -> None:  # Rasa loads the model before the server starts
             install_admission(guard.max_concurrent_messages)
-            format_rule_states_lazily()  # policy_logs.py
+            for patch in (format_rule_states_lazily, send_last_turns_to_actions):  # policy_logs.py, action_payload.py
+                patch()
             if guard.freeze_gc:
                 freeze_loaded_objects()
 

@@ -15,7 +15,8 @@ The next call, for the same conversation one turn later, checks that the events 
 still the first events of the conversation and goes on from there: only the new events are replayed. The
 check compares a chain of hashes (each event's type, timestamp and content, hashed with the hash before
 it), built once per event, so a turn costs the same at the hundredth turn as at the first. Anything else (another conversation, an event reverted or rewritten, a restart)
-computes from the start, as Rasa does. The states returned are copies: callers may change them.
+computes from the start, as Rasa does. ``past_states`` returns copies (callers may change them);
+``shared_past_states`` the cached states themselves, for a caller that copies only those it keeps (states_window.py).
 
 ResilientSQLTrackerStore (tracker_store.py) hands out these trackers when ``states_cache_size`` is set (it
 is off by default: it re-implements private parts of Rasa 3.6.21, and the store refuses it under another Rasa).
@@ -36,6 +37,7 @@ from typing import Any, Dict, Hashable, List, Optional, Text, Tuple
 
 import rasa.shared.core.constants
 from rasa.shared.constants import DEFAULT_SENDER_ID
+from rasa.shared.core.constants import USER
 from rasa.shared.core.domain import Domain, State
 from rasa.shared.core.events import (
     ActionExecuted,
@@ -135,8 +137,21 @@ class StatesCache(LruCache):
                 del self._entries[key]
 
 
-def _copy_state(state: State) -> State:
-    return {key: dict(sub) for key, sub in state.items()}
+def copy_states(states: Any) -> List[State]:
+    """Copies of ``states`` (callers change them). Rasa's state of a rule-only turn takes the user sub-state of the
+    state before it (``Domain._substitute_rule_only_user_input``; every other user sub-state is a new dict), and
+    the featurizer's change to the last state's (``_choose_last_user_input``) shows in every state that shares it:
+    the copies share a user sub-state with the state before them where the originals do. Nothing in Rasa
+    changes the other sub-states of a prediction's states."""
+    out: List[State] = []
+    user: Any = None
+    for state in states:
+        copied = {key: dict(sub) for key, sub in state.items()}
+        if user is not None and state.get(USER) is user:
+            copied[USER] = out[-1][USER]
+        user = state.get(USER)
+        out.append(copied)
+    return out
 
 
 def _freeze(value: Any) -> Hashable:
@@ -174,6 +189,20 @@ class IncrementalStatesTracker(DialogueStateTracker):
         ignore_rule_only_turns: bool = False,
         rule_only_data: Optional[Dict[Text, Any]] = None,
     ) -> List[State]:
+        shared = self.shared_past_states(domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+        if shared is not None:
+            return copy_states(shared)
+        return super().past_states(domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+
+    def shared_past_states(
+        self,
+        domain: Domain,
+        omit_unset_slots: bool = False,
+        ignore_rule_only_turns: bool = False,
+        rule_only_data: Optional[Dict[Text, Any]] = None,
+    ) -> Optional[List[State]]:
+        """``past_states`` without copying the states: they are the cached ones, for reading only (a caller copies
+        those it keeps, states_window.py). None where this tracker computes like Rasa's (no cache, or an error)."""
         if self.states_cache is not None:
             try:
                 key = (
@@ -198,7 +227,7 @@ class IncrementalStatesTracker(DialogueStateTracker):
                 )
             except Exception:  # noqa: BLE001 - never fail a message: Rasa's own computation answers instead
                 self._give_up("past_states")
-        return super().past_states(domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+        return None
 
     def applied_events(self) -> List[Any]:
         """Rasa's ``applied_events``: once per state of this tracker (every policy asks), and for a conversation
@@ -294,24 +323,31 @@ def _clone(replayed: DialogueStateTracker) -> DialogueStateTracker:
     return clone
 
 
+def _loop_names(events: List[Any]) -> frozenset:
+    return frozenset(event.name for event in events if isinstance(event, ActiveLoop) and event.name)
+
+
 def resumable_applied_events(tracker: IncrementalStatesTracker, cache: StatesCache) -> Tuple[List[Any], List[int]]:
     """Rasa 3.6.21's ``DialogueStateTracker.applied_events`` (and the hash chain of its result), resumed from the
     checkpoint of the same conversation when its events start with the checkpoint's events and name no loop
     the checkpoint did not know."""
-    events = list(tracker.events)
+    events = tracker.events
     chain = tracker.events_chain()
-    loop_names = frozenset(event.name for event in events if isinstance(event, ActiveLoop) and event.name)
     key = ("applied", tracker.sender_id)
     checkpoint = cache.get(key)
+    start = 0
     if (
         checkpoint is not None
-        and checkpoint.loop_names == loop_names
         and 0 < checkpoint.length <= len(events)
         and chain[checkpoint.length - 1] == checkpoint.link
     ):
-        start, applied, applied_chain = checkpoint.length, list(checkpoint.applied), list(checkpoint.applied_chain)
-    else:
-        start, applied, applied_chain = 0, [], []
+        new = list(itertools.islice(events, checkpoint.length, None))
+        if _loop_names(new) <= checkpoint.loop_names:  # the first events are the checkpoint's: so are their loops
+            start, loop_names = checkpoint.length, checkpoint.loop_names
+            applied, applied_chain = list(checkpoint.applied), list(checkpoint.applied_chain)
+    if not start:
+        new = list(events)
+        loop_names, applied, applied_chain = _loop_names(new), [], []
 
     def undo_till_previous(event_type: Any) -> None:
         """Rasa's ``_undo_till_previous`` on both lists."""
@@ -321,7 +357,7 @@ def resumable_applied_events(tracker: IncrementalStatesTracker, cache: StatesCac
             if isinstance(removed, event_type):
                 break
 
-    for event in events[start:]:
+    for event in new:
         if isinstance(event, (Restarted, SessionStarted)):
             applied.clear()
             applied_chain.clear()
@@ -368,7 +404,8 @@ def resumable_states(
     rule_only_data: Optional[Dict[Text, Any]],
 ) -> List[State]:
     """``domain.states_for_tracker_history(tracker, ...)`` for the tracker's ``applied`` events (hash ``chain``),
-    resumed from ``cache[key]`` where it still applies."""
+    resumed from ``cache[key]`` where it still applies. A new list, but its states (all except the current one)
+    are the checkpoint's: callers copy before they change one."""
     checkpoint = cache.get(key)
     resumed = (
         checkpoint is not None
@@ -431,4 +468,4 @@ def resumable_states(
             ),
         )
     visit(replay, False)  # the current state (Rasa's generator yields the replayed tracker once more at the end)
-    return [_copy_state(state) for state in states]
+    return states  # all but the last are the checkpoint's own: for reading only

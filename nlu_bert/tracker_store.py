@@ -24,7 +24,8 @@ with the same keys as Rasa's ``type: SQL``) changes these things:
   trackers it hands out compute the policies' dialogue states from where the previous message left them
   instead of from the start of the conversation (tracker_states.py). It re-implements private parts of
   Rasa 3.6.21, so under any other Rasa version it stays off with a warning; an error inside it falls back
-  to Rasa's computation for that message;
+  to Rasa's computation for that message. Policies with a ``max_history`` then copy only the states they keep
+  (states_window.py);
 * ``tracker_cache_size`` (default 256 conversations per process, 0 = off): the trackers it saved last are kept,
   and the next message of such a conversation reads only the rows stored since, checked against the
   conversation's row count (tracker_cache.py); saving writes the new events without counting the stored ones.
@@ -49,6 +50,7 @@ from rasa.shared.core.events import Event, SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
+from nlu_bert.states_window import install as install_states_window
 from nlu_bert.tracker_cache import (
     Stored,
     TrackerCache,
@@ -127,6 +129,8 @@ class ResilientSQLTrackerStore(SQLTrackerStore):
                 f"endpoints.yml to silence this."
             )
             self.states_cache = None
+        if self.states_cache is not None:
+            install_states_window()  # policies with a max_history copy only the states they keep
         # Rasa's engine (re-made without its pool settings when `login_db` is used), made again with them and
         # with every connection checked before use.
         url = self.engine.url

@@ -130,6 +130,9 @@ def test_production_endpoints_postgres_and_redis(monkeypatch) -> None:
         monkeypatch.setenv(key, value)
     endpoints = AvailableEndpoints.read_endpoints(str(REPO_ROOT / "rasa_project" / "endpoints.production.yml"))
     assert endpoints.action.url == "http://actions:5055/webhook"
+    from nlu_bert.action_payload import turns_setting
+
+    assert turns_setting(endpoints.action) == 10  # the last 10 turns' events to the action server
     assert endpoints.tracker_store.type == "nlu_bert.tracker_store.ResilientSQLTrackerStore"
     assert endpoints.tracker_store.kwargs["dialect"] == "postgresql"
     assert endpoints.tracker_store.url == "db"

@@ -1,0 +1,238 @@
+"""nlu_bert/states_window.py: policies with a max_history see exactly Rasa's states, copied only where kept.
+
+For conversations that grow one event at a time (the sample assistant's stories and rules, and random ones with
+forms, slots, rule-only turns, ``action_unlikely_intent``, reverts, restarts and new sessions), the featurizers'
+prediction states and the predictions of MemoizationPolicy, RulePolicy and TEDPolicy trained on the sample
+assistant are compared: Rasa's own computation on a plain tracker against the installed one on an
+``IncrementalStatesTracker`` whose states cache lives across the whole conversation (as in a server process).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+from typing import Any, Iterator, List
+
+import pytest
+from rasa.core.featurizers.single_state_featurizer import SingleStateFeaturizer
+from rasa.core.featurizers.tracker_featurizers import (
+    FullDialogueTrackerFeaturizer,
+    IntentMaxHistoryTrackerFeaturizer,
+    MaxHistoryTrackerFeaturizer,
+)
+from rasa.core.policies.memoization import MemoizationPolicy
+from rasa.core.policies.rule_policy import RulePolicy
+from rasa.core.policies.ted_policy import TEDPolicy
+from rasa.engine.storage.resource import Resource
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import ActionExecuted, Restarted, SessionStarted, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+
+from nlu_bert import states_window
+from nlu_bert.tracker_states import IncrementalStatesTracker, StatesCache
+
+from dialogue_fixtures import random_conversation, story_trackers
+from nlu_testing import REPO_ROOT, make_context, make_storage
+
+RULE_ONLY = {"rule_only_slots": ["requested_slot"], "rule_only_loops": ["return_form"]}
+ARGUMENTS = [
+    (text, ignore, rule_only, unlikely)
+    for text in (False, True)
+    for ignore in (False, True)
+    for rule_only in (None, RULE_ONLY)
+    for unlikely in (False, True)
+]
+
+
+@pytest.fixture(scope="module")
+def domain() -> Domain:
+    return Domain.load(str(REPO_ROOT / "domain.yml"))
+
+
+@pytest.fixture
+def installed() -> Iterator[None]:
+    states_window.install()
+    yield
+    states_window.uninstall()
+
+
+def with_unlikely_intents(events: List[Any], rng: random.Random) -> List[Any]:
+    """``events`` with ``action_unlikely_intent`` after some user messages (UnexpecTED's action, which the
+    policies that learn from stories leave out of their states)."""
+    out: List[Any] = []
+    for event in events:
+        out.append(event)
+        if isinstance(event, UserUttered) and rng.random() < 0.3:
+            out.append(ActionExecuted("action_unlikely_intent", timestamp=event.timestamp + 0.05))
+    return out
+
+
+def conversations(domain: Domain, seed: int, turns: int) -> List[List[Any]]:
+    rng = random.Random(seed)
+    return [with_unlikely_intents(random_conversation(domain, rng, turns), rng) for _ in range(2)]
+
+
+def rasas(featurizer: Any, tracker: DialogueStateTracker, domain: Domain, *arguments: Any) -> List[Any]:
+    states_window.uninstall()
+    try:
+        return featurizer.prediction_states(
+            [tracker], domain, *arguments[:3], ignore_action_unlikely_intent=arguments[3]
+        )
+    finally:
+        states_window.install()
+
+
+def served(featurizer: Any, tracker: DialogueStateTracker, domain: Domain, *arguments: Any) -> List[Any]:
+    return featurizer.prediction_states([tracker], domain, *arguments[:3], ignore_action_unlikely_intent=arguments[3])
+
+
+def trackers_while_growing(domain: Domain, events: List[Any], sender: str, cache: StatesCache) -> Iterator[Any]:
+    """(Rasa's tracker, the served tracker) at every length of ``events``, rebuilt from copies each time (as the
+    tracker store hands them out); the served ones share ``cache``."""
+    for length in range(1, len(events) + 1):
+        yield (
+            DialogueStateTracker.from_events(sender, copy.deepcopy(events[:length]), domain.slots),
+            IncrementalStatesTracker.from_events_with_cache(
+                sender, copy.deepcopy(events[:length]), domain.slots, cache
+            ),
+        )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_featurizer_states_are_rasas_at_every_length(domain: Domain, installed: None, seed: int) -> None:
+    rng = random.Random(seed)
+    featurizers = [MaxHistoryTrackerFeaturizer(SingleStateFeaturizer(), max_history=h) for h in (1, 2, 5, 8)]
+    others = [
+        MaxHistoryTrackerFeaturizer(SingleStateFeaturizer(), max_history=None),  # RulePolicy's: Rasa's own path
+        FullDialogueTrackerFeaturizer(SingleStateFeaturizer()),
+        IntentMaxHistoryTrackerFeaturizer(SingleStateFeaturizer(), max_history=5),
+    ]
+    cache = StatesCache()
+    for index, events in enumerate(conversations(domain, seed, 25)):
+        for reference, tracker in trackers_while_growing(domain, events, f"window-{seed}-{index}", cache):
+            for arguments in ARGUMENTS:
+                featurizer = rng.choice(featurizers + others[:1]) if rng.random() < 0.8 else rng.choice(others)
+                expected = rasas(featurizer, reference, domain, *arguments)
+                cached_before = copy.deepcopy(tracker.shared_past_states(domain, False, *arguments[1:3]))
+                got = served(featurizer, tracker, domain, *arguments)
+                assert got == expected, f"{len(events)} events, {type(featurizer).__name__}, {arguments}"
+                # the policy owns what it got: changing it leaves the cached states as they were
+                for states in got:
+                    for state in states:
+                        state.clear()
+                assert tracker.shared_past_states(domain, False, *arguments[1:3]) == cached_before
+    assert cache.hits > cache.misses
+
+
+def test_only_the_kept_states_are_copied(domain: Domain, installed: None) -> None:
+    """At 100 turns a max_history 5 prediction copies at most 5 states (Rasa's past_states copies them all)."""
+    events = with_unlikely_intents(random_conversation(domain, random.Random(11), 100), random.Random(12))
+    events = [e for e in events if not isinstance(e, (Restarted, SessionStarted))]
+    tracker = IncrementalStatesTracker.from_events_with_cache("long", events, domain.slots, StatesCache())
+    assert len(tracker.past_states(domain)) > 100
+    copied: List[int] = []
+    original = states_window.copy_states
+
+    def counting_copy(states: Any) -> Any:
+        states = list(states)
+        copied.append(len(states))
+        return original(states)
+
+    states_window.copy_states = counting_copy
+    try:
+        featurizer = MaxHistoryTrackerFeaturizer(SingleStateFeaturizer(), max_history=5)
+        for arguments in ARGUMENTS:
+            copied.clear()
+            states = served(featurizer, tracker, domain, *arguments)
+            assert len(states[0]) == 5 and copied == [5]
+    finally:
+        states_window.copy_states = original
+
+
+def test_last_kept_is_rasas_filter_then_slice() -> None:
+    rng = random.Random(5)
+    for _ in range(300):
+        states = [
+            {"prev_action": {"action_name": rng.choice(["action_listen", "action_unlikely_intent", "utter_x"])}}
+            for _ in range(rng.randint(0, 12))
+        ]
+        for max_history in (1, 3, 5, 20):
+            assert states_window.last_kept(states, max_history, False) == states[-max_history:]
+            filtered = MaxHistoryTrackerFeaturizer._remove_action_unlikely_intent_from_states(states)
+            assert states_window.last_kept(states, max_history, True) == filtered[-max_history:]
+
+
+def test_other_trackers_get_rasas_computation(domain: Domain, installed: None) -> None:
+    events = random_conversation(domain, random.Random(2), 8)
+    featurizer = MaxHistoryTrackerFeaturizer(SingleStateFeaturizer(), max_history=3)
+    for tracker in (
+        DialogueStateTracker.from_events("plain", events, domain.slots),
+        IncrementalStatesTracker.from_events("no-cache", events, domain.slots),  # its cache is off
+    ):
+        reference = DialogueStateTracker.from_events("plain", events, domain.slots)
+        assert served(featurizer, tracker, domain, True, True, None, True) == rasas(
+            featurizer, reference, domain, True, True, None, True
+        )
+
+
+@pytest.fixture(scope="module")
+def policies(domain: Domain, tmp_path_factory: pytest.TempPathFactory) -> List[Any]:
+    """MemoizationPolicy, RulePolicy and TEDPolicy as config.yml has them, trained on the sample assistant's stories
+    and rules (TED for one epoch: its predictions need only be the same with and without the window)."""
+    storage = make_storage(tmp_path_factory.mktemp("policies"))
+    context = make_context()
+    trackers = story_trackers(domain)
+    made = []
+    for cls, config in (
+        (MemoizationPolicy, {"max_history": 5}),
+        (RulePolicy, {"core_fallback_threshold": 0.3, "enable_fallback_prediction": True}),
+        (TEDPolicy, {"max_history": 5, "epochs": 1, "constrain_similarities": True, "entity_recognition": False}),
+    ):
+        policy = cls.create({**cls.get_default_config(), **config}, storage, Resource(cls.__name__), context)
+        policy.train(trackers, domain)
+        made.append(policy)
+    return made
+
+
+def predictions(policies: List[Any], tracker: DialogueStateTracker, domain: Domain) -> List[Any]:
+    rule_only = policies[1]._get_rule_only_data()
+    out = []
+    for policy in policies:
+        prediction = policy.predict_action_probabilities(tracker, domain, rule_only_data=rule_only)
+        out.append((prediction.policy_name, prediction.probabilities, prediction.events, prediction.hide_rule_turn))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_policy_predictions_are_rasas_over_long_conversations(
+    domain: Domain, policies: List[Any], installed: None, seed: int
+) -> None:
+    cache = StatesCache()
+    long_ones = conversations(domain, 50 + seed, 40)
+    stories = [list(t.events) for t in story_trackers(domain)[seed * 10 : seed * 10 + 6]]
+    for index, events in enumerate(long_ones + stories):
+        for length, (reference, tracker) in enumerate(
+            trackers_while_growing(domain, events, f"policies-{seed}-{index}", cache), 1
+        ):
+            if not isinstance(events[length - 1], (ActionExecuted, UserUttered)) and length < len(events):
+                continue  # a prediction follows an action or a user message
+            states_window.uninstall()
+            try:
+                expected = predictions(policies, reference, domain)
+            finally:
+                states_window.install()
+            assert predictions(policies, tracker, domain) == expected, f"conversation {index}, {length} events"
+
+
+def test_the_tracker_store_installs_it(tmp_path: Path) -> None:
+    from nlu_bert.tracker_store import ResilientSQLTrackerStore
+
+    states_window.uninstall()
+    try:
+        ResilientSQLTrackerStore(dialect="sqlite", db=str(tmp_path / "off.db"))
+        assert MaxHistoryTrackerFeaturizer.prediction_states is states_window._rasas
+        ResilientSQLTrackerStore(dialect="sqlite", db=str(tmp_path / "on.db"), states_cache_size=8)
+        assert MaxHistoryTrackerFeaturizer.prediction_states is states_window.prediction_states
+    finally:
+        states_window.uninstall()
