@@ -22,9 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from rasa.engine.graph import ExecutionContext  # noqa: E402
 from rasa.engine.storage.local_model_storage import LocalModelStorage  # noqa: E402
 from rasa.engine.storage.resource import Resource  # noqa: E402
+from rasa.shared.core.domain import Domain  # noqa: E402
 from rasa.shared.nlu.training_data.training_data import TrainingData  # noqa: E402
 
-from nlu_testing import make_context, make_storage, tiny_training_data  # noqa: E402
+from nlu_testing import REPO_ROOT, make_context, make_storage, tiny_training_data  # noqa: E402
 
 
 @pytest.fixture
@@ -45,3 +46,9 @@ def tiny_data() -> TrainingData:
 @pytest.fixture
 def resource_factory() -> Callable[[str], Resource]:
     return lambda name: Resource(name)
+
+
+@pytest.fixture(scope="module")
+def domain() -> Domain:
+    """The sample assistant's domain (domain.yml), loaded once per test module."""
+    return Domain.load(str(REPO_ROOT / "domain.yml"))

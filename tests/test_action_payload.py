@@ -28,7 +28,6 @@ from nlu_bert import action_payload
 from rasa_project import db
 
 from dialogue_fixtures import random_conversation
-from nlu_testing import REPO_ROOT
 
 TEXTS = [
     "蓝牙耳机多少钱",
@@ -40,11 +39,6 @@ TEXTS = [
     "我要退货",
     "质量问题",
 ]
-
-
-@pytest.fixture(scope="module")
-def domain() -> Domain:
-    return Domain.load(str(REPO_ROOT / "domain.yml"))
 
 
 @pytest.fixture

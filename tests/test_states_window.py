@@ -33,7 +33,7 @@ from nlu_bert import states_window
 from nlu_bert.tracker_states import IncrementalStatesTracker, StatesCache
 
 from dialogue_fixtures import random_conversation, story_trackers
-from nlu_testing import REPO_ROOT, make_context, make_storage
+from nlu_testing import make_context, make_storage
 
 RULE_ONLY = {"rule_only_slots": ["requested_slot"], "rule_only_loops": ["return_form"]}
 ARGUMENTS = [
@@ -43,11 +43,6 @@ ARGUMENTS = [
     for rule_only in (None, RULE_ONLY)
     for unlikely in (False, True)
 ]
-
-
-@pytest.fixture(scope="module")
-def domain() -> Domain:
-    return Domain.load(str(REPO_ROOT / "domain.yml"))
 
 
 @pytest.fixture

@@ -19,12 +19,6 @@ from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
 from nlu_bert.tracker_store import ResilientSQLTrackerStore
 
 from dialogue_fixtures import random_conversation
-from nlu_testing import REPO_ROOT
-
-
-@pytest.fixture(scope="module")
-def domain() -> Domain:
-    return Domain.load(str(REPO_ROOT / "domain.yml"))
 
 
 @pytest.fixture(scope="module")

@@ -37,11 +37,6 @@ ARGUMENTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def domain() -> Domain:
-    return Domain.load(str(REPO_ROOT / "domain.yml"))
-
-
 def assert_same_states_while_growing(
     domain: Domain, events: List[Any], sender: str, cache: StatesCache, steps: List[int] = ()
 ) -> None:

@@ -24,12 +24,6 @@ from nlu_bert.tracker_states import IncrementalStatesTracker
 from nlu_bert.tracker_store import ResilientSQLTrackerStore, deserialise_events, is_unreachable
 
 from dialogue_fixtures import random_conversation, story_trackers
-from nlu_testing import REPO_ROOT
-
-
-@pytest.fixture(scope="module")
-def domain() -> Domain:
-    return Domain.load(str(REPO_ROOT / "domain.yml"))
 
 
 @pytest.mark.parametrize("states_cache_size", [0, 512])

@@ -35,11 +35,6 @@ def nlu() -> TrainingData:
     return load_data(str(REPO_ROOT / "data" / "nlu.yml"))
 
 
-@pytest.fixture(scope="module")
-def domain() -> Domain:
-    return Domain.load(str(REPO_ROOT / "domain.yml"))
-
-
 def _config(name: str) -> Dict:
     return yaml.safe_load((REPO_ROOT / name).read_text(encoding="utf-8"))
 
