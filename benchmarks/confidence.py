@@ -9,7 +9,8 @@ out-of-scope factor fitted at train time, the no-content rule) on the test split
 - ECE on the test split (10 equal-width bins) and a reliability plot;
 - out-of-scope messages whose top confidence ends below FallbackClassifier's default threshold 0.3;
 - BERT's test errors and right answers that a fallback acts on (top below the threshold, or the top two closer
-  than 0.1): at 0.3 (FallbackClassifier) and at the GPT-2 fallback's default threshold.
+  than 0.1): at 0.3 (FallbackClassifier) and at the GPT-2 fallback's default threshold;
+- the same shares at GPT-2 fallback thresholds from 0.3 to 0.8 (the sweep the default threshold is chosen from).
 
     nice -n 10 .venv/bin/python -m benchmarks.confidence --datasets smp2017 smp2019
     nice -n 10 .venv/bin/python -m benchmarks.confidence --datasets smp2017:10x15 cais:8x15   # small bots
@@ -40,6 +41,7 @@ from benchmarks.datasets import prepare_dataset
 from benchmarks.oos_sets import KEYBOARD_MASH, NO_CONTENT, SPEC, out_of_scope_sets
 
 FALLBACK_THRESHOLD = 0.3
+SWEEP = [round(x, 2) for x in np.arange(0.3, 0.801, 0.05)]
 
 
 def examples(path: Path) -> List[Any]:
@@ -106,6 +108,14 @@ def measure(component: Any, test: Sequence[Any], oos: Dict[str, List[str]], gpt2
                 "errors_consulted": round(float(hit[~right].mean()), 4) if (~right).any() else None,
                 "correct_consulted": round(float(hit[right].mean()), 4) if right.any() else None,
             }
+    result["gpt2_sweep_after"] = {
+        f"{threshold:.2f}": {
+            "errors_consulted": round(float(hit[~right].mean()), 4) if (~right).any() else None,
+            "correct_consulted": round(float(hit[right].mean()), 4) if right.any() else None,
+        }
+        for threshold in SWEEP
+        for hit in [consulted(served.scaled, threshold)]
+    }
     oos_texts = [t for ts in oos.values() for t in ts]
     plain_oos, served_oos = softmax(component.served.logits(oos_texts), axis=-1), component.predict_proba(oos_texts)
     wrong = np.zeros(len(oos_texts), dtype=bool)
@@ -153,7 +163,9 @@ def reliability_plot(results: Dict[str, Dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def table(results: Dict[str, Dict[str, Any]]) -> str:
+def table(results: Dict[str, Dict[str, Any]], gpt2_threshold: float) -> str:
+    """One row per set and confidences; the GPT-2 column of the served ones at ``gpt2_threshold`` (from the sweep)."""
+
     def pct(x: Optional[float]) -> str:
         return "–" if x is None else f"{100 * x:.0f}%"
 
@@ -161,6 +173,8 @@ def table(results: Dict[str, Dict[str, Any]]) -> str:
     for name, r in results.items():
         for when in ("before", "after"):
             fc, g = r[f"fallback_classifier_{when}"], r[f"gpt2_{when}"]
+            if when == "after" and f"{gpt2_threshold:.2f}" in r.get("gpt2_sweep_after", {}):
+                g = {"threshold": gpt2_threshold, **r["gpt2_sweep_after"][f"{gpt2_threshold:.2f}"]}
             oos = r[f"oos_below_0.3_{when}"]
             rows.append(
                 [
@@ -179,6 +193,19 @@ def table(results: Dict[str, Dict[str, Any]]) -> str:
     header = ["dataset", "confidences", "accuracy", "ECE in-scope", "ECE with OOS", "OOS < 0.3", "emoji/punct < 0.3", "mash < 0.3",
               "FallbackClassifier 0.3: errors / right consulted", "GPT-2 fallback: errors / right consulted"]  # fmt: skip
     return markdown_table(header, rows)
+
+
+def sweep_table(results: Dict[str, Dict[str, Any]]) -> str:
+    """Errors / right answers the GPT-2 fallback acts on, by its threshold, for the rows that have the sweep."""
+    rows = [[name] + [f"{100 * (s['errors_consulted'] or 0):.0f}% / {100 * (s['correct_consulted'] or 0):.0f}%"
+                      for s in r["gpt2_sweep_after"].values()]
+            for name, r in results.items() if "gpt2_sweep_after" in r]  # fmt: skip
+    if not rows:
+        return ""
+    header = ["dataset"] + [f"threshold {t:.2f}" for t in SWEEP]
+    return (
+        "\n## GPT-2 fallback: errors / right answers consulted, by threshold\n\n" + markdown_table(header, rows) + "\n"
+    )
 
 
 def baselines_table(results: Dict[str, Dict[str, Any]]) -> str:
@@ -245,10 +272,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         results[spec] = r
         log(f"{spec}: " + json.dumps({k: v for k, v in r.items() if not k.startswith(("reliability", "train_report"))}, ensure_ascii=False))  # fmt: skip
     stored = args.out / "confidence.json"  # read at the end: a run of other sets may have written it meanwhile
-    results = {**(json.loads(stored.read_text())["datasets"] if stored.exists() else {}), **results}
+    earlier = json.loads(stored.read_text())["datasets"] if stored.exists() else {}
+    for spec, r in results.items():  # the baselines of an earlier run on the same split stay with the row
+        if "baselines" not in r and "baselines" in earlier.get(spec, {}):
+            r["baselines"] = earlier[spec]["baselines"]
+    results = {**earlier, **results}
     results = dict(sorted(results.items(), key=lambda kv: (":" in kv[0], kv[0])))
     commands = "\n".join(f"- `{r['command']}`" for r in results.values())
-    markdown = f"# Confidence benchmark\n\n{commands}\n\n{table(results)}\n{baselines_table(results)}"
+    markdown = f"# Confidence benchmark\n\n{commands}\n\n{table(results, GPT2_THRESHOLD)}\n{sweep_table(results)}{baselines_table(results)}"
     json_path, md_path = write_results("confidence", {"datasets": results}, markdown, args.out)
     full_sets = {k: v for k, v in results.items() if ":" not in k}
     if full_sets:
