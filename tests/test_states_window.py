@@ -2,14 +2,15 @@
 
 For conversations that grow one event at a time (the sample assistant's stories and rules, and random ones with
 forms, slots, rule-only turns, ``action_unlikely_intent``, reverts, restarts and new sessions), the featurizers'
-prediction states and the predictions of MemoizationPolicy, RulePolicy and TEDPolicy trained on the sample
-assistant are compared: Rasa's own computation on a plain tracker against the installed one on an
+prediction states and the predictions of MemoizationPolicy, RulePolicy (which reads only its window of states) and
+TEDPolicy trained on the sample assistant are compared: Rasa's own computation on a plain tracker against the installed one on an
 ``IncrementalStatesTracker`` whose states cache lives across the whole conversation (as in a server process).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import random
 from pathlib import Path
 from typing import Any, Iterator, List
@@ -220,6 +221,96 @@ def test_policy_predictions_are_rasas_over_long_conversations(
             assert predictions(policies, tracker, domain) == expected, f"conversation {index}, {length} events"
 
 
+def test_rule_policy_reads_only_its_window(domain: Domain, policies: List[Any], installed: None) -> None:
+    """On a long conversation RulePolicy gets its last ``rule_window`` states, which are Rasa's last states."""
+    rule_policy = policies[1]
+    window = states_window.rule_window(rule_policy)
+    events = conversations(domain, 7, 40)[0]
+    reference = DialogueStateTracker.from_events("rules-ref", copy.deepcopy(events), domain.slots)
+    tracker = IncrementalStatesTracker.from_events_with_cache(
+        "rules", copy.deepcopy(events), domain.slots, StatesCache()
+    )
+    rule_only = rule_policy._get_rule_only_data()
+    for text in (False, True):
+        got = rule_policy._prediction_states(tracker, domain, text, rule_only_data=rule_only)
+        states_window.uninstall()
+        try:
+            full = rule_policy._prediction_states(reference, domain, text, rule_only_data=rule_only)
+        finally:
+            states_window.install()
+        assert len(full) > 3 * window
+        assert got == full[-window:]
+
+
+def test_states_before_the_rule_window_change_nothing(policies: List[Any]) -> None:
+    """For state sequences that end in each rule and each rule source not in stories of the sample assistant
+    (exactly, or with the rule's first state swapped), after states that match nothing: the rules that apply and
+    whether the states' key is a rule source not in stories are the same for the last ``rule_window`` states as for
+    all of them."""
+    rule_policy = policies[1]
+    window = states_window.rule_window(rule_policy)
+    lookup = rule_policy.lookup
+    not_in_stories = [k for k in lookup["rules_not_in_stories"] if isinstance(k, str) and k.startswith("[")]
+    endings = [json.loads(k) for k in [*lookup["rules"], *lookup["rules_for_loop_unhappy_path"], *not_in_stories]]
+    pool = [state for ending in endings for state in ending if state.get("prev_action")]
+    rng = random.Random(5)
+    for ending in endings:
+        for swapped in (False, True):
+            tail = [rng.choice(pool)] + ending[1:] if swapped else ending
+            states = copy.deepcopy([rng.choice(pool) for _ in range(2 * window)] + tail)
+            for name in ("rules", "rules_for_loop_unhappy_path"):
+                assert rule_policy._get_possible_keys(lookup[name], states[-window:]) == rule_policy._get_possible_keys(
+                    lookup[name], states
+                )
+            key, windowed_key = (
+                rule_policy._create_feature_key(states),
+                rule_policy._create_feature_key(states[-window:]),
+            )
+            assert (windowed_key in not_in_stories) == (key in not_in_stories)
+
+
+def rule_outcomes(policy: RulePolicy, tracker: DialogueStateTracker, domain: Domain, rule_only: Any) -> List[Any]:
+    """RulePolicy's prediction and, from text and from intents, the action and the rule it matched (a key made of
+    the states when none matched: only whether it is a rule source not in stories counts)."""
+    prediction = policy.predict_action_probabilities(tracker, domain, rule_only_data=rule_only)
+    out: List[Any] = [prediction.probabilities, prediction.events, prediction.hide_rule_turn]
+    for text in (True, False):
+        action, source, returning = policy._find_action_from_rules(tracker, domain, text)
+        if source not in policy.lookup["rules"]:
+            source = source in policy.lookup["rules_not_in_stories"]
+        out.append((action, source, returning))
+    return out
+
+
+def test_rules_late_in_a_conversation_predict_as_rasas(domain: Domain, policies: List[Any], installed: None) -> None:
+    """Every rule of the sample assistant (its conditions and what follows its ``...``) played after a long random
+    conversation: at each step RulePolicy's prediction, with only its window of states, is Rasa's, ``hide_rule_turn`` included."""
+    rule_policy, rule_only = policies[1], policies[1]._get_rule_only_data()
+    rng, cache, compared = random.Random(11), StatesCache(), 0
+    for index, rule in enumerate(t for t in story_trackers(domain) if t.is_rule_tracker):
+        events = list(rule.events)
+        snippet = [i for i, e in enumerate(events) if isinstance(e, ActionExecuted) and e.action_name == "..."]
+        if not snippet:
+            continue  # a rule for the start of a conversation
+        prefix = random_conversation(domain, rng, 15)
+        clock = max(e.timestamp for e in prefix) + 1.0
+        played = copy.deepcopy(events[: snippet[0]] + events[snippet[0] + 1 :])  # its conditions, then its steps
+        for offset, event in enumerate(played):
+            event.timestamp = clock + offset
+        whole = prefix + played
+        for length, (reference, tracker) in enumerate(trackers_while_growing(domain, whole, f"rule-{index}", cache), 1):
+            if length <= len(prefix) or not isinstance(whole[length - 1], (ActionExecuted, UserUttered)):
+                continue
+            states_window.uninstall()
+            try:
+                expected = rule_outcomes(rule_policy, reference, domain, rule_only)
+            finally:
+                states_window.install()
+            assert rule_outcomes(rule_policy, tracker, domain, rule_only) == expected, f"rule {index}, {length} events"
+            compared += 1
+    assert compared > 50
+
+
 def test_the_tracker_store_installs_it(tmp_path: Path) -> None:
     from nlu_bert.tracker_store import ResilientSQLTrackerStore
 
@@ -227,7 +318,9 @@ def test_the_tracker_store_installs_it(tmp_path: Path) -> None:
     try:
         ResilientSQLTrackerStore(dialect="sqlite", db=str(tmp_path / "off.db"))
         assert MaxHistoryTrackerFeaturizer.prediction_states is states_window._rasas
+        assert RulePolicy._prediction_states is states_window._rasas_rule_states
         ResilientSQLTrackerStore(dialect="sqlite", db=str(tmp_path / "on.db"), states_cache_size=8)
         assert MaxHistoryTrackerFeaturizer.prediction_states is states_window.prediction_states
+        assert RulePolicy._prediction_states is states_window.rule_prediction_states
     finally:
         states_window.uninstall()
