@@ -232,7 +232,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--config", default="{}", help="JSON merged into the component's config")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (earlier rows of other sets kept)")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "calibration.png")
+    parser.add_argument(
+        "--render", action="store_true", help="train nothing: write the markdown and plot again from the stored JSON"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        return write(args.out, {}, args.plot)
     quiet_environment()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("nlu_bert").setLevel(logging.INFO)
@@ -271,7 +276,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         )
         results[spec] = r
         log(f"{spec}: " + json.dumps({k: v for k, v in r.items() if not k.startswith(("reliability", "train_report"))}, ensure_ascii=False))  # fmt: skip
-    stored = args.out / "confidence.json"  # read at the end: a run of other sets may have written it meanwhile
+    write(args.out, results, args.plot)
+
+
+def write(out: Path, results: Dict[str, Dict[str, Any]], plot: Path) -> None:
+    """The new ``results`` merged into the stored rows (their GPT-2 column at today's default threshold), written as
+    JSON, markdown and the reliability plot of the full sets."""
+    from nlu_bert.confidence.fitting import GPT2_THRESHOLD
+
+    stored = out / "confidence.json"  # read at the end: a run of other sets may have written it meanwhile
     earlier = json.loads(stored.read_text())["datasets"] if stored.exists() else {}
     for spec, r in results.items():  # the baselines of an earlier run on the same split stay with the row
         if "baselines" not in r and "baselines" in earlier.get(spec, {}):
@@ -280,12 +293,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     results = dict(sorted(results.items(), key=lambda kv: (":" in kv[0], kv[0])))
     commands = "\n".join(f"- `{r['command']}`" for r in results.values())
     markdown = f"# Confidence benchmark\n\n{commands}\n\n{table(results, GPT2_THRESHOLD)}\n{sweep_table(results)}{baselines_table(results)}"
-    json_path, md_path = write_results("confidence", {"datasets": results}, markdown, args.out)
+    json_path, md_path = write_results("confidence", {"datasets": results}, markdown, out)
     full_sets = {k: v for k, v in results.items() if ":" not in k}
     if full_sets:
-        reliability_plot(full_sets, args.plot)
+        reliability_plot(full_sets, plot)
     print(markdown)
-    log(f"wrote {json_path}, {md_path}, {args.plot}")
+    log(f"wrote {json_path}, {md_path}, {plot}")
 
 
 def small_bot(

@@ -40,6 +40,7 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu_bert import archive, backbones, extras, onnx_tools
 from nlu_bert.confidence.content import has_content
+from nlu_bert.confidence.fitting import GPT2_THRESHOLD
 from nlu_bert.config import ConfigChecker, DefaultsBlock, merge_blocks, rename_old_keys
 from nlu_bert.fewshot import decision, serving
 from nlu_bert.fewshot import model as fewshot_model
@@ -93,7 +94,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             # where hub downloads are cached; None: the Hugging Face default (HF_HOME)
             "cache_dir": None,
             # act when the previous classifier's top confidence is below this
-            "threshold": 0.6,
+            "threshold": GPT2_THRESHOLD,
             # ... or when its top-two confidence margin is below this
             "ambiguity_threshold": 0.1,
             # its answer replaces the previous one only when its own confidence is at least this;
