@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, List
 
 import pytest
 
@@ -52,3 +52,28 @@ def resource_factory() -> Callable[[str], Resource]:
 def domain() -> Domain:
     """The sample assistant's domain (domain.yml), loaded once per test module."""
     return Domain.load(str(REPO_ROOT / "domain.yml"))
+
+
+@pytest.fixture(scope="module")
+def policies(domain: Domain, tmp_path_factory: pytest.TempPathFactory) -> List[Any]:
+    """MemoizationPolicy, RulePolicy and TEDPolicy as config.yml has them, trained on the sample assistant's stories
+    and rules (TED for one epoch: the tests compare its predictions with and without a change, not their quality)."""
+    from rasa.core.policies.memoization import MemoizationPolicy
+    from rasa.core.policies.rule_policy import RulePolicy
+    from rasa.core.policies.ted_policy import TEDPolicy
+
+    from dialogue_fixtures import story_trackers
+
+    storage = make_storage(tmp_path_factory.mktemp("policies"))
+    context = make_context()
+    trackers = story_trackers(domain)
+    made = []
+    for cls, config in (
+        (MemoizationPolicy, {"max_history": 5}),
+        (RulePolicy, {"core_fallback_threshold": 0.3, "enable_fallback_prediction": True}),
+        (TEDPolicy, {"max_history": 5, "epochs": 1, "constrain_similarities": True, "entity_recognition": False}),
+    ):
+        policy = cls.create({**cls.get_default_config(), **config}, storage, Resource(cls.__name__), context)
+        policy.train(trackers, domain)
+        made.append(policy)
+    return made

@@ -22,10 +22,7 @@ from rasa.core.featurizers.tracker_featurizers import (
     IntentMaxHistoryTrackerFeaturizer,
     MaxHistoryTrackerFeaturizer,
 )
-from rasa.core.policies.memoization import MemoizationPolicy
 from rasa.core.policies.rule_policy import RulePolicy
-from rasa.core.policies.ted_policy import TEDPolicy
-from rasa.engine.storage.resource import Resource
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, Restarted, SessionStarted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
@@ -34,7 +31,6 @@ from nlu_bert import states_window
 from nlu_bert.tracker_states import IncrementalStatesTracker, StatesCache
 
 from dialogue_fixtures import random_conversation, story_trackers
-from nlu_testing import make_context, make_storage
 
 RULE_ONLY = {"rule_only_slots": ["requested_slot"], "rule_only_loops": ["return_form"]}
 ARGUMENTS = [
@@ -170,25 +166,6 @@ def test_other_trackers_get_rasas_computation(domain: Domain, installed: None) -
         assert served(featurizer, tracker, domain, True, True, None, True) == rasas(
             featurizer, reference, domain, True, True, None, True
         )
-
-
-@pytest.fixture(scope="module")
-def policies(domain: Domain, tmp_path_factory: pytest.TempPathFactory) -> List[Any]:
-    """MemoizationPolicy, RulePolicy and TEDPolicy as config.yml has them, trained on the sample assistant's stories
-    and rules (TED for one epoch: its predictions need only be the same with and without the window)."""
-    storage = make_storage(tmp_path_factory.mktemp("policies"))
-    context = make_context()
-    trackers = story_trackers(domain)
-    made = []
-    for cls, config in (
-        (MemoizationPolicy, {"max_history": 5}),
-        (RulePolicy, {"core_fallback_threshold": 0.3, "enable_fallback_prediction": True}),
-        (TEDPolicy, {"max_history": 5, "epochs": 1, "constrain_similarities": True, "entity_recognition": False}),
-    ):
-        policy = cls.create({**cls.get_default_config(), **config}, storage, Resource(cls.__name__), context)
-        policy.train(trackers, domain)
-        made.append(policy)
-    return made
 
 
 def predictions(policies: List[Any], tracker: DialogueStateTracker, domain: Domain) -> List[Any]:
