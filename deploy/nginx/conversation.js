@@ -1,4 +1,4 @@
-// The conversation a request belongs to: nginx.conf hashes on it (`hash $conversation_key consistent`), so
+// The conversation a request belongs to: nginx.conf hashes on it (`hash $conversation_key`), so
 // every message of one conversation goes to the same `rasa run` worker while that worker is up.
 //
 //   1. an `X-Conversation-Id` header, when the client sends one (any channel);
