@@ -26,10 +26,10 @@ Before Rasa's handlers see a request it checks:
 
 A REST message sent again with the same ``X-Request-ID`` after its turn was stored (nginx retrying on another worker,
 or the client) gets that turn's replies, once (retries.py). The loaded model's objects are frozen out of full garbage
-collections (gc_freeze.py); at most ``max_concurrent_messages`` messages are in progress, others wait (admission.py).
-
-Error answers never show a stack trace, a file path, SQL or a memory address (those go to the server log). With no
-model loaded, the channel webhooks answer 503 (Rasa: ``200 []``, message dropped). ``GET /webhooks/guard/``: limits.
+collections (gc_freeze.py); at most ``max_concurrent_messages`` messages are in progress, others wait (admission.py);
+TEDPolicy is not run where RulePolicy's prediction wins anyway (rule_first.py). Error answers never show a stack
+trace, a file path, SQL or a memory address (those go to the server log). With no model loaded, the channel webhooks
+answer 503 (Rasa: ``200 []``, message dropped). ``GET /webhooks/guard/``: limits.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from nlu_bert.admission import install as install_admission
 from nlu_bert.gc_freeze import freeze_loaded_objects
 from nlu_bert.policy_logs import install as format_rule_states_lazily
 from nlu_bert.retries import REST_WEBHOOK, SeenRequests, answer_retry, tag_rest_metadata
+from nlu_bert.rule_first import install as skip_ted_where_rules_win
 from nlu_bert.socketio_guard import guard_socketio
 
 logger = logging.getLogger(__name__)
@@ -117,10 +118,7 @@ class RequestGuard(InputChannel):
         return cls(**(credentials or {}))
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        from nlu_bert.rule_first import install as skip_ted_where_rules_win  # imports Rasa's policies
-
-        # before Rasa loads the model (a listener of the server's start): its graph nodes keep the methods they find
-        skip_ted_where_rules_win()
+        skip_ted_where_rules_win()  # before Rasa loads the model: its graph nodes keep the methods they find
         bp = Blueprint("nlu_bert_request_guard", __name__)
         guard = self
 
@@ -155,7 +153,6 @@ class RequestGuard(InputChannel):
         return bp
 
     # ------------------------------------------------------------------ HTTP requests
-
     async def check(self, request: Request) -> Optional[HTTPResponse]:
         """None lets the request through; otherwise the 4xx answer (or `200 []` for an empty message)."""
         if getattr(request.ctx, "guard_checked", False):  # Sanic runs request middleware again on an exception
@@ -354,7 +351,6 @@ class RequestGuard(InputChannel):
         return None
 
     # ------------------------------------------------------------------ HTTP answers
-
     async def scrub(self, request: Request, resp: HTTPResponse) -> None:
         """Error answers that would show internals (500s, tracebacks, paths, SQL, addresses) get a plain message."""
         status = int(getattr(resp, "status", 200))
