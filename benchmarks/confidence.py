@@ -78,6 +78,7 @@ def ece(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 def measure(component: Any, test: Sequence[Any], oos: Dict[str, List[str]], gpt2_threshold: float) -> Dict[str, Any]:
     from nlu_bert.confidence.calibration import expected_calibration_error, reliability_bins
+    from nlu_bert.confidence.fitting import consulted_shares
 
     unknown = sum(m.get("intent") not in component.labels for m in test)  # SMP2019: 3 test texts of 3 intents
     test = [m for m in test if m.get("intent") in component.labels]
@@ -105,16 +106,10 @@ def measure(component: Any, test: Sequence[Any], oos: Dict[str, List[str]], gpt2
             result[f"{where}_{name}"] = {
                 "threshold": threshold,
                 "errors": int((~right).sum()),
-                "errors_consulted": round(float(hit[~right].mean()), 4) if (~right).any() else None,
-                "correct_consulted": round(float(hit[right].mean()), 4) if right.any() else None,
+                **consulted_shares(hit, right),
             }
     result["gpt2_sweep_after"] = {
-        f"{threshold:.2f}": {
-            "errors_consulted": round(float(hit[~right].mean()), 4) if (~right).any() else None,
-            "correct_consulted": round(float(hit[right].mean()), 4) if right.any() else None,
-        }
-        for threshold in SWEEP
-        for hit in [consulted(served.scaled, threshold)]
+        f"{threshold:.2f}": consulted_shares(consulted(served.scaled, threshold), right) for threshold in SWEEP
     }
     oos_texts = [t for ts in oos.values() for t in ts]
     plain_oos, served_oos = softmax(component.served.logits(oos_texts), axis=-1), component.predict_proba(oos_texts)

@@ -123,9 +123,8 @@ def rule_window(policy: RulePolicy) -> int:
     if cached is not None and cached[0] == key:
         return cached[1]
     sources = [*lookup.get(RULES, ()), *lookup.get(RULES_FOR_LOOP_UNHAPPY_PATH, ())]
-    sources += [
-        s for s in lookup.get(RULES_NOT_IN_STORIES, ()) if isinstance(s, str) and s.startswith("[")
-    ]  # not defaults
+    # the sources not in stories that are states (the others name default actions and loops)
+    sources += [s for s in lookup.get(RULES_NOT_IN_STORIES, ()) if isinstance(s, str) and s.startswith("[")]
     window = 1 + max((len(json.loads(source)) for source in sources), default=0)
     policy.__dict__["_nlu_bert_rule_window"] = (key, window)
     return window
@@ -140,7 +139,12 @@ def rule_prediction_states(
 ) -> List[State]:
     """Rasa's ``RulePolicy._prediction_states``, the last ``rule_window`` of them for RulePolicy itself."""
     featurizer = self.featurizer
-    if type(self) is RulePolicy and type(featurizer) is MaxHistoryTrackerFeaturizer and featurizer.max_history is None:
+    if (
+        type(self) is RulePolicy
+        and type(featurizer) is MaxHistoryTrackerFeaturizer
+        and featurizer.max_history is None
+        and hasattr(tracker, "shared_past_states")  # not the trackers of training
+    ):
         ml_only = self.supported_data() == SupportedData.ML_DATA  # as Rasa's: False for RulePolicy
         windowed = window_states(
             featurizer,

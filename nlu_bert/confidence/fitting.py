@@ -111,17 +111,19 @@ def consulted(scaled: np.ndarray, threshold: float, ambiguity_threshold: float =
     return (top2[:, 0] < threshold) | (top2[:, 0] - second < ambiguity_threshold)
 
 
-def shares(scaled: np.ndarray, labels: np.ndarray, threshold: float) -> Dict[str, Any]:
-    """Of the held-out errors and right answers, the shares (and counts) a fallback at ``threshold`` acts on."""
-    hit = consulted(scaled, threshold)
-    right = scaled.argmax(-1) == labels
+def consulted_shares(hit: np.ndarray, right: np.ndarray) -> Dict[str, Optional[float]]:
+    """The shares of the errors and of the right answers (``right``) that a fallback acts on (``hit``)."""
     return {
-        "threshold": threshold,
-        "errors": int((~right).sum()),
         "errors_consulted": round(float(hit[~right].mean()), 4) if (~right).any() else None,
-        "correct": int(right.sum()),
         "correct_consulted": round(float(hit[right].mean()), 4) if right.any() else None,
     }
+
+
+def shares(scaled: np.ndarray, labels: np.ndarray, threshold: float) -> Dict[str, Any]:
+    """Of the held-out errors and right answers, the shares (and counts) a fallback at ``threshold`` acts on."""
+    right = scaled.argmax(-1) == labels
+    counts = {"errors": int((~right).sum()), "correct": int(right.sum())}
+    return {"threshold": threshold, **counts, **consulted_shares(consulted(scaled, threshold), right)}
 
 
 def recommend_thresholds(confidences: Confidences, labels: Sequence[int], log: Callable[[str], None]) -> Dict[str, Any]:
