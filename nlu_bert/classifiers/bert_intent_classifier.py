@@ -112,11 +112,13 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
             # Confidences (docs/confidence.md): a temperature fitted on the validation split (>= 50 examples);
             # confidences fall to 0 below the energy of this lowest share of held-out examples (0 = off; under 50
             # held out, of the TF-IDF model's cross-fitted energies on every example);
-            # messages without a CJK character, letter or digit get 0; a TF-IDF model stacked with BERT (auto:
-            # on for `scratch` only).
+            # messages without a CJK character, letter or digit get 0, and so do messages without a CJK character
+            # or digit whose words of letters the training examples do not have (keyboard mash); a TF-IDF model
+            # stacked with BERT (auto: on for `scratch` only).
             "calibrate": True,
             "out_of_scope_quantile": 0.3,
             "no_content_rule": True,
+            "unknown_words_rule": True,
             "lexical_model": "auto",
             # `scratch` backbone size: hidden width, layers, attention heads.
             "scratch_hidden_size": 256,
@@ -370,7 +372,8 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
         inference, batch_size = self.config["inference"], self.config["batch_size"]
         self.served = serving.load(folder, meta, backend, precision, inference, device, batch_size, self.name)
         self.labels, self.meta = self.served.labels, meta
-        self.confidence = ConfidenceModel.from_meta(meta, self.config["no_content_rule"], folder)
+        rules = self.config["no_content_rule"], folder, self.config["unknown_words_rule"]
+        self.confidence = ConfidenceModel.from_meta(meta, *rules)
 
     def _serving_backend(self, meta: Dict[str, Any]) -> Tuple[str, str]:
         """The configured backend (`auto`: the archive's own); torch for archives older than the `inference` block."""

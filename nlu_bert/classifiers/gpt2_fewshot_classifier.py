@@ -39,7 +39,6 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from nlu_bert import archive, backbones, extras, onnx_tools
-from nlu_bert.confidence.content import has_content
 from nlu_bert.confidence.fitting import GPT2_THRESHOLD
 from nlu_bert.config import ConfigChecker, DefaultsBlock, merge_blocks, rename_old_keys
 from nlu_bert.fewshot import decision, serving
@@ -108,6 +107,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             "similarity_candidates": 1,
             # examples shown per candidate intent
             "n_shot": 2,
+            "unknown_words_rule": True,  # leave alone messages of letters only, of words no example has (asdf)
             # nearest: each intent's most typical examples (nearest to its centroid; cacheable);
             # nearest_to_message: the examples most like the message; random: a fixed seeded sample
             "example_selection": "nearest",
@@ -223,6 +223,7 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
                 "max_text_tokens", f"must be at most half of `max_prompt_tokens` ({config['max_prompt_tokens'] // 2})"
             )
         check.boolean("fine_tune")
+        check.boolean("unknown_words_rule")
         if backbones.is_scratch(config["model"]) and not config["fine_tune"]:
             raise InvalidConfigException(
                 f"{COMPONENT}: `model: scratch` starts from random weights, so `fine_tune` must be true, "
@@ -387,10 +388,10 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
             return {"acted": False, "reason": "untrained"}
         # cut long texts before any tokenizing or TF-IDF (a token spans at most a few characters)
         text = normalize_text(message.get(TEXT) or "")[: CHARS_PER_TOKEN * self.config["max_text_tokens"]]
-        if not text:
-            return {"acted": False, "reason": "empty_text"}
-        if not has_content(text):  # emoji or punctuation only: no intent of the bot fits (docs/confidence.md)
-            return {"acted": False, "reason": "no_content"}
+        assert self._bank is not None and self._encoder is not None
+        unreadable = decision.unreadable(text, self._bank, self.config["unknown_words_rule"])
+        if unreadable:  # empty; emoji, punctuation, keyboard mash: left to FallbackClassifier
+            return {"acted": False, "reason": unreadable}
         ranking = decision.ranking_of(message.get(INTENT), message.get(INTENT_RANKING_KEY))
         if not ranking:
             return {"acted": False, "reason": "no_intent"}
@@ -398,7 +399,6 @@ class GPT2FewShotIntentClassifier(GraphComponent, IntentClassifier):
         if reason is None:
             return {"acted": False, "reason": "confident", **facts}
         started = time.perf_counter()
-        assert self._bank is not None and self._encoder is not None
         encoder, labels = self._encoder, self._labels
         candidates, prefix = decision.prompt_for(ranking, text, self._bank, encoder, labels, self.config)
         options = [encoder.answer_ids(labels[c]) for c in candidates] + [encoder.answer_ids(encoder.not_applicable)]

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from scipy.special import softmax
 
-from nlu_bert.confidence import calibration, lexical, out_of_scope
+from nlu_bert.confidence import calibration, content, lexical, out_of_scope
 from nlu_bert.confidence.scorer import LEXICAL_ENERGY, ConfidenceModel, Confidences
 
 logger = logging.getLogger(__name__)
@@ -212,6 +212,8 @@ def fit_held_out(
         log=log,
         lexical_energies=cross_fitted,
     )
+    if config["unknown_words_rule"]:  # the bot's words of letters, for the rule at predict time
+        model.known_words = frozenset(content.vocabulary(texts))
     if model.energy_source != LEXICAL_ENERGY:
         held_energies = None  # the combined logits' own
     if held_texts:
@@ -240,4 +242,5 @@ def check_config(check: Any) -> None:
     check.boolean("calibrate")
     check.number("out_of_scope_quantile", 0, 0.5)
     check.boolean("no_content_rule")
+    check.boolean("unknown_words_rule")
     check.choice("lexical_model", ["auto", True, False])

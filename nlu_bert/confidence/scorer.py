@@ -1,12 +1,13 @@
 """What the intent classifier does with its logits at predict time, whichever backend computed them: the stored
-temperature, the out-of-scope factor, the no-content rule and the lexical model. Archives without these settings (trained before
-them, or by a bot too small to fit them) are served as before: temperature 1, no factor."""
+temperature, the out-of-scope factor, the no-content and unknown-words rules and the lexical model. Archives without
+these settings (trained before them, or by a bot too small to fit them) are served as before: temperature 1, no
+factor."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -19,7 +20,7 @@ LEXICAL_ENERGY = "lexical"  # ConfidenceModel.energy_source of a reference of th
 @dataclass
 class Confidences:
     probabilities: np.ndarray  # calibrated softmax over the intents, each row sums to 1
-    in_scope: np.ndarray  # per message, in [0, 1]: the out-of-scope factor (0 for a message without content)
+    in_scope: np.ndarray  # per message, in [0, 1]: the out-of-scope factor (0 for a message the bot cannot read)
 
     @property
     def scaled(self) -> np.ndarray:
@@ -43,22 +44,31 @@ class ConfidenceModel:
     energy_source: str = "logits"
     no_content_rule: bool = True
     ensemble: Optional[lexical.Ensemble] = None  # the TF-IDF model beside BERT, where trained with one
+    # the words of letters (not CJK) of the training examples; None: not stored (archives trained before them)
+    known_words: Optional[FrozenSet[str]] = None
+    unknown_words_rule: bool = True
 
     @classmethod
     def from_meta(
-        cls, meta: Mapping[str, Any], no_content_rule: bool = True, folder: Optional[Path] = None
+        cls,
+        meta: Mapping[str, Any],
+        no_content_rule: bool = True,
+        folder: Optional[Path] = None,
+        unknown_words_rule: bool = True,
     ) -> "ConfidenceModel":
         """The settings of an archive's meta.json; its lexical model is read from ``folder`` where it has one."""
         stored: Optional[Mapping[str, Any]] = meta.get(META_KEY)
+        rules = {"no_content_rule": no_content_rule, "unknown_words_rule": unknown_words_rule}
         if not isinstance(stored, Mapping):
-            return cls(no_content_rule=no_content_rule)
-        ensemble = stored.get(lexical.META_KEY)
+            return cls(**rules)
+        ensemble, known = stored.get(lexical.META_KEY), stored.get("known_words")
         model = cls(
             temperature=float(stored.get("temperature") or 1.0),
             energy_reference=[float(x) for x in stored.get("energy_reference") or []],
             energy_source=str(stored.get("energy_source") or "logits"),
-            no_content_rule=no_content_rule,
             ensemble=lexical.load(folder, ensemble) if isinstance(ensemble, dict) and folder is not None else None,
+            known_words=frozenset(str(w) for w in known) if isinstance(known, list) else None,
+            **rules,
         )
         if model.energy_source == LEXICAL_ENERGY and model.ensemble is None:
             from nlu_bert import archive
@@ -77,6 +87,8 @@ class ConfidenceModel:
             stored["energy_source"] = self.energy_source
         if self.ensemble is not None:
             stored[lexical.META_KEY] = self.ensemble.to_meta()
+        if self.known_words is not None:
+            stored["known_words"] = sorted(self.known_words)
         return {META_KEY: stored}
 
     def write(self, folder: Path, meta: Dict[str, Any], report: Dict[str, Any]) -> Dict[str, Any]:
@@ -105,6 +117,13 @@ class ConfidenceModel:
             lexical_source = self.energy_source == LEXICAL_ENERGY and lexical_energies is not None
             energies = lexical_energies if lexical_source else logit_energies  # (from_meta checks there is one)
         factor = out_of_scope.in_scope_factor(energies, self.energy_reference)
-        if self.no_content_rule:
-            factor = np.where([content.has_content(t) for t in texts], factor, 0.0)
+        if self.no_content_rule or (self.unknown_words_rule and self.known_words is not None):
+            factor = np.where([self.readable(t) for t in texts], factor, 0.0)
         return Confidences(probabilities, factor)
+
+    def readable(self, text: str) -> bool:
+        """False for a message the rules give no intent: without content (`no_content_rule`), or of words the
+        training examples do not have only (`unknown_words_rule`: no CJK character, no digit)."""
+        if not content.has_content(text):
+            return not self.no_content_rule
+        return content.readable(text, self.known_words if self.unknown_words_rule else None)

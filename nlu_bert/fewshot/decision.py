@@ -19,6 +19,7 @@ from rasa.shared.constants import DEFAULT_NLU_FALLBACK_INTENT_NAME
 from rasa.shared.nlu.constants import INTENT_NAME_KEY, PREDICTED_CONFIDENCE_KEY
 from scipy.special import softmax
 
+from nlu_bert.confidence.content import has_content, readable
 from nlu_bert.fewshot.prompts import ExampleBank, PromptEncoder
 
 Ranking = List[Dict[str, Any]]
@@ -28,6 +29,19 @@ def ranking_of(intent: Optional[Mapping[str, Any]], ranking: Optional[Ranking]) 
     """The previous classifier's ranking (or its one intent, for a classifier that sets no ranking)."""
     intent = intent or {}
     return list(ranking or ([intent] if intent.get(INTENT_NAME_KEY) else []))
+
+
+def unreadable(text: str, bank: ExampleBank, unknown_words_rule: bool) -> Optional[str]:
+    """Why no intent of the bot can fit ``text`` (docs/confidence.md), or None: ``empty_text``, ``no_content`` (emoji
+    or punctuation only), ``unknown_words`` (no CJK character or digit, and no word of letters of the bank's
+    examples)."""
+    if not text:
+        return "empty_text"
+    if not has_content(text):
+        return "no_content"
+    if unknown_words_rule and not readable(text, bank.known_words):
+        return "unknown_words"
+    return None
 
 
 def consult(ranking: Ranking, threshold: float, ambiguity_threshold: float) -> Tuple[Optional[str], Dict[str, Any]]:

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
+from nlu_bert.confidence.content import vocabulary
 from nlu_bert.text import normalize_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -262,6 +263,8 @@ class ExampleBank:
         self._vectorizer: Any = None
         self._matrices: Dict[str, Any] = {}
         self._prototypes: Dict[str, List[str]] = {}
+        # the examples' words of letters other than CJK ideographs (the unknown-words rule, docs/confidence.md)
+        self.known_words: FrozenSet[str] = frozenset(vocabulary(t for texts in self.examples.values() for t in texts))
 
     def _fit(self) -> None:
         if self._vectorizer is not None:

@@ -1,6 +1,7 @@
 """BertIntentClassifier's confidences end to end on a tiny scratch BERT: the temperature and the out-of-scope factor
 fitted in `train`, stored in meta.json, applied by every backend, reported in training_report.json; old archives
-load with temperature 1; messages without content end as Rasa's nlu_fallback."""
+load with temperature 1; messages without content, and of words the bot was not trained on, end as Rasa's
+nlu_fallback."""
 
 from __future__ import annotations
 
@@ -112,10 +113,26 @@ def test_messages_without_content_end_as_nlu_fallback_with_rasas_defaults(traine
     fallback = FallbackClassifier.create(
         FallbackClassifier.get_default_config(), make_storage(Path("unused")), Resource("fb"), make_context()
     )
-    texts = ["😀😀😀", "？？？", "!!!", "🙏", "……"]
+    texts = ["😀😀😀", "？？？", "!!!", "🙏", "……", "asdfghjkl", "qwer qwer"]
     msgs = fallback.process(component.process(messages(texts + ["我要退款"])))
     assert [m.get("intent")["name"] for m in msgs[:-1]] == ["nlu_fallback"] * len(texts)
     assert msgs[-1].get("intent")["name"] == "refund"
+
+
+def test_words_of_the_training_examples_are_stored_and_read(tmp_path: Path) -> None:
+    bot = {**BIGGER_BOT, "greet": BIGGER_BOT["greet"] + ["Hello", "hi 你好"]}
+    storage, resource = make_storage(tmp_path), Resource("bert_intent")
+    component = BertIntentClassifier.create({**CONFIG, "epochs": 2}, storage, resource, make_context())
+    component.train(tiny_training_data(bot))
+    meta, _ = stored(storage, resource)
+    assert meta["confidence"]["known_words"] == ["hello", "hi"]
+    loaded = BertIntentClassifier.load({**CONFIG, "epochs": 2}, storage, resource, make_context())
+    for model in (component.confidence, loaded.confidence):
+        assert model.readable("HELLO!") and model.readable("hi") and model.readable("你好")
+        assert not model.readable("asdfghjkl") and not model.readable("hey")
+    assert loaded.predict_proba(["asdfghjkl"]).max() == 0.0
+    off = BertIntentClassifier.load({**CONFIG, "unknown_words_rule": False}, storage, resource, make_context())
+    assert off.confidence.readable("asdfghjkl")
 
 
 def test_small_bot_skips_calibration_with_a_clear_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -141,19 +158,25 @@ def test_small_bot_skips_calibration_with_a_clear_log_line(tmp_path: Path, caplo
 
 def test_calibration_and_out_of_scope_factor_can_be_switched_off(tmp_path: Path) -> None:
     config = {**CONFIG, "epochs": 2, "calibrate": False, "out_of_scope_quantile": 0, "no_content_rule": False,
-              "lexical_model": False}  # fmt: skip
+              "unknown_words_rule": False, "lexical_model": False}  # fmt: skip
     component, storage, resource = train(tmp_path, config)
     meta, _ = stored(storage, resource)
     assert meta["confidence"] == {"temperature": 1.0, "energy_reference": []} and "lexical" not in meta
     with storage.read_from(resource) as folder:
         assert not (Path(folder) / "lexical.npz").exists()
-    texts = ["😀😀😀", "我要退款"]
+    texts = ["😀😀😀", "asdfghjkl", "我要退款"]
     assert np.allclose(component.predict_proba(texts), softmax(component.served.logits(texts), axis=-1))
 
 
 @pytest.mark.parametrize(
     "key, value",
-    [("calibrate", "yes"), ("out_of_scope_quantile", 0.9), ("no_content_rule", 2), ("lexical_model", "on")],
+    [
+        ("calibrate", "yes"),
+        ("out_of_scope_quantile", 0.9),
+        ("no_content_rule", 2),
+        ("unknown_words_rule", "yes"),
+        ("lexical_model", "on"),
+    ],
 )
 def test_bad_confidence_settings_name_the_key(key: str, value: Any, tmp_path: Path) -> None:
     from rasa.shared.exceptions import InvalidConfigException

@@ -249,6 +249,19 @@ def test_messages_without_content_are_left_to_the_fallback_classifier(
     assert message.get("intent") == {"name": "greet", "confidence": 0.0}
 
 
+def test_messages_of_unknown_words_only_are_left_alone(fewshot: Component, monkeypatch: pytest.MonkeyPatch) -> None:
+    scored: List[str] = []
+    score = fewshot._scorer.score
+    monkeypatch.setattr(fewshot._scorer, "score", lambda *a, **k: scored.append(a[1]) or score(*a, **k))
+    mash, mixed = unsure("asdfghjkl", ranking(("greet", 0.0))), unsure("asdf 你好", ranking(("greet", 0.1)))
+    fewshot.process([mash, mixed])
+    assert mash.get("few_shot") == {"acted": False, "reason": "unknown_words"} and len(scored) == 1
+    assert mixed.get("few_shot")["reason"] == "low_confidence"
+    fewshot.config["unknown_words_rule"] = False
+    fewshot.process([mash])
+    assert mash.get("few_shot")["reason"] == "low_confidence" and len(scored) == 2
+
+
 def test_confident_messages_cost_nothing(fewshot: Component, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fewshot._scorer, "score", lambda *a, **k: pytest.fail("scored a confident message"))
     message = unsure("你好", ranking(("greet", 0.9), ("goodbye", 0.05)))
@@ -284,6 +297,7 @@ def test_answers_only_with_bot_intents_or_nlu_fallback(fewshot: Component) -> No
 
     rng = random.Random(0)
     strangers = ["nlu_fallback", "out_of_scope", "chitchat"]
+    fewshot.config["unknown_words_rule"] = False  # "hello" and "xxx…" are words the tiny bot does not have
     texts = ["天气怎么样", "hello", "我要退款!!", "订单", "好😀😀", "x" * 300, "再见了朋友", "退款" * 50_000]
     for text in texts:
         names = rng.sample(sorted(BOT_INTENTS) + strangers, 5)

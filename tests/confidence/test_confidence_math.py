@@ -3,7 +3,7 @@ no-content rule, what `rasa train` fits and the thresholds it recommends."""
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, List
 
 import numpy as np
 import pytest
@@ -73,6 +73,33 @@ def test_content_is_a_cjk_character_a_letter_or_a_digit(text: str, expected: boo
     assert content.has_content(text) is expected
 
 
+@pytest.mark.parametrize(
+    "text, known, expected",
+    [("asdfghjkl", {"hello"}, False), ("Hello!", {"hello"}, True), ("ＨＥＬＬＯ", {"hello"}, True),
+     ("привет", {"hello"}, False), ("123", set(), True), ("iPhone15", set(), True), ("你好asdf", set(), True),
+     ("asdf", None, True), ("qwer hello", {"hello"}, True), ("😀", None, False), ("😀", {"hello"}, False)],
+)  # fmt: skip
+def test_readable_means_a_cjk_character_a_digit_or_a_known_word(text: str, known: Any, expected: bool) -> None:
+    assert content.readable(text, known) is expected
+
+
+def test_words_are_runs_of_letters_other_than_cjk_normalised() -> None:
+    assert content.words("iPhone15 很好 ＯＫ, ok") == {"iphone", "ok"}
+    assert content.vocabulary(["买 iPhone", "hi 你好", "好的"]) == ["hi", "iphone"]
+
+
+def test_unknown_words_get_no_confidence_where_the_archive_stores_the_vocabulary() -> None:
+    logits = np.array([[8.0, 0.0]] * 3)
+    texts = ["asdfghjkl", "Hello", "查订单"]
+    model = ConfidenceModel.from_meta({"confidence": {"temperature": 1.0, "known_words": ["hello"]}})
+    assert model.known_words == frozenset({"hello"})
+    assert model(logits, texts).in_scope.tolist() == [0.0, 1.0, 1.0]
+    off = ConfidenceModel.from_meta({"confidence": {"known_words": ["hello"]}}, unknown_words_rule=False)
+    assert off(logits, texts).in_scope.tolist() == [1.0, 1.0, 1.0]
+    old = ConfidenceModel.from_meta({"confidence": {"temperature": 1.0}})  # trained before the vocabulary was stored
+    assert old(logits, texts).in_scope.tolist() == [1.0, 1.0, 1.0]
+
+
 def test_model_without_stored_settings_serves_the_plain_softmax() -> None:
     logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.1, 0.2]])
     model = ConfidenceModel.from_meta({"labels": ["a", "b", "c"]})
@@ -94,9 +121,10 @@ def test_stored_settings_scale_by_temperature_and_factor_and_zero_out_no_content
 
 
 def test_round_trip_through_meta() -> None:
-    model = ConfidenceModel(temperature=1.7, energy_reference=[1.0, 2.0, 3.0])
+    model = ConfidenceModel(temperature=1.7, energy_reference=[1.0, 2.0, 3.0], known_words=frozenset({"ok", "hi"}))
     again = ConfidenceModel.from_meta(model.to_meta())
     assert again.temperature == pytest.approx(1.7) and again.energy_reference == [1.0, 2.0, 3.0]
+    assert model.to_meta()["confidence"]["known_words"] == ["hi", "ok"] and again.known_words == model.known_words
 
 
 def test_fit_skips_calibration_with_a_clear_line_when_too_few_examples_are_held_out() -> None:

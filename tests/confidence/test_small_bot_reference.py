@@ -19,7 +19,7 @@ LABELS = sorted(TINY_BOT)
 TEXTS = [t for intent in LABELS for t in TINY_BOT[intent]]
 IDS = [LABELS.index(intent) for intent in LABELS for _ in TINY_BOT[intent]]
 CONFIG = {"model": "scratch", "lexical_model": True, "calibrate": True, "out_of_scope_quantile": 0.3,
-          "no_content_rule": True, "random_seed": 0}  # fmt: skip
+          "no_content_rule": True, "unknown_words_rule": True, "random_seed": 0}  # fmt: skip
 OUT_OF_SCOPE = ["今天北京天气怎么样", "给我放一首周杰伦的歌", "红烧肉怎么做", "订一张去上海的机票"]
 
 
