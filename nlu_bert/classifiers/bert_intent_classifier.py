@@ -111,15 +111,16 @@ class BertIntentClassifier(GraphComponent, IntentClassifier, EntityExtractorMixi
             "finetuning_epoch_fraction": 0.25,
             # Confidences (docs/confidence.md): a temperature fitted on the validation split (>= 50 examples);
             # confidences fall to 0 below the energy of this lowest share of held-out examples (0 = off; under 50
-            # held out, of the TF-IDF model's cross-fitted energies on every example);
-            # messages without a CJK character, letter or digit get 0, and so do messages without a CJK character
-            # or digit whose words of letters the training examples do not have (keyboard mash); a TF-IDF model
-            # stacked with BERT (auto: on for `scratch` only).
+            # held out, of the TF-IDF model's cross-fitted energies, with background classes of everyday messages of
+            # other domains); messages without a CJK character, letter or digit get 0, and so do messages without a
+            # CJK character or digit whose words of letters the training examples lack (keyboard mash); a TF-IDF
+            # model stacked with BERT (auto: on for `scratch` only).
             "calibrate": True,
             "out_of_scope_quantile": 0.3,
             "no_content_rule": True,
             "unknown_words_rule": True,
             "lexical_model": "auto",
+            "out_of_scope_background": True,
             # `scratch` backbone size: hidden width, layers, attention heads.
             "scratch_hidden_size": 256,
             "scratch_num_layers": 4,

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from scipy.special import softmax
 
-from nlu_bert.confidence import calibration, content, lexical, out_of_scope
+from nlu_bert.confidence import background, calibration, content, lexical, out_of_scope
 from nlu_bert.confidence.scorer import LEXICAL_ENERGY, ConfidenceModel, Confidences
 
 logger = logging.getLogger(__name__)
@@ -42,10 +42,12 @@ def fit(
     no_content_rule: bool,
     log: Callable[[str], None],
     lexical_energies: Optional[np.ndarray] = None,
+    background_log_odds: Optional[np.ndarray] = None,
 ) -> Tuple[ConfidenceModel, Dict[str, Any]]:
     """The confidence model fitted on held-out ``logits`` / ``labels``, and its report (for training_report.json).
-    ``lexical_energies``: cross-fitted energies of the lexical model on every training example, the out-of-scope
-    reference instead of the held-out logits (small bots)."""
+    ``lexical_energies``: cross-fitted energies of the lexical model on every training example (NaN: not scored),
+    the out-of-scope reference instead of the held-out logits (small bots); ``background_log_odds``: their
+    cross-fitted background log-odds, a second reference (:mod:`nlu_bert.confidence.background`)."""
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     n = len(labels)
     model = ConfidenceModel(no_content_rule=no_content_rule)
@@ -74,16 +76,26 @@ def fit(
             "(more examples per intent, or a larger `validation_split`)"
         )
         log(f"confidence calibration skipped: {report['skipped']}")
-    if quantile > 0 and lexical_energies is not None and len(lexical_energies) >= MIN_REFERENCE_EXAMPLES:
-        model.energy_reference = out_of_scope.reference(lexical_energies, quantile)
+    scored = None if lexical_energies is None else ~np.isnan(lexical_energies)
+    if quantile > 0 and scored is not None and scored.sum() >= MIN_REFERENCE_EXAMPLES:
+        share, count = quantile, int(scored.sum())
+        what = f"energy of the lowest {share:.0%} of {count}"
+        if background_log_odds is not None and not np.isnan(background_log_odds).all():
+            scored &= ~np.isnan(background_log_odds)
+            count = int(scored.sum())
+            share = background.shared_quantile(lexical_energies[scored], background_log_odds[scored], quantile)
+            model.background_reference = out_of_scope.reference(background_log_odds[scored], share)
+            what = (
+                f"energy or background log-odds of the lowest {share:.0%} of {count} ({quantile:.0%} of the "
+                "examples in all)"
+            )
+        model.energy_reference = out_of_scope.reference(lexical_energies[scored], share)
         model.energy_source = LEXICAL_ENERGY
-        report["out_of_scope_reference"] = (
-            f"TF-IDF energies of the lowest {quantile:.0%} of {len(lexical_energies)} cross-fitted training examples"
-        )
+        report["out_of_scope_reference"] = f"TF-IDF {what} cross-fitted training examples"
         log(
-            f"out-of-scope factor: confidences scaled down below the TF-IDF energy of the lowest {quantile:.0%} of "
-            f"{len(lexical_energies)} training examples (cross-fitted: {n} held-out examples are too few for a "
-            f"reference of BERT's energies, {MIN_HELD_OUT_REFERENCE} or more are)"
+            f"out-of-scope factor: confidences scaled down below the TF-IDF {what} training examples (cross-fitted: "
+            f"{n} held-out examples are too few for a reference of BERT's energies, {MIN_HELD_OUT_REFERENCE} or "
+            "more are)"
         )
     elif quantile > 0 and n >= MIN_REFERENCE_EXAMPLES:
         model.energy_reference = out_of_scope.reference(out_of_scope.energy(logits, model.temperature), quantile)
@@ -195,12 +207,23 @@ def fit_held_out(
     `lexical_model`, the TF-IDF model is fitted first and everything after it sees the combined logits."""
     held_texts = [texts[i] for i in held_out]
     labels = np.asarray([label_ids[i] for i in held_out], dtype=np.int64)
-    ensemble, cross_fitted, held_energies = None, None, None
+    ensemble, energies, log_odds, held_energies, held_log_odds = None, None, None, None, None
+    selection: Optional[background.Selection] = None
     if lexical.enabled(config):
-        ensemble, logits = lexical.fit_ensemble(texts, label_ids, held_out, num_labels, logits_of, log)
-        if len(held_out) < MIN_HELD_OUT_REFERENCE and float(config["out_of_scope_quantile"]) > 0:
-            energies = lexical.cross_fitted_energies(texts, label_ids, num_labels, seed=int(config["random_seed"]))
-            cross_fitted, held_energies = energies[~np.isnan(energies)], np.nan_to_num(energies[list(held_out)])
+        small = len(held_out) < MIN_HELD_OUT_REFERENCE and float(config["out_of_scope_quantile"]) > 0
+        seed = int(config["random_seed"])
+        if small and config["out_of_scope_background"]:
+            selection = background.select(texts, label_ids, num_labels, seed, log)
+        groups = selection.groups if selection is not None else []
+        ensemble, logits = lexical.fit_ensemble(texts, label_ids, held_out, num_labels, logits_of, log, groups)
+        if selection is not None:
+            energies, log_odds = selection.energies, selection.log_odds if selection.domains else None
+        elif small:
+            energies = lexical.cross_fitted_energies(texts, label_ids, num_labels, seed=seed)
+        if energies is not None:
+            held_energies = np.nan_to_num(energies[list(held_out)])
+        if log_odds is not None:
+            held_log_odds = np.nan_to_num(log_odds[list(held_out)])
     else:
         logits = logits_of(held_texts) if held_texts else np.zeros((0, 1))
     model, report = fit(
@@ -210,14 +233,17 @@ def fit_held_out(
         quantile=float(config["out_of_scope_quantile"]),
         no_content_rule=bool(config["no_content_rule"]),
         log=log,
-        lexical_energies=cross_fitted,
+        lexical_energies=energies,
+        background_log_odds=log_odds,
     )
+    if selection is not None:
+        report["out_of_scope_background"] = background.describe(selection)
     if config["unknown_words_rule"]:  # the bot's words of letters, for the rule at predict time
         model.known_words = frozenset(content.vocabulary(texts))
     if model.energy_source != LEXICAL_ENERGY:
         held_energies = None  # the combined logits' own
-    if held_texts:
-        confidences = model(logits, held_texts, held_energies)  # the logits above were combined already
+    if held_texts:  # the logits above were combined already
+        confidences = model(logits, held_texts, held_energies, held_log_odds if model.background_reference else None)
         report["recommended_thresholds"] = recommend_thresholds(confidences, labels, log)
     model.ensemble = ensemble
     if model.energy_reference:
@@ -243,4 +269,5 @@ def check_config(check: Any) -> None:
     check.number("out_of_scope_quantile", 0, 0.5)
     check.boolean("no_content_rule")
     check.boolean("unknown_words_rule")
+    check.boolean("out_of_scope_background")
     check.choice("lexical_model", ["auto", True, False])

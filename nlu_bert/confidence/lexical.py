@@ -18,6 +18,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, logsumexp
 
 FILE = "lexical.npz"
+BACKGROUND_FILE = "lexical_background.npz"  # the same model with background classes (small bots)
 NGRAM_RANGE = (1, 4)
 C = 30.0  # inverse regularisation of the logistic regression (measured: 10 / 30 / 100 -> 30 best on SMP2017)
 FLOOR = 1e-6  # probability of an intent the regression never saw (absent from its training split)
@@ -42,10 +43,19 @@ class LexicalModel:
         self.classes, self.num_labels = np.asarray(classes, dtype=np.int64), int(n)
 
     @classmethod
-    def fit(cls, texts: Sequence[str], label_ids: Sequence[int], num_labels: int) -> "LexicalModel":
+    def fit(
+        cls, texts: Sequence[str], label_ids: Sequence[int], num_labels: int, background: Sequence[Sequence[str]] = ()
+    ) -> "LexicalModel":
+        """``background``: groups of messages of other domains, each fitted as a class of its own after the
+        intents' (ids ``num_labels``, ``num_labels + 1``…): they never appear in :meth:`log_proba`, only in
+        :meth:`background_log_odds` (:mod:`nlu_bert.confidence.background`)."""
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
+        texts, label_ids = list(texts), list(label_ids)
+        for k, group in enumerate(background):
+            texts += list(group)
+            label_ids += [num_labels + k] * len(group)
         vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=NGRAM_RANGE, sublinear_tf=True)
         x = vectorizer.fit_transform(segment(texts))
         clf = LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit(x, np.asarray(label_ids))
@@ -54,27 +64,45 @@ class LexicalModel:
             coef, intercept = np.vstack([-coef, coef]), np.r_[-intercept, intercept]
         return cls(vectorizer, coef, intercept, clf.classes_, num_labels)
 
+    @property
+    def intents(self) -> np.ndarray:
+        """Which columns of :meth:`scores` are intents (the others: background classes)."""
+        return self.classes < self.num_labels
+
+    @property
+    def has_background(self) -> bool:
+        return not bool(self.intents.all())
+
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         """``[len(texts), classes seen]`` decision scores of the regression (before its softmax)."""
         return np.asarray(self.vectorizer.transform(segment(texts)) @ self.coef.T + self.intercept)
 
     def log_proba(self, texts: Sequence[str], scores: Optional[np.ndarray] = None) -> np.ndarray:
-        """``[len(texts), num_labels]`` log-probabilities (intents it never saw get ``FLOOR``); ``scores``: the
-        texts' :meth:`scores` where already computed."""
+        """``[len(texts), num_labels]`` log-probabilities over the intents (intents it never saw get ``FLOOR``);
+        ``scores``: the texts' :meth:`scores` where already computed."""
         scores = self.scores(texts) if scores is None else scores
         probs = np.full((len(texts), self.num_labels), FLOOR)
-        probs[:, self.classes] = np.exp(log_softmax(scores, axis=-1))
+        probs[:, self.classes[self.intents]] = np.exp(log_softmax(scores[:, self.intents], axis=-1))
         return np.log(probs / probs.sum(-1, keepdims=True))
 
     def energy(self, texts: Sequence[str], scores: Optional[np.ndarray] = None) -> np.ndarray:
-        """``logsumexp`` of the decision scores per text: low when none of the bot's n-grams fit (the lexical
-        out-of-scope score of small bots, docs/confidence.md)."""
-        return logsumexp(self.scores(texts) if scores is None else scores, axis=-1)
+        """``logsumexp`` of the intents' decision scores per text: low when none of the bot's n-grams fit (the
+        lexical out-of-scope score of small bots, docs/confidence.md)."""
+        scores = self.scores(texts) if scores is None else scores
+        return logsumexp(scores[:, self.intents], axis=-1)
 
-    def save(self, folder: Path) -> None:
+    def background_log_odds(self, texts: Sequence[str], scores: Optional[np.ndarray] = None) -> np.ndarray:
+        """``log p(any intent) - log p(background)`` per text: low when the message reads like the background
+        messages of other domains rather than like the bot's examples (NaN without background classes)."""
+        scores = self.scores(texts) if scores is None else scores
+        if not self.has_background:
+            return np.full(len(scores), np.nan)
+        return self.energy(texts, scores) - logsumexp(scores[:, ~self.intents], axis=-1)
+
+    def save(self, folder: Path, name: str = FILE) -> None:
         terms = sorted(self.vectorizer.vocabulary_, key=self.vectorizer.vocabulary_.get)
         np.savez_compressed(
-            folder / FILE,
+            folder / name,
             terms=np.array(terms, dtype=str),
             idf=self.vectorizer.idf_,
             coef=self.coef.astype(np.float32),
@@ -84,10 +112,10 @@ class LexicalModel:
         )
 
     @classmethod
-    def load(cls, folder: Path) -> "LexicalModel":
+    def load(cls, folder: Path, name: str = FILE) -> "LexicalModel":
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        with np.load(folder / FILE, allow_pickle=False) as stored:
+        with np.load(folder / name, allow_pickle=False) as stored:
             terms = [str(t) for t in stored["terms"]]
             vectorizer = TfidfVectorizer(
                 analyzer="char_wb", ngram_range=NGRAM_RANGE, sublinear_tf=True, vocabulary=terms
@@ -113,34 +141,49 @@ META_KEY = "lexical"  # the ensemble's settings in the component's meta.json
 
 
 class Ensemble:
-    """BERT's logits combined with the lexical model: ``w_bert · logits + w_lexical · log p_lexical(text)``."""
+    """BERT's logits combined with the lexical model: ``w_bert · logits + w_lexical · log p_lexical(text)``; with
+    ``background`` (the same regression fitted with background classes), the out-of-scope energy and log-odds come
+    from that one, the intents' probabilities still from ``model``."""
 
-    def __init__(self, model: LexicalModel, weights: Tuple[float, float]) -> None:
+    def __init__(
+        self, model: LexicalModel, weights: Tuple[float, float], background: Optional[LexicalModel] = None
+    ) -> None:
         self.model, self.weights = model, (float(weights[0]), float(weights[1]))
+        self.background = background
 
     def combine(self, bert_logits: np.ndarray, texts: Sequence[str], max_chars: int = 512) -> np.ndarray:
         return self.combine_with_energy(bert_logits, texts, max_chars)[0]
 
     def combine_with_energy(
         self, bert_logits: np.ndarray, texts: Sequence[str], max_chars: int = 512
-    ) -> Tuple[np.ndarray, np.ndarray]:
-        """The combined logits and the lexical model's :meth:`LexicalModel.energy` of ``texts`` (one pass)."""
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The combined logits, the lexical :meth:`LexicalModel.energy` and :meth:`LexicalModel.background_log_odds`
+        of ``texts`` (one pass of each model)."""
         texts = [t[:max_chars] for t in texts]
         scores = self.model.scores(texts)
         lexical = self.model.log_proba(texts, scores)
         combined = self.weights[0] * np.asarray(bert_logits, dtype=np.float64) + self.weights[1] * lexical
-        return combined, self.model.energy(texts, scores)
+        if self.background is None:
+            return combined, self.model.energy(texts, scores), np.full(len(texts), np.nan)
+        scores = self.background.scores(texts)
+        return combined, self.background.energy(texts, scores), self.background.background_log_odds(texts, scores)
 
     def to_meta(self) -> dict:
-        return {"file": FILE, "weights": [round(w, 6) for w in self.weights]}
+        stored = {"file": FILE, "weights": [round(w, 6) for w in self.weights]}
+        if self.background is not None:
+            stored["background_file"] = BACKGROUND_FILE
+        return stored
 
     def save(self, folder: Path) -> None:
         self.model.save(folder)
+        if self.background is not None:
+            self.background.save(folder, BACKGROUND_FILE)
 
     @classmethod
     def load(cls, folder: Path, stored: dict) -> "Ensemble":
         weights = stored.get("weights") or DEFAULT_WEIGHTS
-        return cls(LexicalModel.load(folder), (float(weights[0]), float(weights[1])))
+        background = LexicalModel.load(folder, BACKGROUND_FILE) if stored.get("background_file") else None
+        return cls(LexicalModel.load(folder), (float(weights[0]), float(weights[1])), background)
 
 
 def fit_ensemble(
@@ -150,10 +193,12 @@ def fit_ensemble(
     num_labels: int,
     bert_logits_of: Any,
     log: Any,
+    background: Sequence[Sequence[str]] = (),
 ) -> Tuple[Ensemble, np.ndarray]:
     """The served ensemble (lexical model fitted on every example) and the combined logits of the held-out
     examples, computed with a lexical model that did not see them (so the weights, the temperature and the
-    out-of-scope reference are fitted on honest held-out scores)."""
+    out-of-scope reference are fitted on honest held-out scores). ``background``: groups of background messages for
+    the ensemble's second regression (:meth:`LexicalModel.fit`)."""
     held = set(held_out)
     kept = [i for i in range(len(texts)) if i not in held]
     held_texts = [texts[i] for i in held_out]
@@ -174,15 +219,24 @@ def fit_ensemble(
         )
     else:
         log(f"lexical model: nothing held out, default weights BERT {weights[0]}, TF-IDF {weights[1]}")
-    return Ensemble(LexicalModel.fit(texts, label_ids, num_labels), weights), combined
+    served = LexicalModel.fit(texts, label_ids, num_labels)
+    with_background = LexicalModel.fit(texts, label_ids, num_labels, background) if background else None
+    return Ensemble(served, weights, with_background), combined
 
 
-def cross_fitted_energies(
-    texts: Sequence[str], label_ids: Sequence[int], num_labels: int, folds: int = 10, seed: int = 0
-) -> np.ndarray:
-    """Out-of-fold :meth:`LexicalModel.energy` of every training example (NaN for the examples of an intent with
-    a single example): each intent's examples are dealt into ``folds`` folds (seeded) and each fold is scored by a
-    model fitted on the other folds, so no example is scored by a model that saw it."""
+def cross_fitted(
+    texts: Sequence[str],
+    label_ids: Sequence[int],
+    num_labels: int,
+    folds: int = 10,
+    seed: int = 0,
+    background: Sequence[Sequence[str]] = (),
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Out-of-fold :meth:`LexicalModel.energy`, :meth:`LexicalModel.background_log_odds` and predicted class (an
+    intent id, or ``num_labels + k`` for background group ``k``; -1 where not scored) of every training example
+    (NaN for the examples of an intent with a single example): each intent's examples are dealt into ``folds``
+    folds (seeded) and each fold is scored by a model fitted on the other folds (and all of ``background``), so
+    no example is scored by a model that saw it."""
     import random
 
     rng = random.Random(seed)
@@ -196,14 +250,26 @@ def cross_fitted_energies(
             start = rng.randrange(folds)  # intents of a few examples do not all fill the first folds
             for k, i in enumerate(members):
                 fold_of[i] = (start + k) % folds
-    energies = np.full(len(texts), np.nan)
+    energies, log_odds = np.full(len(texts), np.nan), np.full(len(texts), np.nan)
+    predicted = np.full(len(texts), -1)
     labels = np.asarray(label_ids)
     for fold in range(folds):
         scored, rest = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
         if len(scored) and len(set(labels[rest].tolist())) >= 2:
-            model = LexicalModel.fit([texts[i] for i in rest], labels[rest], num_labels)
-            energies[scored] = model.energy([texts[i] for i in scored])
-    return energies
+            model = LexicalModel.fit([texts[i] for i in rest], labels[rest], num_labels, background)
+            fold_texts = [texts[i] for i in scored]
+            scores = model.scores(fold_texts)
+            energies[scored] = model.energy(fold_texts, scores)
+            log_odds[scored] = model.background_log_odds(fold_texts, scores)
+            predicted[scored] = model.classes[scores.argmax(-1)]
+    return energies, log_odds, predicted
+
+
+def cross_fitted_energies(
+    texts: Sequence[str], label_ids: Sequence[int], num_labels: int, folds: int = 10, seed: int = 0
+) -> np.ndarray:
+    """The out-of-fold energies of :func:`cross_fitted` (no background)."""
+    return cross_fitted(texts, label_ids, num_labels, folds, seed)[0]
 
 
 def _accuracy(scores: np.ndarray, labels: Sequence[int]) -> float:
@@ -223,8 +289,10 @@ def load(folder: Path, stored: dict) -> "Ensemble":
     ModelArchiveError."""
     from nlu_bert import archive
 
-    archive.require_files(folder, archive.BERT, [FILE])
+    files = [FILE] + ([BACKGROUND_FILE] if stored.get("background_file") else [])
+    archive.require_files(folder, archive.BERT, files)
     try:
         return Ensemble.load(folder, stored)
     except (OSError, ValueError, KeyError) as e:
-        raise archive.damaged(archive.BERT, folder, f"{FILE} is unreadable ({type(e).__name__}: {e})") from None
+        problem = f"{' or '.join(files)} is unreadable ({type(e).__name__}: {e})"
+        raise archive.damaged(archive.BERT, folder, problem) from None

@@ -44,6 +44,9 @@ class ConfidenceModel:
     energy_source: str = "logits"
     no_content_rule: bool = True
     ensemble: Optional[lexical.Ensemble] = None  # the TF-IDF model beside BERT, where trained with one
+    # the background log-odds of the lowest in-scope examples (small bots with background domains in the lexical
+    # model, nlu_bert.confidence.background); empty: no background factor
+    background_reference: List[float] = field(default_factory=list)
     # the words of letters (not CJK) of the training examples; None: not stored (archives trained before them)
     known_words: Optional[FrozenSet[str]] = None
     unknown_words_rule: bool = True
@@ -66,14 +69,19 @@ class ConfidenceModel:
             temperature=float(stored.get("temperature") or 1.0),
             energy_reference=[float(x) for x in stored.get("energy_reference") or []],
             energy_source=str(stored.get("energy_source") or "logits"),
+            background_reference=[float(x) for x in stored.get("background_reference") or []],
             ensemble=lexical.load(folder, ensemble) if isinstance(ensemble, dict) and folder is not None else None,
             known_words=frozenset(str(w) for w in known) if isinstance(known, list) else None,
             **rules,
         )
+        problem = ""
         if model.energy_source == LEXICAL_ENERGY and model.ensemble is None:
+            problem = "meta.json has an out-of-scope reference of the lexical model's energy but no lexical model"
+        elif model.background_reference and (model.ensemble is None or model.ensemble.background is None):
+            problem = "meta.json has a background reference but no lexical model with background classes"
+        if problem:
             from nlu_bert import archive
 
-            problem = "meta.json has an out-of-scope reference of the lexical model's energy but no lexical model"
             raise archive.damaged(archive.BERT, folder or Path("."), problem)
         return model
 
@@ -85,6 +93,8 @@ class ConfidenceModel:
         }
         if self.energy_source != "logits":
             stored["energy_source"] = self.energy_source
+        if self.background_reference:
+            stored["background_reference"] = [round(x, 6) for x in self.background_reference]
         if self.ensemble is not None:
             stored[lexical.META_KEY] = self.ensemble.to_meta()
         if self.known_words is not None:
@@ -105,18 +115,28 @@ class ConfidenceModel:
         if self.ensemble is not None:
             self.ensemble.save(folder)
 
-    def __call__(self, logits: np.ndarray, texts: Sequence[str], energies: Optional[np.ndarray] = None) -> Confidences:
+    def __call__(
+        self,
+        logits: np.ndarray,
+        texts: Sequence[str],
+        energies: Optional[np.ndarray] = None,
+        log_odds: Optional[np.ndarray] = None,
+    ) -> Confidences:
         """Confidences from BERT's logits (the lexical model's log-probabilities added first, where there is one);
-        ``energies``: the texts' out-of-scope energies where computed elsewhere (the fit's held-out examples)."""
+        ``energies`` / ``log_odds``: the texts' out-of-scope energies and background log-odds where computed
+        elsewhere (the fit's held-out examples, scored out of fold)."""
         logits = np.asarray(logits, dtype=np.float64)
         lexical_energies = None
         if self.ensemble is not None:
-            logits, lexical_energies = self.ensemble.combine_with_energy(logits, texts)
+            logits, lexical_energies, lexical_log_odds = self.ensemble.combine_with_energy(logits, texts)
+            log_odds = lexical_log_odds if log_odds is None else log_odds
         probabilities, logit_energies = out_of_scope.softmax_and_energy(logits, self.temperature)
         if energies is None:
             lexical_source = self.energy_source == LEXICAL_ENERGY and lexical_energies is not None
             energies = lexical_energies if lexical_source else logit_energies  # (from_meta checks there is one)
         factor = out_of_scope.in_scope_factor(energies, self.energy_reference)
+        if self.background_reference and log_odds is not None:  # (from_meta checks the model has background)
+            factor = np.minimum(factor, out_of_scope.in_scope_factor(log_odds, self.background_reference))
         if self.no_content_rule or (self.unknown_words_rule and self.known_words is not None):
             factor = np.where([self.readable(t) for t in texts], factor, 0.0)
         return Confidences(probabilities, factor)

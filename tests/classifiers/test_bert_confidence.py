@@ -145,10 +145,16 @@ def test_small_bot_skips_calibration_with_a_clear_log_line(tmp_path: Path, caplo
     assert meta["confidence"]["temperature"] == 1.0 and "recommended_thresholds" in report["confidence"]
     # 12 held-out examples: the out-of-scope reference is the lexical model's, cross-fitted on all 48 examples
     assert meta["confidence"]["energy_source"] == "lexical" and "out_of_scope_reference" in report["confidence"]
+    # and the lexical model has background classes beside it, stored in the archive, with their own reference
+    assert report["confidence"]["out_of_scope_background"]["domains"] and meta["confidence"]["background_reference"]
+    with storage.read_from(resource) as folder:
+        assert (Path(folder) / "lexical_background.npz").exists()
     loaded = BertIntentClassifier.load({**CONFIG, "epochs": 2}, storage, resource, make_context())
-    texts = ["我的订单到哪了", "今天天气怎么样", "随便聊聊吧"]
-    factor = out_of_scope.in_scope_factor(
-        loaded.confidence.ensemble.model.energy(texts), meta["confidence"]["energy_reference"]
+    texts = ["我的订单到哪了", "今天天气怎么样", "随便聊聊吧", "红烧肉怎么做才好吃"]
+    background = loaded.confidence.ensemble.background
+    factor = np.minimum(
+        out_of_scope.in_scope_factor(background.energy(texts), meta["confidence"]["energy_reference"]),
+        out_of_scope.in_scope_factor(background.background_log_odds(texts), meta["confidence"]["background_reference"]),
     )
     w_bert, w_lexical = meta["confidence"]["lexical"]["weights"]
     logits = w_bert * loaded.served.logits(texts) + w_lexical * loaded.confidence.ensemble.model.log_proba(texts)

@@ -91,9 +91,10 @@ def test_energy_is_higher_for_the_bots_words_and_combine_gives_it_in_the_same_pa
     assert inside.min() > outside.max()
     ensemble = Ensemble(model, (0.5, 1.0))
     bert = np.zeros((2, len(LABELS)))
-    combined, energies = ensemble.combine_with_energy(bert, ["我要退款", "量子力学"])
+    combined, energies, log_odds = ensemble.combine_with_energy(bert, ["我要退款", "量子力学"])
     assert np.allclose(combined, ensemble.combine(bert, ["我要退款", "量子力学"]))
     assert np.allclose(energies, model.energy(["我要退款", "量子力学"]))
+    assert np.isnan(log_odds).all()  # no background classes
 
 
 def test_cross_fitted_energies_come_from_models_that_did_not_see_the_example() -> None:
