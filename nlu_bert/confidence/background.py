@@ -8,9 +8,9 @@ A domain the bot's own intents resemble must not count as out of scope. Each tra
 of the same TF-IDF vectors) with the other examples of its intent and with the background messages; where, for at
 least ``CONFLICT_SHARE`` of an intent's examples, a background message is nearer than any example of their own
 intent, every domain of those nearest messages is left out (``ROUNDS`` rounds, the nearest among the domains
-kept). A weather bot thus keeps its weather questions; a shop bot still learns that weather questions are not its
-own. On 10 small bots cut from the public sets this kept 1.7 points more of the right answers than keeping every
-domain (docs/confidence.md).
+kept). A bot with a weather intent thus keeps its weather questions. On 10 small bots cut from the public sets
+(research runs of the lexical model alone) 13.1% of the right answers fell below 0.3 with this rule, 15.3% keeping
+every domain (docs/confidence.md).
 """
 
 from __future__ import annotations
@@ -67,9 +67,13 @@ def nearest_predictions(
     vectors = vectorizer.fit_transform(lexical.segment(list(texts) + [t for _, t in bank]))
     own_vectors, bank_vectors = vectors[: len(texts)], vectors[len(texts) :]
     labels = np.asarray(label_ids)
-    similar = (own_vectors @ own_vectors.T).toarray()
-    np.fill_diagonal(similar, -1.0)
-    own = np.where(labels[:, None] == labels[None, :], similar, -1.0).max(1)
+    own = np.full(len(labels), -1.0)  # the cosine of each example's nearest other example of its intent
+    for intent in np.unique(labels):  # intent by intent: no matrix of every pair of a large bot's examples
+        members = np.flatnonzero(labels == intent)
+        if len(members) > 1:
+            block = (own_vectors[members] @ own_vectors[members].T).toarray()
+            np.fill_diagonal(block, -1.0)
+            own[members] = block.max(1)
     to_bank = (own_vectors @ bank_vectors.T).toarray()
     domain_of = np.array([k for k, _ in bank])
 
