@@ -171,11 +171,11 @@ API_ARGS=()
 if [ "$RASA_API" = token ]; then
   if [ -z "${RASA_AUTH_TOKEN:-}" ]; then
     if [ ! -s "$STATE/api_token" ]; then
-      (umask 077 && "$PY" -c "import secrets; print(secrets.token_urlsafe(32))" > "$STATE/api_token")
+      (umask 077 && "$PY" -c "import secrets; print(secrets.token_hex(32))" > "$STATE/api_token")
     fi
     RASA_AUTH_TOKEN=$(cat "$STATE/api_token")
   fi
-  API_ARGS=(--enable-api --auth-token "$RASA_AUTH_TOKEN")
+  API_ARGS=(--enable-api "--auth-token=$RASA_AUTH_TOKEN")  # one argument: a token may begin with "-"
 elif [ "$RASA_API" = open ]; then
   API_ARGS=(--enable-api)
   say "warning: RASA_API=open: Rasa's HTTP API has no token; anyone who reaches $RASA_INTERFACE:$RASA_PORT can read and change every conversation"

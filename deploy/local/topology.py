@@ -157,7 +157,7 @@ class Worker(Service):
             "127.0.0.1",
         ]
         if auth_token:
-            args += ["--auth-token", auth_token]
+            args += [f"--auth-token={auth_token}"]  # one argument: a token may begin with "-"
         token = f"?token={auth_token}" if auth_token else ""
         super().__init__(
             f"rasa run (worker {index})",
